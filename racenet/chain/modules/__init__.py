@@ -1,0 +1,1 @@
+"""Chain modules, each owning its messages, state keys, queries and per-block hooks."""

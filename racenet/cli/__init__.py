@@ -1,0 +1,1 @@
+"""The `racenet` command line."""

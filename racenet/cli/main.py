@@ -1,0 +1,31 @@
+"""Entry point of the `racenet` command."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from racenet import __version__
+from racenet.cli.chain import genesis, init, start
+from racenet.cli.keys import keys
+from racenet.cli.query import query, status
+from racenet.cli.tx import tx
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="racenet")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def cli(verbose: bool) -> None:
+    """racenet: a decentralized AI network powered by a compute Race."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+for command in (init, start, genesis, keys, tx, query, status):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Run the CLI (console-script entry point)."""
+    cli()

@@ -1,0 +1,131 @@
+"""A client for CometBFT's RPC (also served by the embedded engine): queries and transactions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from racenet.chain.errors import Code
+from racenet.chain.module import Msg
+from racenet.chain.tx import build_tx, tx_hash
+from racenet.crypto.address import encode_address
+from racenet.crypto.keys import PrivateKey
+
+DEFAULT_NODE = "http://127.0.0.1:26657"
+
+
+class ClientError(Exception):
+    """The node could not be reached or answered with an error."""
+
+
+class TxRejected(ClientError):
+    """The chain rejected a transaction (in CheckTx or when executing it)."""
+
+    def __init__(self, code: int, log: str) -> None:
+        name = Code(code).name.lower() if code in Code._value2member_map_ else "unknown"
+        super().__init__(f"transaction rejected: {log} (code {code} {name})")
+        self.code = code
+        self.log = log
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    """A committed transaction: hash, height and result code/log."""
+
+    hash: str
+    height: int
+    code: int
+    log: str
+
+
+class ChainClient:
+    """Typed calls over a node's RPC; every request has a timeout."""
+
+    def __init__(self, url: str = DEFAULT_NODE, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def call(self, method: str, **params: str) -> Any:
+        """One RPC call; returns `result` or raises ClientError with the node's message."""
+        try:
+            response = self.http.get(f"/{method}", params=params)
+            body = response.json()
+        except httpx.HTTPError as e:
+            raise ClientError(f"cannot reach node at {self.url}: {e}") from e
+        except ValueError as e:
+            raise ClientError(f"node at {self.url} did not answer JSON") from e
+        if "error" in body:
+            err = body["error"]
+            raise ClientError(str(err.get("data") or err.get("message")))
+        return body["result"]
+
+    def status(self) -> dict[str, Any]:
+        """The node's `/status` result."""
+        result: dict[str, Any] = self.call("status")
+        return result
+
+    def height(self) -> int:
+        """Latest committed height."""
+        return int(self.status()["sync_info"]["latest_block_height"])
+
+    def chain_id(self) -> str:
+        """The chain id the node runs."""
+        return str(self.status()["node_info"]["network"])
+
+    def query(self, path: str, data: bytes = b"") -> Any:
+        """ABCI query `path` with `data`; returns the decoded JSON value."""
+        response = self.call("abci_query", path=f'"{path}"', data="0x" + data.hex())["response"]
+        if int(response.get("code", 0)) != 0:
+            raise ClientError(f"query {path} failed: {response.get('log', '')} (code {response['code']})")
+        return json.loads(base64.b64decode(response.get("value") or ""))
+
+    def sequence(self, address: bytes) -> int:
+        """The next sequence number the account must use."""
+        return int(self.query("auth/account", encode_address(address).encode())["sequence"])
+
+    def broadcast(self, tx: bytes) -> str:
+        """Submit a transaction through CheckTx; return its hash or raise TxRejected."""
+        result = self.call("broadcast_tx_sync", tx="0x" + tx.hex())
+        if int(result["code"]) != 0:
+            raise TxRejected(int(result["code"]), str(result.get("log", "")))
+        return str(result["hash"])
+
+    def wait_for_tx(self, hash_hex: str, timeout: float = 30.0) -> TxOutcome:
+        """Poll until the transaction is in a committed block; raise ClientError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = self.call("tx", hash="0x" + hash_hex)
+            except ClientError:
+                if time.monotonic() > deadline:
+                    raise ClientError(f"transaction {hash_hex} not committed within {timeout:.0f}s") from None
+                time.sleep(0.2)
+                continue
+            r = found["tx_result"]
+            return TxOutcome(hash_hex, int(found["height"]), int(r.get("code", 0)), str(r.get("log", "")))
+
+    def send(self, key: PrivateKey, msgs: list[Msg], fee: int, memo: str = "", wait: bool = True) -> TxOutcome:
+        """Sign, broadcast and (by default) wait for a transaction; raise TxRejected on failure."""
+        sequence = self.sequence(key.public_key.address)
+        tx = build_tx(key, self.chain_id(), sequence, fee, msgs, memo)
+        hash_hex = self.broadcast(tx)
+        if not wait:
+            return TxOutcome(hash_hex, 0, 0, "")
+        outcome = self.wait_for_tx(hash_hex)
+        if outcome.code != 0:
+            raise TxRejected(outcome.code, outcome.log)
+        return outcome
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self.http.close()
+
+
+def tx_hash_hex(tx: bytes) -> str:
+    """Upper-case hex transaction hash, as CometBFT prints it."""
+    return tx_hash(tx).hex().upper()

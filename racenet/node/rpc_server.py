@@ -1,0 +1,86 @@
+"""HTTP server for the embedded engine's CometBFT-compatible RPC (URI GET form).
+
+Parameters follow CometBFT's URI conventions: bytes as `0x<hex>`, strings quoted,
+e.g. `/abci_query?path="bank/balance"&data=0x72616365...`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from racenet.node.embedded import EmbeddedNode, RpcError
+
+log = logging.getLogger(__name__)
+
+
+def _bytes_param(value: str) -> bytes:
+    """A CometBFT URI bytes argument: `0x<hex>` or a quoted string."""
+    if value.startswith("0x"):
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError as e:
+            raise RpcError(f"invalid hex argument: {e}", -32602) from e
+    return value.strip('"').encode()
+
+
+def _int_param(value: str) -> int:
+    try:
+        return int(value.strip('"') or 0)
+    except ValueError as e:
+        raise RpcError(f"invalid integer argument {value!r}", -32602) from e
+
+
+def dispatch(node: EmbeddedNode, route: str, params: dict[str, str]) -> Any:
+    """Call the RPC method named by the URL path with its URI parameters."""
+    if route == "/health":
+        return {}
+    if route == "/status":
+        return node.status()
+    if route in ("/broadcast_tx_sync", "/broadcast_tx_async"):
+        return node.broadcast_tx_sync(_bytes_param(params.get("tx", "")))
+    if route == "/tx":
+        return node.tx(_bytes_param(params.get("hash", "")))
+    if route == "/abci_query":
+        path = params.get("path", "").strip('"')
+        return node.abci_query(path, _bytes_param(params.get("data", "")), _int_param(params.get("height", "0")))
+    if route == "/block":
+        return node.block(_int_param(params.get("height", "0")))
+    raise RpcError(f"method not found: {route}", -32601)
+
+
+def serve_rpc(node: EmbeddedNode, host: str, port: int) -> ThreadingHTTPServer:
+    """Start the RPC server on a background thread and return it (call .shutdown() to stop)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            try:
+                body: dict[str, Any] = {"jsonrpc": "2.0", "id": -1, "result": dispatch(node, url.path, params)}
+                status = 200
+            except RpcError as e:
+                body = {
+                    "jsonrpc": "2.0",
+                    "id": -1,
+                    "error": {"code": e.code, "message": "Internal error", "data": str(e)},
+                }
+                status = 500
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("rpc: " + format, *args)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="rpc", daemon=True).start()
+    return server
