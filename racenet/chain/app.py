@@ -22,6 +22,7 @@ from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import Context, Module, Msg, json_bytes
 from racenet.chain.modules.auth import AuthModule
 from racenet.chain.modules.bank import BankModule
+from racenet.chain.modules.validators import ValidatorsModule
 from racenet.chain.store import Branch, CommittedStore, KVStore, changes_hash_input
 from racenet.chain.tx import DecodedTx, decode_tx
 from racenet.chain.types import (
@@ -57,7 +58,8 @@ class App:
         self.store = CommittedStore(Path(db_path))
         self.auth = AuthModule()
         self.bank = BankModule()
-        self.modules: list[Module] = [self.auth, self.bank]
+        self.validators = ValidatorsModule()
+        self.modules: list[Module] = [self.auth, self.bank, self.validators]
         self.registry: dict[str, type[Msg]] = {m.TYPE: m for mod in self.modules for m in mod.messages}
         self.handlers: dict[str, Module] = {m.TYPE: mod for mod in self.modules for m in mod.messages}
         self._decode = functools.lru_cache(maxsize=DECODE_CACHE_SIZE)(self._decode_uncached)
@@ -83,11 +85,24 @@ class App:
                 module.init_genesis(ctx, state.get(module.name, {}))
             except (ValueError, TypeError, KeyError) as e:
                 raise GenesisError(f"genesis app_state.{module.name}: {e}") from e
+        validators = self._genesis_validators(ctx, req.validators)
         self.genesis = branch
         self.chain_id = req.chain_id
         self.app_hash = app_hash(b"", req.initial_height - 1, branch.changes)
         self.check_state = Branch(branch)
-        return InitChainResult(self.app_hash, req.validators)
+        return InitChainResult(self.app_hash, validators)
+
+    def _genesis_validators(self, ctx: Context, offered: tuple[ValidatorUpdate, ...]) -> tuple[ValidatorUpdate, ...]:
+        """The engine's genesis validators, unless app_state names its own (then returned to it)."""
+        own = self.validators.keeper.powers(ctx)
+        if own:
+            return tuple(own)
+        for v in offered:
+            try:
+                self.validators.keeper.set_genesis_power(ctx, v.pub_key, v.power)
+            except ValueError as e:
+                raise GenesisError(f"genesis validator {v.pub_key.hex()}: {e}") from e
+        return ()
 
     def _parse_app_state(self, raw: bytes) -> dict[str, Any]:
         try:

@@ -25,6 +25,7 @@ class Code(IntEnum):
     UNKNOWN_QUERY = 10
     NOT_FOUND = 11
     INVALID_QUERY = 12
+    UNAUTHORIZED = 13
     INTERNAL = 99
 
 

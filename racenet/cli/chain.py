@@ -106,3 +106,25 @@ def start(home: Path, rpc: str, block_time: float) -> None:
         server.shutdown()
         node.close()
         click.echo(f"stopped at height {node.app.height}", err=True)
+
+
+@click.command("app")
+@home_option
+@click.option("--abci", default="tcp://127.0.0.1:26658", show_default=True, help="ABCI address CometBFT connects to.")
+def app_command(home: Path, abci: str) -> None:
+    """Serve the state machine to a CometBFT node over ABCI (one per validator)."""
+    from racenet.abci.server import run
+    from racenet.chain.app import App
+
+    data = home / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    app = App(data / "app.db")
+    click.echo(f"racenet app at height {app.height}, ABCI on {abci}", err=True)
+    try:
+        run(app, abci)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    except OSError as e:
+        fail(f"cannot serve ABCI on {abci}: {e}")
+    finally:
+        app.close()

@@ -7,7 +7,7 @@ import logging
 import click
 
 from racenet import __version__
-from racenet.cli.chain import genesis, init, start
+from racenet.cli.chain import app_command, genesis, init, start
 from racenet.cli.keys import keys
 from racenet.cli.query import query, status
 from racenet.cli.tx import tx
@@ -22,7 +22,7 @@ def cli(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-for command in (init, start, genesis, keys, tx, query, status):
+for command in (init, start, app_command, genesis, keys, tx, query, status):
     cli.add_command(command)
 
 

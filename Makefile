@@ -1,0 +1,54 @@
+# racenet — developer entry points. `make run` and `make test` are the README's two commands.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+PB := racenet/abci/pb/tendermint/abci/types_pb2.py
+LOCALNET := .localnet
+
+.PHONY: install run test lint typecheck unit network bench clean
+
+install: $(STAMP) .bin/cometbft $(PB)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+.bin/cometbft: scripts/install-cometbft.sh
+	bash scripts/install-cometbft.sh
+
+$(PB): scripts/gen-proto.sh $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/gen-proto.sh
+
+## run: a local single-validator chain (embedded engine) with a funded key `alice`.
+run: install
+	@test -f $(LOCALNET)/config/genesis.json || { \
+		$(BIN)/racenet init --home $(LOCALNET) && \
+		RACENET_PASSPHRASE= $(BIN)/racenet keys add alice --home $(LOCALNET) && \
+		$(BIN)/racenet genesis add-account --home $(LOCALNET) alice 1000000icon; }
+	$(BIN)/racenet start --home $(LOCALNET)
+
+## test: lint, type-check and the whole test suite (fast and network).
+test: install lint typecheck
+	$(BIN)/pytest -q
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy racenet bench tests
+
+unit: install
+	$(BIN)/pytest -q -m "not network"
+
+network: install
+	$(BIN)/pytest -q -m network
+
+bench: install
+	$(BIN)/python bench/chain_tps.py
+
+clean:
+	rm -rf $(VENV) .bin racenet/abci/pb $(LOCALNET) .mypy_cache .ruff_cache .pytest_cache
