@@ -138,7 +138,7 @@ class App:
 
     def _decodes(self, tx: bytes) -> bool:
         try:
-            self._decode(tx, self.auth.keeper.params(self._read_ctx()).max_tx_bytes)
+            self._decode(tx, self.auth.keeper.params(self.read_context()).max_tx_bytes)
         except ChainError:
             return False
         return True
@@ -192,7 +192,8 @@ class App:
         self.check_state = Branch(self.store)
         return 0
 
-    def _read_ctx(self) -> Context:
+    def read_context(self) -> Context:
+        """A throwaway context over the latest state, for queries and checks."""
         return Context(Branch(self.genesis or self.store), self.chain_id, self.height, self.last_time)
 
     def query(self, path: str, data: bytes, height: int = 0) -> QueryResult:
@@ -207,7 +208,7 @@ class App:
             elif module is None:
                 raise ChainError(Code.UNKNOWN_QUERY, f"unknown query path {path!r}")
             else:
-                value = module.query(self._read_ctx(), sub, data)
+                value = module.query(self.read_context(), sub, data)
         except ChainError as e:
             return QueryResult(code=int(e.code), log=e.message, height=self.height)
         except (ValueError, UnicodeDecodeError) as e:
@@ -216,12 +217,12 @@ class App:
 
     def export_genesis(self) -> dict[str, Any]:
         """The current state as a genesis `app_state` that init_chain accepts."""
-        ctx = self._read_ctx()
+        ctx = self.read_context()
         return {m.name: m.export_genesis(ctx) for m in self.modules}
 
     def check_invariants(self) -> None:
         """Assert every module invariant against committed state (tests run it each block)."""
-        self.bank.keeper.check_supply(self._read_ctx())
+        self.bank.keeper.check_supply(self.read_context())
 
     def close(self) -> None:
         """Release the store."""

@@ -1,0 +1,182 @@
+"""Every rejected transaction gets its code and message and changes no state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from racenet.chain.codec import decode, encode
+from racenet.chain.errors import Code
+from racenet.chain.modules.bank import Send
+from racenet.chain.modules.validators import SetPower
+from racenet.chain.tx import AnyMsg, SignedTx, TxBody, build_tx, sign_bytes
+from tests.chain import CHAIN_ID, FEE, INITIAL_BALANCE, Chain, genesis_for, key
+
+ALICE, BOB, MALLORY = key(1), key(2), key(3)
+TO_BOB = Send(BOB.public_key.address, 5)
+
+
+def _tamper_fee(raw: bytes) -> bytes:
+    tx = decode(SignedTx, raw)
+    return encode(replace(tx, body=replace(tx.body, fee=tx.body.fee + 1)))
+
+
+def _resign(body: TxBody) -> bytes:
+    pub = ALICE.public_key.raw
+    return encode(SignedTx(1, body, pub, ALICE.sign(sign_bytes(pub, body))))
+
+
+def _flip_signature(raw: bytes) -> bytes:
+    return raw[:-1] + bytes([raw[-1] ^ 1])
+
+
+def _other_signer(raw: bytes) -> bytes:
+    tx = decode(SignedTx, raw)
+    return encode(replace(tx, signature=MALLORY.sign(sign_bytes(tx.pub_key, tx.body))))
+
+
+Case = tuple[str, Callable[[], bytes], Code, str]
+CASES: list[Case] = [
+    (
+        "bad signature",
+        lambda: _flip_signature(build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB])),
+        Code.BAD_SIGNATURE,
+        "signature",
+    ),
+    (
+        "signed by another key",
+        lambda: _other_signer(build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB])),
+        Code.BAD_SIGNATURE,
+        "signature",
+    ),
+    (
+        "fee changed after signing",
+        lambda: _tamper_fee(build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB])),
+        Code.BAD_SIGNATURE,
+        "signature",
+    ),
+    ("wrong chain id", lambda: build_tx(ALICE, "other-chain", 0, FEE, [TO_BOB]), Code.WRONG_CHAIN_ID, "other-chain"),
+    (
+        "sequence from the future",
+        lambda: build_tx(ALICE, CHAIN_ID, 1, FEE, [TO_BOB]),
+        Code.WRONG_SEQUENCE,
+        "expected 0",
+    ),
+    (
+        "insufficient funds",
+        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [Send(BOB.public_key.address, INITIAL_BALANCE)]),
+        Code.INSUFFICIENT_FUNDS,
+        "has",
+    ),
+    ("fee above balance", lambda: build_tx(MALLORY, CHAIN_ID, 0, FEE, [TO_BOB]), Code.INSUFFICIENT_FUNDS, "has 0"),
+    ("fee below minimum", lambda: build_tx(ALICE, CHAIN_ID, 0, FEE - 1, [TO_BOB]), Code.INSUFFICIENT_FEE, "minimum"),
+    ("random bytes", lambda: b"\x07garbage", Code.MALFORMED_TX, "malformed"),
+    ("empty", lambda: b"", Code.MALFORMED_TX, "malformed"),
+    ("trailing byte", lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB]) + b"\x00", Code.MALFORMED_TX, "trailing"),
+    ("truncated", lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB])[:-10], Code.MALFORMED_TX, "malformed"),
+    (
+        "unknown version",
+        lambda: b"\x02" + build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB])[1:],
+        Code.MALFORMED_TX,
+        "version",
+    ),
+    (
+        "unknown message type",
+        lambda: _resign(TxBody(CHAIN_ID, 0, FEE, "", (AnyMsg("bank/Steal", b""),))),
+        Code.UNKNOWN_MESSAGE,
+        "bank/Steal",
+    ),
+    (
+        "malformed message",
+        lambda: _resign(TxBody(CHAIN_ID, 0, FEE, "", (AnyMsg("bank/Send", b"\x01"),))),
+        Code.MALFORMED_TX,
+        "bank/Send",
+    ),
+    ("no messages", lambda: _resign(TxBody(CHAIN_ID, 0, FEE, "", ())), Code.MALFORMED_TX, "no messages"),
+    (
+        "zero amount",
+        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [Send(BOB.public_key.address, 0)]),
+        Code.INVALID_MESSAGE,
+        "positive",
+    ),
+    (
+        "short recipient",
+        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [Send(b"\x01" * 19, 5)]),
+        Code.INVALID_MESSAGE,
+        "20-byte",
+    ),
+    ("memo too long", lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB], memo="x" * 300), Code.MALFORMED_TX, "memo"),
+    ("oversize", lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB], memo="x" * 70_000), Code.TX_TOO_LARGE, "limit"),
+    (
+        "not the authority",
+        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [SetPower(b"\x01" * 32, 5)]),
+        Code.UNAUTHORIZED,
+        "authority",
+    ),
+]
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Chain:
+    c = Chain.start(tmp_path, genesis_for([ALICE, BOB]))
+    c.block()
+    return c
+
+
+@pytest.mark.parametrize("name, make, code, message", CASES, ids=[c[0] for c in CASES])
+def test_rejected_in_check_tx_and_block(
+    chain: Chain, name: str, make: Callable[[], bytes], code: Code, message: str
+) -> None:
+    raw = make()
+    checked = chain.app.check_tx(raw)
+    assert (checked.code, message in checked.log) == (code, True), checked.log
+
+    before = chain.state()
+    result = chain.decided_block(raw)
+    assert result.tx_results[0].code == code
+    assert message in result.tx_results[0].log
+    assert chain.state() == before
+
+    valid = build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB])
+    assert chain.app.check_tx(valid).code == 0, "a rejection must not advance the sequence or spend"
+
+
+def test_replayed_transaction_is_rejected(chain: Chain) -> None:
+    raw = chain.tx(ALICE, TO_BOB)
+    assert chain.block(raw).tx_results[0].code == 0
+    assert chain.balance(BOB) == INITIAL_BALANCE + 5
+    before = chain.state()
+    replay = chain.block(raw).tx_results[0]
+    assert replay.code == Code.WRONG_SEQUENCE
+    assert chain.state() == before
+
+
+def test_failed_message_refunds_the_fee(chain: Chain) -> None:
+    """A tx whose message fails pays no fee: nothing of it is written."""
+    raw = chain.tx(ALICE, Send(BOB.public_key.address, INITIAL_BALANCE))
+    assert chain.block(raw).tx_results[0].code == Code.INSUFFICIENT_FUNDS
+    assert chain.balance(ALICE) == INITIAL_BALANCE
+
+
+def test_accepted_transfer_moves_amount_and_fee(chain: Chain) -> None:
+    from racenet.chain.modules.bank.module import FEE_COLLECTOR
+
+    result = chain.block(chain.tx(ALICE, TO_BOB), chain.tx(ALICE, TO_BOB))
+    assert [r.code for r in result.tx_results] == [0, 0]
+    assert chain.balance(ALICE) == INITIAL_BALANCE - 2 * (5 + FEE)
+    assert chain.balance(BOB) == INITIAL_BALANCE + 10
+    assert chain.balance(FEE_COLLECTOR) == 2 * FEE
+    event = result.tx_results[0].events[0]
+    assert event.type == "transfer"
+    assert dict(event.attributes)["amount"] == "5"
+
+
+def test_proposals_carry_only_decodable_transactions(chain: Chain) -> None:
+    good = chain.tx(ALICE, TO_BOB)
+    proposal = chain.driver.propose([b"junk", good, b""], 0)
+    assert proposal.txs == (good,)
+    assert chain.app.process_proposal(proposal)
+    assert not chain.app.process_proposal(replace(proposal, txs=(good, b"junk")))
