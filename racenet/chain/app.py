@@ -22,6 +22,7 @@ from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import Context, Module, Msg, json_bytes
 from racenet.chain.modules.auth import AuthModule
 from racenet.chain.modules.bank import BankModule
+from racenet.chain.modules.race import RaceModule
 from racenet.chain.modules.validators import ValidatorsModule
 from racenet.chain.store import Branch, CommittedStore, KVStore, changes_hash_input
 from racenet.chain.tx import DecodedTx, decode_tx
@@ -59,7 +60,8 @@ class App:
         self.auth = AuthModule()
         self.bank = BankModule()
         self.validators = ValidatorsModule()
-        self.modules: list[Module] = [self.auth, self.bank, self.validators]
+        self.race = RaceModule(self.validators.keeper)
+        self.modules: list[Module] = [self.auth, self.bank, self.race, self.validators]
         self.registry: dict[str, type[Msg]] = {m.TYPE: m for mod in self.modules for m in mod.messages}
         self.handlers: dict[str, Module] = {m.TYPE: mod for mod in self.modules for m in mod.messages}
         self._decode = functools.lru_cache(maxsize=DECODE_CACHE_SIZE)(self._decode_uncached)
@@ -150,7 +152,7 @@ class App:
     def finalize_block(self, req: BlockRequest) -> FinalizeBlockResult:
         """Execute a decided block and compute its app hash (persisted by `commit`)."""
         block = Branch(self.genesis or self.store)
-        ctx = Context(block, self.chain_id, req.height, req.time)
+        ctx = Context(block, self.chain_id, req.height, req.time, last_app_hash=self.app_hash)
         for module in self.modules:
             module.begin_block(ctx)
         results = tuple(self._deliver(block, req.height, req.time, tx) for tx in req.txs)
@@ -165,10 +167,11 @@ class App:
     def _deliver(self, parent: KVStore, height: int, time: int, raw: bytes) -> TxResult:
         """Run one transaction in its own branch; on any rejection nothing is written."""
         branch = Branch(parent)
-        ctx = Context(branch, self.chain_id, height, time)
+        ctx = Context(branch, self.chain_id, height, time, last_app_hash=self.app_hash)
         try:
             dtx = self._decode(raw, self.auth.keeper.params(ctx).max_tx_bytes)
             ctx.signer = self.auth.keeper.ante(ctx, dtx, self.bank.keeper)
+            ctx.signer_pub_key = dtx.tx.pub_key
             data = b"".join(self.handlers[msg.TYPE].handle(ctx, msg) for msg in dtx.msgs)
         except ChainError as e:
             return TxResult(code=int(e.code), log=e.message, codespace="racenet")

@@ -25,7 +25,9 @@ class Context:
     chain_id: str
     height: int
     time: int
+    last_app_hash: bytes = b""
     signer: bytes = b""
+    signer_pub_key: bytes = b""
     events: list[Event] = field(default_factory=list)
 
     def module_store(self, name: str) -> PrefixStore:
@@ -76,13 +78,16 @@ class Module:
 
 
 def load_params(cls: type[P], data: dict[str, Any]) -> P:
-    """Build a params dataclass from genesis JSON, rejecting unknown keys and non-integers."""
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = set(data) - names
+    """Build a params dataclass from genesis JSON, rejecting unknown keys and wrong types."""
+    types = {f.name: f.type for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - set(types)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
     for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if types[key] in (str, "str"):
+            if not isinstance(value, str):
+                raise ValueError(f"{cls.__name__}.{key} must be a string, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{cls.__name__}.{key} must be a non-negative integer, got {value!r}")
     return cls(**data)
 

@@ -58,8 +58,15 @@ class Keeper:
         n = len(b"power/")
         return [ValidatorUpdate(k[n:], _uint(v)) for k, v in self._store(ctx).iterate(b"power/")]
 
+    def power(self, ctx: Context, pub_key: bytes) -> int:
+        """A validator's current power (0: not a validator)."""
+        raw = self._store(ctx).get(b"power/" + pub_key)
+        return 0 if raw is None else _uint(raw)
+
     def set_power(self, ctx: Context, pub_key: bytes, power: int) -> None:
-        """Change a validator's power; the engine learns it at the end of the block."""
+        """Change a validator's power; the engine learns it at the end of the block (no-op if unchanged)."""
+        if power == self.power(ctx, pub_key):
+            return
         store = self._store(ctx)
         if power:
             store.set(b"power/" + pub_key, encode_uvarint(power))
