@@ -22,6 +22,7 @@ from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import Context, Module, Msg, json_bytes
 from racenet.chain.modules.auth import AuthModule
 from racenet.chain.modules.bank import BankModule
+from racenet.chain.modules.inference import InferenceModule
 from racenet.chain.modules.race import RaceModule
 from racenet.chain.modules.validators import ValidatorsModule
 from racenet.chain.store import Branch, CommittedStore, KVStore, changes_hash_input
@@ -61,7 +62,8 @@ class App:
         self.bank = BankModule()
         self.validators = ValidatorsModule()
         self.race = RaceModule(self.validators.keeper)
-        self.modules: list[Module] = [self.auth, self.bank, self.race, self.validators]
+        self.inference = InferenceModule(self.bank.keeper, self.race.keeper)
+        self.modules: list[Module] = [self.auth, self.bank, self.race, self.inference, self.validators]
         self.registry: dict[str, type[Msg]] = {m.TYPE: m for mod in self.modules for m in mod.messages}
         self.handlers: dict[str, Module] = {m.TYPE: mod for mod in self.modules for m in mod.messages}
         self._decode = functools.lru_cache(maxsize=DECODE_CACHE_SIZE)(self._decode_uncached)

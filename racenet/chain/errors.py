@@ -26,6 +26,7 @@ class Code(IntEnum):
     NOT_FOUND = 11
     INVALID_QUERY = 12
     UNAUTHORIZED = 13
+    DUPLICATE_REQUEST = 14
     INTERNAL = 99
 
 

@@ -139,6 +139,15 @@ class Keeper:
         self._put(ctx, key, held - amount)
         self._credit(ctx, recipient, amount)
 
+    def move_escrow(self, ctx: Context, module: str, from_id: bytes, to_id: bytes, amount: int) -> None:
+        """Move nicoin between two escrows of one module (e.g. a request's escrow to a pending reward)."""
+        source, target = _escrow_key(module, from_id), _escrow_key(module, to_id)
+        held = self._get(ctx, source)
+        if held < amount:
+            raise ChainError(Code.INSUFFICIENT_FUNDS, f"escrow holds {held} nicoin, needs {amount}")
+        self._put(ctx, source, held - amount)
+        self._put(ctx, target, self._get(ctx, target) + amount)
+
     def balances(self, ctx: Context) -> list[tuple[bytes, int]]:
         """Every non-zero balance, ordered by address."""
         return [(k[len(b"balance/") :], _int(v)) for k, v in self._store(ctx).iterate(b"balance/")]

@@ -4,7 +4,8 @@ State keys under `race/`:
 `params`, `start` (first cycle's height), `weight/<addr>` (voting weight this cycle),
 `node/<addr>` → consensus key and `consensus/<key>` → addr (registration),
 `seed/<cycle>`, `challenge/<cycle>`, `commit/<cycle>/<addr>`, `reveal/<cycle>/<addr>`,
-`vote/<cycle>/<participant>/<validator>` (cleared at the tally), `outcome/<addr>` (last tally).
+`vote/<cycle>/<participant>/<validator>` (cleared at the tally; a seed one cycle later, as
+inference routing still uses it), `outcome/<addr>` (last tally).
 
 Tally rules for a participant that committed (the paper leaves them open; written down here):
 - no reveal by the end of the reveal window → weight 0 ("no reveal");
@@ -276,9 +277,13 @@ class Keeper:
         return Outcome(cycle, commitment.count, 0, "rejected")
 
     def _clear_cycle(self, ctx: Context, cycle: int) -> None:
+        """Drop a tallied cycle's proofs and votes; its race seed lives one cycle longer (request routing)."""
         store = self._store(ctx)
-        for prefix in (b"seed", b"challenge", b"commit", b"reveal", b"vote"):
-            for k, _ in list(store.iterate(_cycle_key(prefix, cycle))):
+        stale = [_cycle_key(p, cycle) for p in (b"challenge", b"commit", b"reveal", b"vote")]
+        if cycle > 0:
+            stale.append(_cycle_key(b"seed", cycle - 1))
+        for prefix in stale:
+            for k, _ in list(store.iterate(prefix)):
                 store.delete(k)
 
     def set_params(self, ctx: Context, params: Params) -> None:
