@@ -65,7 +65,7 @@ class InferenceChain(Chain):
         ctx = self.app.read_context()
         return self.app.inference.keeper.executor_for(ctx, request_id, MODEL, 0, attempt, tried)
 
-    def start(self, n: int, signer: PrivateKey = DEV, max_tokens: int = 100, prompt_tokens: int = 20,
+    def start_msg(self, n: int, signer: PrivateKey = DEV, max_tokens: int = 100, prompt_tokens: int = 20,
               executor: bytes | None = None, developer: PrivateKey = DEV) -> Start:  # fmt: skip
         request_id = hashlib.sha256(f"request {n}".encode()).digest()
         prompt_hash = hashlib.sha256(b"prompt").digest()
@@ -91,7 +91,7 @@ def chain(tmp_path: Path) -> InferenceChain:
 
 
 def test_start_escrows_and_finish_pays_actual_cost(chain: InferenceChain) -> None:
-    start = chain.start(1)
+    start = chain.start_msg(1)
     assert chain.run(TA, start) == (0, "")
     escrow = (20 + 100) * PRICE
     assert chain.balance(DEV) == INITIAL_BALANCE - escrow
@@ -115,18 +115,18 @@ def test_start_escrows_and_finish_pays_actual_cost(chain: InferenceChain) -> Non
     ],
 )
 def test_bad_starts_leave_no_escrow(chain: InferenceChain, case: str, code: Code, message: str) -> None:
-    start = chain.start(2)
+    start = chain.start_msg(2)
     if case == "wrong executor":
         wrong = next(k.public_key.address for k in NODES if k.public_key.address != start.executor)
-        start = chain.start(2, executor=wrong)
+        start = chain.start_msg(2, executor=wrong)
     elif case == "max_tokens over limit":
-        start = chain.start(2, max_tokens=513)
+        start = chain.start_msg(2, max_tokens=513)
     elif case == "signed by a stranger":
-        start = chain.start(2, signer=SESSION)
+        start = chain.start_msg(2, signer=SESSION)
     elif case == "bad signature":
         start = Start(**{**start.__dict__, "auth_signature": bytes(64)})
     elif case == "insufficient balance":
-        start = chain.start(2, max_tokens=500, prompt_tokens=10**9)
+        start = chain.start_msg(2, max_tokens=500, prompt_tokens=10**9)
     before = chain.balance(DEV)
     got, log = chain.run(TA, start)
     assert (got, message in log) == (code, True), log
@@ -135,13 +135,13 @@ def test_bad_starts_leave_no_escrow(chain: InferenceChain, case: str, code: Code
 
 
 def test_replayed_request_is_rejected(chain: InferenceChain) -> None:
-    start = chain.start(3)
+    start = chain.start_msg(3)
     assert chain.run(TA, start)[0] == 0
     assert chain.run(TA, start)[0] == Code.DUPLICATE_REQUEST
 
 
 def test_unfinished_request_expires_with_full_refund(chain: InferenceChain) -> None:
-    start = chain.start(4)
+    start = chain.start_msg(4)
     assert chain.run(TA, start)[0] == 0
     for _ in range(5):
         chain.block()
@@ -152,7 +152,7 @@ def test_unfinished_request_expires_with_full_refund(chain: InferenceChain) -> N
 
 
 def test_reassign_moves_to_another_executor(chain: InferenceChain) -> None:
-    start = chain.start(5)
+    start = chain.start_msg(5)
     assert chain.run(TA, start)[0] == 0
     assert chain.run(DEV, Reassign(start.request_id))[0] == Code.UNAUTHORIZED
     assert chain.run(TA, Reassign(start.request_id))[0] == 0
@@ -167,9 +167,9 @@ def test_api_key_spends_within_its_limit(chain: InferenceChain) -> None:
     limit = (20 + 100) * PRICE
     assert chain.run(DEV, AuthorizeKey(SESSION.public_key.raw, limit))[0] == 0
     fee_paid = FEE
-    start = chain.start(6, signer=SESSION)
+    start = chain.start_msg(6, signer=SESSION)
     assert chain.run(TA, start)[0] == 0
-    second = chain.start(7, signer=SESSION)
+    second = chain.start_msg(7, signer=SESSION)
     code, log = chain.run(TA, second)
     assert code == Code.INSUFFICIENT_FUNDS and "API key" in log
     assert chain.run(chain.node(start.executor), Finish(start.request_id, 0, bytes(32)))[0] == 0
