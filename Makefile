@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 PB := racenet/abci/pb/tendermint/abci/types_pb2.py
-LOCALNET := .localnet
+DEVNET := .devnet
 
-.PHONY: install run test lint typecheck unit network bench clean
+.PHONY: install run stop test lint typecheck unit network bench clean
 
 install: $(STAMP) .bin/cometbft $(PB)
 
@@ -22,13 +22,12 @@ $(STAMP): pyproject.toml
 $(PB): scripts/gen-proto.sh $(STAMP)
 	PYTHON=$(BIN)/python bash scripts/gen-proto.sh
 
-## run: a local single-validator chain (embedded engine) with a funded key `alice`.
+## run: a local 4-validator network on CometBFT (127.0.0.1); `make stop` stops it.
 run: install
-	@test -f $(LOCALNET)/config/genesis.json || { \
-		$(BIN)/racenet init --home $(LOCALNET) && \
-		RACENET_PASSPHRASE= $(BIN)/racenet keys add alice --home $(LOCALNET) && \
-		$(BIN)/racenet genesis add-account --home $(LOCALNET) alice 1000000icon; }
-	$(BIN)/racenet start --home $(LOCALNET)
+	$(BIN)/racenet devnet up --dir $(DEVNET)
+
+stop:
+	$(BIN)/racenet devnet down --dir $(DEVNET)
 
 ## test: lint, type-check and the whole test suite (fast and network).
 test: install lint typecheck
@@ -49,6 +48,7 @@ network: install
 
 bench: install
 	$(BIN)/python bench/chain_tps.py
+	$(BIN)/python bench/abci_roundtrip.py
 
 clean:
-	rm -rf $(VENV) .bin racenet/abci/pb $(LOCALNET) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .bin racenet/abci/pb $(DEVNET) .mypy_cache .ruff_cache .pytest_cache

@@ -8,6 +8,7 @@ import click
 
 from racenet import __version__
 from racenet.cli.chain import app_command, genesis, init, start
+from racenet.cli.devnet import devnet
 from racenet.cli.keys import keys
 from racenet.cli.query import query, status
 from racenet.cli.tx import tx
@@ -24,6 +25,7 @@ def cli(verbose: bool) -> None:
 
 for command in (init, start, app_command, genesis, keys, tx, query, status):
     cli.add_command(command)
+cli.add_command(devnet)
 
 
 def main() -> None:

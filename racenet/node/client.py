@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import httpx
 
 from racenet.chain.errors import Code
 from racenet.chain.module import Msg
-from racenet.chain.tx import build_tx, tx_hash
+from racenet.chain.tx import build_tx
 from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 
@@ -51,11 +52,18 @@ class ChainClient:
         self.http = httpx.Client(base_url=self.url, timeout=timeout)
 
     def call(self, method: str, **params: str) -> Any:
-        """One RPC call; returns `result` or raises ClientError with the node's message."""
+        """One RPC call in URI form; returns `result` or raises ClientError with the node's message."""
+        return self._result(lambda: self.http.get(f"/{method}", params=params))
+
+    def post(self, method: str, params: dict[str, Any]) -> Any:
+        """One JSON-RPC call over POST (no URL length limit, e.g. for large transactions)."""
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        return self._result(lambda: self.http.post("/", json=body))
+
+    def _result(self, send: Callable[[], httpx.Response]) -> Any:
         try:
-            response = self.http.get(f"/{method}", params=params)
-            body = response.json()
-        except httpx.HTTPError as e:
+            body = send().json()
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
             raise ClientError(f"cannot reach node at {self.url}: {e}") from e
         except ValueError as e:
             raise ClientError(f"node at {self.url} did not answer JSON") from e
@@ -90,7 +98,7 @@ class ChainClient:
 
     def broadcast(self, tx: bytes) -> str:
         """Submit a transaction through CheckTx; return its hash or raise TxRejected."""
-        result = self.call("broadcast_tx_sync", tx="0x" + tx.hex())
+        result = self.post("broadcast_tx_sync", {"tx": base64.b64encode(tx).decode()})
         if int(result["code"]) != 0:
             raise TxRejected(int(result["code"]), str(result.get("log", "")))
         return str(result["hash"])
@@ -124,8 +132,3 @@ class ChainClient:
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self.http.close()
-
-
-def tx_hash_hex(tx: bytes) -> str:
-    """Upper-case hex transaction hash, as CometBFT prints it."""
-    return tx_hash(tx).hex().upper()

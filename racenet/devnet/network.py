@@ -1,0 +1,332 @@
+"""A local multi-validator racenet network: N CometBFT nodes, each with its own racenet App, on 127.0.0.1.
+
+Layout of a devnet directory:
+
+    <dir>/devnet.json            nodes, ports, PIDs (see `racenet.devnet.state`)
+    <dir>/keyring/faucet.json    the funded key that is also the validators authority
+    <dir>/node<i>/config/        CometBFT config, keys and the shared genesis.json
+    <dir>/node<i>/data/          CometBFT stores and the App's app.db
+    <dir>/node<i>/logs/          app.log and cometbft.log
+
+The faucet key's passphrase is the empty string: a devnet-only convenience so scripts and
+tests can sign without a prompt. Never fund such a key on a real network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from racenet.chain.genesis import Genesis, GenesisValidator
+from racenet.chain.modules.bank.denom import NICOIN_PER
+from racenet.crypto.keyring import Keyring, KeyringError
+from racenet.devnet import cometbft, process
+from racenet.devnet.errors import DevnetError
+from racenet.devnet.state import HOST, KINDS, DevnetState, Kind, NodeRecord, Ports
+from racenet.devnet.state import load as load_state
+from racenet.node.client import ChainClient, ClientError
+
+CHAIN_ID = "racenet-devnet"
+VALIDATOR_POWER = 10
+FAUCET_KEY = "faucet"
+FAUCET_PASSPHRASE = ""
+FAUCET_NICOIN = 10**9 * NICOIN_PER["icon"]
+APP_READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+RPC_TIMEOUT_S = 2.0
+POLL_S = 0.25
+LOG_TAIL_LINES = 15
+STOP_ORDER: tuple[Kind, ...] = ("cometbft", "app")
+
+Progress = Callable[[dict[str, int | None]], None]
+"""Called while waiting, with each node's latest height (None: not answering yet)."""
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What `status` reports about one node."""
+
+    node: NodeRecord
+    height: int | None
+    app_hash: str | None
+    alive: dict[Kind, bool]
+    error: str | None
+
+
+def racenet_executable() -> Path:
+    """The `racenet` console script of the running interpreter's environment."""
+    beside = Path(sys.executable).parent / "racenet"
+    if beside.is_file():
+        return beside
+    found = shutil.which("racenet")
+    if found is None:
+        raise DevnetError("the `racenet` command is not installed; run `make install`")
+    return Path(found).absolute()
+
+
+def port_in_use(port: int) -> bool:
+    """Whether 127.0.0.1:port cannot be bound (with SO_REUSEADDR, as CometBFT and asyncio bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports_free(nodes: dict[str, Ports]) -> None:
+    """DevnetError naming the first of these nodes' ports that is already taken."""
+    for name, ports in nodes.items():
+        for role, port in (("P2P", ports.p2p), ("RPC", ports.rpc), ("ABCI", ports.abci)):
+            if port_in_use(port):
+                raise DevnetError(
+                    f"port {port} ({name} {role}) on {HOST} is already in use; "
+                    "stop what holds it or choose another --base-port"
+                )
+
+
+def accepts_connections(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port."""
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a log file (empty if it does not exist)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def config_settings(state: DevnetState, node: NodeRecord) -> cometbft.Settings:
+    """config.toml for a loopback validator that peers with every other node of the devnet."""
+    peers = ",".join(other.peer_address for other in state.nodes if other is not node)
+    return {
+        ("", "moniker"): node.name,
+        ("", "proxy_app"): node.abci_address,
+        ("rpc", "laddr"): f"tcp://{HOST}:{node.ports.rpc}",
+        ("p2p", "laddr"): node.p2p_address,
+        ("p2p", "persistent_peers"): peers,
+        ("p2p", "pex"): False,
+        ("p2p", "addr_book_strict"): False,
+        ("p2p", "allow_duplicate_ip"): True,
+        ("consensus", "timeout_commit"): state.block_time,
+        ("consensus", "create_empty_blocks"): True,
+        ("tx_index", "indexer"): "kv",
+        ("instrumentation", "prometheus"): False,
+    }
+
+
+def build_genesis(state: DevnetState) -> Genesis:
+    """One genesis for all nodes: their validator keys at equal power and a funded faucet/authority."""
+    return Genesis(
+        chain_id=state.chain_id,
+        genesis_time=int(time.time()),
+        validators=[GenesisValidator(n.pub_key, VALIDATOR_POWER, n.name) for n in state.nodes],
+        app_state={
+            "bank": {"balances": [{"address": state.faucet, "amount": FAUCET_NICOIN}]},
+            "validators": {"authority": state.faucet},
+        },
+    )
+
+
+class Devnet:
+    """Create, start, watch and stop the devnet recorded in one directory."""
+
+    def __init__(self, state: DevnetState) -> None:
+        """Wrap a loaded record."""
+        self.state = state
+
+    @classmethod
+    def open(cls, directory: Path) -> Devnet:
+        """The existing devnet in `directory`."""
+        return cls(load_state(directory))
+
+    @classmethod
+    def create(cls, directory: Path, validators: int, base_port: int, block_time: str) -> Devnet:
+        """Initialise N node homes, the faucet key and the shared genesis (nothing is started)."""
+        if validators < 1:
+            raise DevnetError("a devnet needs at least one validator")
+        if directory.exists() and any(directory.iterdir()):
+            raise DevnetError(f"{directory} exists and holds no devnet; choose another --dir or empty it")
+        binary = cometbft.find_cometbft()
+        cometbft.check_version(binary)
+        ports = [Ports.for_node(base_port, i) for i in range(1, validators + 1)]
+        check_ports_free({f"node{i}": p for i, p in enumerate(ports, start=1)})
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            return cls._initialise(directory.resolve(), binary, base_port, ports, block_time)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+
+    @classmethod
+    def _initialise(cls, directory: Path, binary: Path, base_port: int, ports: list[Ports], block_time: str) -> Devnet:
+        """Write homes, keys, configs and genesis into an empty directory; record them last."""
+        try:
+            faucet, _ = Keyring(directory / "keyring").add(FAUCET_KEY, FAUCET_PASSPHRASE)
+        except KeyringError as e:
+            raise DevnetError(f"cannot create the faucet key: {e}") from e
+        nodes = []
+        for index, node_ports in enumerate(ports, start=1):
+            home = directory / f"node{index}"
+            cometbft.init_home(binary, home)
+            pub_key = cometbft.validator_pubkey(home)
+            nodes.append(NodeRecord(index, cometbft.node_id(binary, home), pub_key, node_ports))
+        state = DevnetState(directory, CHAIN_ID, block_time, base_port, faucet.address, nodes)
+        genesis = build_genesis(state)
+        for node in nodes:
+            genesis.save(state.home(node) / "config" / "genesis.json")
+            cometbft.configure(state.home(node), config_settings(state, node))
+        state.save()
+        return cls(state)
+
+    def running(self, node: NodeRecord, kind: Kind) -> bool:
+        """Whether the node's app or cometbft process is alive."""
+        record = node.processes.get(kind)
+        return record is not None and process.is_running(record)
+
+    def stopped_nodes(self) -> list[NodeRecord]:
+        """Nodes missing at least one of their two processes."""
+        return [n for n in self.state.nodes if not all(self.running(n, k) for k in KINDS)]
+
+    def start(self, nodes: list[NodeRecord] | None = None) -> list[NodeRecord]:
+        """Start the given nodes (default: all) that are not fully running; returns the ones started.
+
+        A half-running node (one process died) is stopped first, so it restarts as a pair.
+        """
+        stopped = {n.index for n in self.stopped_nodes()}
+        todo = [n for n in (self.state.nodes if nodes is None else nodes) if n.index in stopped]
+        if not todo:
+            return []
+        binary = cometbft.find_cometbft()
+        for node in todo:
+            self.stop_node(node)
+        check_ports_free({n.name: n.ports for n in todo})
+        for node in todo:
+            self._start_app(node)
+        for node in todo:
+            self._wait_app_listening(node)
+            self._spawn(node, "cometbft", [str(binary), "start", "--home", str(self.state.home(node))])
+        return todo
+
+    def _start_app(self, node: NodeRecord) -> None:
+        """Start the racenet App that serves this node's ABCI port."""
+        argv = [str(racenet_executable()), "app", "--home", str(self.state.home(node)), "--abci", node.abci_address]
+        self._spawn(node, "app", argv)
+
+    def _spawn(self, node: NodeRecord, kind: Kind, argv: list[str]) -> None:
+        """Start one process and record it at once, so `down` can stop it whatever happens next."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        node.processes[kind] = process.spawn(argv, self.state.log_path(node, kind), env)
+        self.state.save()
+
+    def _wait_app_listening(self, node: NodeRecord) -> None:
+        """Block until the App accepts ABCI connections (CometBFT exits if it cannot connect)."""
+        deadline = time.monotonic() + APP_READY_TIMEOUT_S
+        while not accepts_connections(node.ports.abci):
+            self._check_alive(node, "app")
+            if time.monotonic() > deadline:
+                raise DevnetError(
+                    f"{node.name} app is not listening on {node.abci_address} after {APP_READY_TIMEOUT_S:.0f}s; "
+                    + self._see(node)
+                )
+            time.sleep(POLL_S)
+
+    def _check_alive(self, node: NodeRecord, kind: Kind) -> None:
+        """DevnetError with the end of its log if a process this devnet started has died."""
+        if not self.running(node, kind):
+            log = self.state.log_path(node, kind)
+            raise DevnetError(f"{node.name} {kind} exited; last lines of {log}:\n{tail(log)}")
+
+    def _see(self, node: NodeRecord) -> str:
+        """A hint naming a node's log files."""
+        return f"see {self.state.log_path(node, 'app')} and {self.state.log_path(node, 'cometbft')}"
+
+    def heights(self) -> dict[str, int | None]:
+        """Every node's latest block height (None if its RPC does not answer)."""
+        return {n.name: self.height(n) for n in self.state.nodes}
+
+    def height(self, node: NodeRecord) -> int | None:
+        """A node's latest block height, or None if its RPC does not answer."""
+        client = ChainClient(node.rpc_url, timeout=RPC_TIMEOUT_S)
+        try:
+            return client.height()
+        except (ClientError, KeyError, ValueError):
+            return None
+        finally:
+            client.close()
+
+    def wait_for_height(
+        self, height: int, timeout: float, nodes: list[NodeRecord] | None = None, progress: Progress | None = None
+    ) -> dict[str, int | None]:
+        """Wait until every given node (default: all) reports at least `height`; fail fast if one dies."""
+        watched = self.state.nodes if nodes is None else nodes
+        deadline = time.monotonic() + timeout
+        while True:
+            heights = {n.name: self.height(n) for n in watched}
+            if progress is not None:
+                progress(heights)
+            if all(h is not None and h >= height for h in heights.values()):
+                return heights
+            for node in watched:
+                for kind in KINDS:
+                    self._check_alive(node, kind)
+            if time.monotonic() > deadline:
+                slow = [name for name, h in heights.items() if h is None or h < height]
+                node = next(n for n in watched if n.name == slow[0])
+                raise DevnetError(
+                    f"{', '.join(slow)} did not reach height {height} within {timeout:.0f}s "
+                    f"(heights: {heights}); {self._see(node)}"
+                )
+            time.sleep(POLL_S)
+
+    def stop_node(self, node: NodeRecord, hard: bool = False) -> list[str]:
+        """Stop a node's processes (CometBFT first, so it never sees its App vanish mid-block)."""
+        report = []
+        for kind in STOP_ORDER:
+            record = node.processes.get(kind)
+            if record is None:
+                continue
+            outcome = process.stop(record, STOP_TIMEOUT_S, hard)
+            report.append(f"{node.name} {kind} (PID {record.pid}): {outcome}")
+            del node.processes[kind]
+            self.state.save()
+        return report
+
+    def stop(self, hard: bool = False) -> list[str]:
+        """Stop every recorded process of the devnet."""
+        return [line for node in self.state.nodes for line in self.stop_node(node, hard)]
+
+    def status(self) -> list[NodeStatus]:
+        """Height, app hash and process liveness of every node."""
+        return [self._node_status(n) for n in self.state.nodes]
+
+    def _node_status(self, node: NodeRecord) -> NodeStatus:
+        """One node's status from its RPC and /proc."""
+        alive = {k: self.running(node, k) for k in KINDS}
+        client = ChainClient(node.rpc_url, timeout=RPC_TIMEOUT_S)
+        try:
+            sync = client.status()["sync_info"]
+            return NodeStatus(node, int(sync["latest_block_height"]), str(sync["latest_app_hash"]), alive, None)
+        except (ClientError, KeyError, ValueError) as e:
+            return NodeStatus(node, None, None, alive, str(e))
+        finally:
+            client.close()
+
+    def purge(self) -> None:
+        """Delete the devnet directory; refused while any recorded process still runs."""
+        if any(self.running(n, k) for n in self.state.nodes for k in KINDS):
+            raise DevnetError("processes are still running; stop them with `racenet devnet down` first")
+        shutil.rmtree(self.state.dir)

@@ -1,0 +1,64 @@
+"""Fixtures of the network suite: one 4-validator devnet per test module, always torn down."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from racenet.cli.devnet import devnet
+from racenet.crypto.keyring import Keyring
+from racenet.crypto.keys import PrivateKey
+from racenet.devnet import FAUCET_KEY, FAUCET_PASSPHRASE, Devnet
+from racenet.devnet.state import exists
+from racenet.node.client import ChainClient
+from tests.network.netutil import free_base_port
+
+VALIDATORS = 4
+BLOCK_TIME = "500ms"
+RPC_TIMEOUT_S = 10.0
+
+
+def stop_devnet(directory: Path) -> None:
+    """Stop every process the devnet in `directory` recorded (no-op if it never got that far)."""
+    if exists(directory):
+        Devnet.open(directory).stop()
+
+
+@pytest.fixture(scope="module")
+def devnet_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The directory of a running 4-validator devnet started with `racenet devnet up`.
+
+    Its processes are stopped after the module, also when setup or a test fails.
+    """
+    directory = tmp_path_factory.mktemp("devnet") / "net"
+    try:
+        args = ["up", "--dir", str(directory), "--validators", str(VALIDATORS), "--block-time", BLOCK_TIME]
+        result = CliRunner().invoke(devnet, [*args, "--base-port", str(free_base_port(VALIDATORS))])
+        assert result.exit_code == 0, result.output
+        yield directory
+    finally:
+        stop_devnet(directory)
+
+
+@pytest.fixture
+def net(devnet_dir: Path) -> Devnet:
+    """The devnet as currently recorded (re-read per test: tests restart nodes)."""
+    return Devnet.open(devnet_dir)
+
+
+@pytest.fixture(scope="module")
+def clients(devnet_dir: Path) -> Iterator[list[ChainClient]]:
+    """One RPC client per node, in node order (clients[0] is node1)."""
+    made = [ChainClient(node.rpc_url, timeout=RPC_TIMEOUT_S) for node in Devnet.open(devnet_dir).state.nodes]
+    yield made
+    for client in made:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def faucet(devnet_dir: Path) -> PrivateKey:
+    """The devnet's funded key, which is also the validators authority."""
+    return Keyring(devnet_dir / "keyring").load(FAUCET_KEY, FAUCET_PASSPHRASE)
