@@ -46,7 +46,8 @@ def genesis() -> Genesis:
             "inference": {
                 "params": {"unit_price": UNIT_PRICE, "max_tokens": 512, "expiry_blocks": 5},
                 "models": [{"id": MODEL, "units_per_token": UNITS}],
-                "servers": [{"address": _addr(k), "models": [MODEL]} for k in NODES],
+                "servers": [{"address": _addr(k), "models": [MODEL], "endpoint": f"http://127.0.0.1:{9000 + i}"}
+                            for i, k in enumerate(NODES)],
             },
         },
     )  # fmt: skip
@@ -69,8 +70,7 @@ class InferenceChain(Chain):
               executor: bytes | None = None, developer: PrivateKey = DEV) -> Start:  # fmt: skip
         request_id = hashlib.sha256(f"request {n}".encode()).digest()
         prompt_hash = hashlib.sha256(b"prompt").digest()
-        auth = RequestAuth(CHAIN_ID, request_id, developer.public_key.address, MODEL, prompt_tokens, max_tokens,
-                           prompt_hash)  # fmt: skip
+        auth = RequestAuth(CHAIN_ID, request_id, developer.public_key.address, MODEL, max_tokens, prompt_hash)
         return Start(request_id, developer.public_key.address, MODEL, prompt_tokens, max_tokens, prompt_hash, 0,
                      executor or self.executor(request_id), signer.public_key.raw,
                      signer.sign(auth_sign_bytes(auth)))  # fmt: skip

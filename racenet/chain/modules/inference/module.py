@@ -45,9 +45,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Served:
-    """The models a node serves."""
+    """The models a node serves and where transfer agents reach it."""
 
     models: tuple[str, ...]
+    endpoint: str
 
 
 def _uint(raw: bytes | None) -> int:
@@ -103,13 +104,18 @@ class Keeper:
             raise ChainError(Code.NOT_FOUND, f"model {model!r} is not registered")
         return self.params(ctx).unit_price * units
 
-    def serve(self, ctx: Context, node: bytes, models: tuple[str, ...]) -> None:
-        """Record the models a Race node serves."""
+    def serve(self, ctx: Context, node: bytes, models: tuple[str, ...], endpoint: str) -> None:
+        """Record the models a Race node serves and its endpoint."""
         if not self.race.consensus_key(ctx, node):
             raise ChainError(Code.UNAUTHORIZED, "only a registered Race node can serve models")
         for model in models:
             self.price_per_token(ctx, model)
-        self._store(ctx).set(b"serve/" + node, encode(Served(tuple(sorted(set(models))))))
+        self._store(ctx).set(b"serve/" + node, encode(Served(tuple(sorted(set(models))), endpoint)))
+
+    def endpoint(self, ctx: Context, node: bytes) -> str:
+        """Where a serving node accepts forwarded requests (empty if it serves nothing)."""
+        served = self._get(ctx, b"serve/" + node, Served)
+        return "" if served is None else served.endpoint
 
     def candidates(self, ctx: Context, model: str) -> list[tuple[bytes, int]]:
         """Nodes serving `model` with their voting weights (the executor draw's input)."""
@@ -280,14 +286,14 @@ class InferenceModule(Module):
         for entry in state.get("models", []):
             self.keeper.register_model(ctx, str(entry["id"]), int(entry["units_per_token"]))
         for entry in state.get("servers", []):
-            self.keeper.serve(ctx, decode_address(entry["address"]), tuple(entry["models"]))
+            self.keeper.serve(ctx, decode_address(entry["address"]), tuple(entry["models"]), str(entry["endpoint"]))
 
     def export_genesis(self, ctx: Context) -> dict[str, Any]:
         """Params, models and servers (open requests are refunded before an export is used)."""
         k = self.keeper
         n = len(b"serve/")
-        servers = [{"address": encode_address(key[n:]), "models": list(decode(Served, v).models)}
-                   for key, v in ctx.module_store(NAME).iterate(b"serve/")]  # fmt: skip
+        served = [(key[n:], decode(Served, v)) for key, v in ctx.module_store(NAME).iterate(b"serve/")]
+        servers = [{"address": encode_address(a), "models": list(s.models), "endpoint": s.endpoint} for a, s in served]
         return {
             "params": asdict(k.params(ctx)),
             "models": [{"id": m, "units_per_token": u} for m, u in k.models(ctx)],
@@ -298,7 +304,7 @@ class InferenceModule(Module):
         """Execute an inference message."""
         k = self.keeper
         if isinstance(msg, ServeModels):
-            k.serve(ctx, ctx.signer, msg.models)
+            k.serve(ctx, ctx.signer, msg.models, msg.endpoint)
         elif isinstance(msg, AuthorizeKey):
             k.authorize_key(ctx, ctx.signer, msg.key, msg.spend_limit)
         elif isinstance(msg, RevokeKey):
@@ -325,7 +331,8 @@ class InferenceModule(Module):
             return [{"id": m, "units_per_token": u, "price_per_token": k.price_per_token(ctx, m)}
                     for m, u in k.models(ctx)]  # fmt: skip
         if path == "servers":
-            return [{"address": encode_address(a), "weight": w} for a, w in k.candidates(ctx, data.decode())]
+            return [{"address": encode_address(a), "weight": w, "endpoint": k.endpoint(ctx, a)}
+                    for a, w in k.candidates(ctx, data.decode())]  # fmt: skip
         if path == "request":
             return self._request_info(ctx, bytes.fromhex(data.decode()))
         if path == "pending":

@@ -32,15 +32,18 @@ class Params:
 
 @dataclass(frozen=True)
 class ServeModels(Msg):
-    """A Race node declares the models it serves (it becomes a candidate executor for them)."""
+    """A Race node declares the models it serves and the URL transfer agents forward requests to."""
 
     TYPE: ClassVar[str] = "inference/ServeModels"
     models: tuple[str, ...]
+    endpoint: str
 
     def validate(self) -> None:
-        """At most 16 short model names."""
+        """At most 16 short model names and an http(s) endpoint."""
         if len(self.models) > MAX_MODELS or any(not 0 < len(m) <= 128 for m in self.models):
             raise ChainError(Code.INVALID_MESSAGE, f"serve 0 to {MAX_MODELS} models with names of 1-128 chars")
+        if not self.endpoint.startswith(("http://", "https://")) or len(self.endpoint) > 256:
+            raise ChainError(Code.INVALID_MESSAGE, "endpoint must be an http(s) URL of at most 256 chars")
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,16 @@ class RevokeKey(Msg):
 
 @dataclass(frozen=True)
 class RequestAuth:
-    """What the developer (or its API key) signs to pay for one request."""
+    """What the developer (or its API key) signs to pay for one request.
+
+    `prompt_hash` is the SHA-256 of the exact HTTP request body, so a client signs without a
+    tokenizer; the transfer agent declares the prompt's token count.
+    """
 
     chain_id: str
     request_id: bytes
     developer: bytes
     model: str
-    prompt_tokens: int
     max_tokens: int
     prompt_hash: bytes
 
@@ -112,8 +118,7 @@ class Start(Msg):
 
     def auth(self, chain_id: str) -> RequestAuth:
         """The authorization this message carries a signature for."""
-        return RequestAuth(chain_id, self.request_id, self.developer, self.model, self.prompt_tokens,
-                           self.max_tokens, self.prompt_hash)  # fmt: skip
+        return RequestAuth(chain_id, self.request_id, self.developer, self.model, self.max_tokens, self.prompt_hash)
 
 
 @dataclass(frozen=True)
