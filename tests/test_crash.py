@@ -29,8 +29,18 @@ def free_port() -> int:
 
 
 def start_node(home: Path, port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "racenet", "start", "--home", str(home),
-           "--rpc", f"127.0.0.1:{port}", "--block-time", "0.1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "racenet",
+        "start",
+        "--home",
+        str(home),
+        "--rpc",
+        f"127.0.0.1:{port}",
+        "--block-time",
+        "0.1",
+    ]
     log = (home / "node.log").open("ab")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 

@@ -9,9 +9,17 @@ from racenet.chain.modules.bank.denom import format_amount, parse_amount
 
 @pytest.mark.parametrize(
     "text, nicoin",
-    [("1icon", 10**9), ("2.5 icon", 2_500_000_000), ("3micoin", 3_000_000), ("7uicon", 7_000), ("42", 42),
-     ("42nicoin", 42), ("0.000000001icon", 1), ("1ICON", 10**9)],
-)  # fmt: skip
+    [
+        ("1icon", 10**9),
+        ("2.5 icon", 2_500_000_000),
+        ("3micoin", 3_000_000),
+        ("7uicon", 7_000),
+        ("42", 42),
+        ("42nicoin", 42),
+        ("0.000000001icon", 1),
+        ("1ICON", 10**9),
+    ],
+)
 def test_parse(text: str, nicoin: int) -> None:
     assert parse_amount(text) == nicoin
 

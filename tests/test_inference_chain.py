@@ -41,16 +41,22 @@ def genesis() -> Genesis:
         validators=[GenesisValidator(key(100 + i).public_key.raw, w) for i, w in enumerate(WEIGHTS)],
         app_state={
             "bank": {"balances": [{"address": _addr(k), "amount": INITIAL_BALANCE} for k in accounts]},
-            "race": {"nodes": [{"address": _addr(k), "consensus_pub_key": key(100 + i).public_key.raw.hex(),
-                                "weight": w} for i, (k, w) in enumerate(zip(NODES, WEIGHTS, strict=True))]},
+            "race": {
+                "nodes": [
+                    {"address": _addr(k), "consensus_pub_key": key(100 + i).public_key.raw.hex(), "weight": w}
+                    for i, (k, w) in enumerate(zip(NODES, WEIGHTS, strict=True))
+                ]
+            },
             "inference": {
                 "params": {"unit_price": UNIT_PRICE, "max_tokens": 512, "expiry_blocks": 5},
                 "models": [{"id": MODEL, "units_per_token": UNITS}],
-                "servers": [{"address": _addr(k), "models": [MODEL], "endpoint": f"http://127.0.0.1:{9000 + i}"}
-                            for i, k in enumerate(NODES)],
+                "servers": [
+                    {"address": _addr(k), "models": [MODEL], "endpoint": f"http://127.0.0.1:{9000 + i}"}
+                    for i, k in enumerate(NODES)
+                ],
             },
         },
-    )  # fmt: skip
+    )
 
 
 def _addr(k: PrivateKey) -> str:
@@ -66,14 +72,30 @@ class InferenceChain(Chain):
         ctx = self.app.read_context()
         return self.app.inference.keeper.executor_for(ctx, request_id, MODEL, 0, attempt, tried)
 
-    def start_msg(self, n: int, signer: PrivateKey = DEV, max_tokens: int = 100, prompt_tokens: int = 20,
-              executor: bytes | None = None, developer: PrivateKey = DEV) -> Start:  # fmt: skip
+    def start_msg(
+        self,
+        n: int,
+        signer: PrivateKey = DEV,
+        max_tokens: int = 100,
+        prompt_tokens: int = 20,
+        executor: bytes | None = None,
+        developer: PrivateKey = DEV,
+    ) -> Start:
         request_id = hashlib.sha256(f"request {n}".encode()).digest()
         prompt_hash = hashlib.sha256(b"prompt").digest()
         auth = RequestAuth(CHAIN_ID, request_id, developer.public_key.address, MODEL, max_tokens, prompt_hash)
-        return Start(request_id, developer.public_key.address, MODEL, prompt_tokens, max_tokens, prompt_hash, 0,
-                     executor or self.executor(request_id), signer.public_key.raw,
-                     signer.sign(auth_sign_bytes(auth)))  # fmt: skip
+        return Start(
+            request_id,
+            developer.public_key.address,
+            MODEL,
+            prompt_tokens,
+            max_tokens,
+            prompt_hash,
+            0,
+            executor or self.executor(request_id),
+            signer.public_key.raw,
+            signer.sign(auth_sign_bytes(auth)),
+        )
 
     def node(self, address: bytes) -> PrivateKey:
         return next(k for k in NODES if k.public_key.address == address)
@@ -188,8 +210,10 @@ def test_executor_choice_follows_weights_and_is_recomputable(chain: InferenceCha
     assert chosen == [choose_executor(seed, i, 0, servers) for i in ids]
     counts = Counter(chosen)
     total = sum(WEIGHTS)
-    chi2 = sum((counts[k.public_key.address] - 1000 * w / total) ** 2 / (1000 * w / total)
-               for k, w in zip(NODES, WEIGHTS, strict=True))  # fmt: skip
+    chi2 = sum(
+        (counts[k.public_key.address] - 1000 * w / total) ** 2 / (1000 * w / total)
+        for k, w in zip(NODES, WEIGHTS, strict=True)
+    )
     assert chi2 < 13.82, f"chi-square {chi2:.2f} exceeds the p=0.001 critical value for 2 degrees of freedom"
 
 

@@ -19,8 +19,9 @@ from racenet.crypto.keys import PrivateKey
 from racenet.crypto.merkle import merkle_proofs, merkle_root
 from tests.chain import CHAIN_ID, GENESIS_TIME, INITIAL_BALANCE, Chain, key
 
-PARAMS = Params(race_blocks=2, commit_blocks=2, reveal_blocks=2, vote_blocks=2, sample_size=4,
-                validators_per_participant=2)  # fmt: skip
+PARAMS = Params(
+    race_blocks=2, commit_blocks=2, reveal_blocks=2, vote_blocks=2, sample_size=4, validators_per_participant=2
+)
 NODES = [key(1), key(2), key(3)]
 CONSENSUS = [key(101), key(102), key(103)]
 GENESIS_WEIGHT = 10
@@ -29,10 +30,13 @@ GENESIS_WEIGHT = 10
 def race_genesis(params: Params = PARAMS) -> Genesis:
     balances = [{"address": encode_address(k.public_key.address), "amount": INITIAL_BALANCE} for k in NODES]
     nodes = [
-        {"address": encode_address(k.public_key.address), "consensus_pub_key": c.public_key.raw.hex(),
-         "weight": GENESIS_WEIGHT}
+        {
+            "address": encode_address(k.public_key.address),
+            "consensus_pub_key": c.public_key.raw.hex(),
+            "weight": GENESIS_WEIGHT,
+        }
         for k, c in zip(NODES, CONSENSUS, strict=True)
-    ]  # fmt: skip
+    ]
     return Genesis(
         chain_id=CHAIN_ID,
         genesis_time=GENESIS_TIME,
@@ -91,8 +95,10 @@ def chain(tmp_path: Path) -> RaceChain:
 
 
 def trees(counts: list[int]) -> list[ProofTree]:
-    return [ProofTree(k.public_key.raw, list(range(1000 * i, 1000 * i + n))) for i, (k, n) in
-            enumerate(zip(NODES, counts, strict=True))]  # fmt: skip
+    return [
+        ProofTree(k.public_key.raw, list(range(1000 * i, 1000 * i + n)))
+        for i, (k, n) in enumerate(zip(NODES, counts, strict=True))
+    ]
 
 
 def commit_all(chain: RaceChain, proofs: list[ProofTree]) -> None:
@@ -125,8 +131,9 @@ def finish_cycle(chain: RaceChain) -> FinalizeBlockResult:
 def test_schedule() -> None:
     s = Schedule(PARAMS, start=1)
     assert s.length == 8
-    assert [s.phase(h).value for h in range(1, 10)] == ["race"] * 2 + ["commit"] * 2 + ["reveal"] * 2 + [
-        "vote"] * 2 + ["race"]  # fmt: skip
+    assert [s.phase(h).value for h in range(1, 10)] == ["race"] * 2 + ["commit"] * 2 + ["reveal"] * 2 + ["vote"] * 2 + [
+        "race"
+    ]
     assert s.cycle(8) == 0 and s.cycle(9) == 1 and s.tally_height(0) == 8
 
 
@@ -204,8 +211,7 @@ def test_duplicate_nonces_are_rejected(chain: RaceChain) -> None:
     chain.until(Phase.REVEAL)
     chain.block()
     indices = [0, 1, 1, 2, 2, 3, 3]
-    opened = tuple(Leaf(i, nonces[i], tuple(p)) for i, p in zip(indices, merkle_proofs(leaves, indices),
-                                                                   strict=True))  # fmt: skip
+    opened = tuple(Leaf(i, nonces[i], tuple(p)) for i, p in zip(indices, merkle_proofs(leaves, indices), strict=True))
     assert chain.challenged(NODES[0]) == [0, 1, 2, 3]
     code, log = chain.send_log(NODES[0], Reveal(0, opened))
     assert code == Code.INVALID_MESSAGE and "not increasing" in log
@@ -248,8 +254,11 @@ def test_only_assigned_validators_vote_once(chain: RaceChain) -> None:
     chain.until(Phase.VOTE)
     participant = NODES[0]
     assigned = chain.assigned(participant)
-    outsider = next(k for k in NODES if k.public_key.address not in assigned and k != participant) if len(
-        assigned) < 2 else participant  # fmt: skip
+    outsider = (
+        next(k for k in NODES if k.public_key.address not in assigned and k != participant)
+        if len(assigned) < 2
+        else participant
+    )
     vote = Vote(0, participant.public_key.address, True, 4, 0)
     assert chain.send_log(outsider, vote)[0] == Code.UNAUTHORIZED
     validator = by_address(assigned[0])

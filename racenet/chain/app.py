@@ -56,8 +56,9 @@ def app_hash(prev: bytes, height: int, changes: dict[bytes, bytes | None]) -> by
 class App:
     """racenet's ABCI application: modules, store, and the block lifecycle."""
 
-    def __init__(self, db_path: Path | str) -> None:
+    def __init__(self, db_path: Path | str, check_invariants: bool = False) -> None:
         self.store = CommittedStore(Path(db_path))
+        self.check_every_block = check_invariants
         self.auth = AuthModule()
         self.bank = BankModule()
         self.validators = ValidatorsModule()
@@ -194,6 +195,8 @@ class App:
             changes = self.genesis.changes
         self.store.apply(changes, height, self.app_hash)
         self.height, self.genesis, self.pending = height, None, None
+        if self.check_every_block:
+            self.check_invariants()
         self.check_state = Branch(self.store)
         return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -108,6 +109,10 @@ def start(home: Path, rpc: str, block_time: float) -> None:
         click.echo(f"stopped at height {node.app.height}", err=True)
 
 
+CHECK_INVARIANTS_ENV = "RACENET_CHECK_INVARIANTS"
+"""Set to 1 to assert every invariant (money conservation) after each commit; the test suites do."""
+
+
 @click.command("app")
 @home_option
 @click.option("--abci", default="tcp://127.0.0.1:26658", show_default=True, help="ABCI address CometBFT connects to.")
@@ -118,7 +123,7 @@ def app_command(home: Path, abci: str) -> None:
 
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
-    app = App(data / "app.db")
+    app = App(data / "app.db", check_invariants=os.environ.get(CHECK_INVARIANTS_ENV) == "1")
     click.echo(f"racenet app at height {app.height}, ABCI on {abci}", err=True)
     try:
         run(app, abci)

@@ -63,6 +63,16 @@ def _block_time(ctx: click.Context, param: click.Parameter, value: str | None) -
     return value
 
 
+def _budgets(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
+    """Parse `0.25,0.5,1` into fractions."""
+    if value is None:
+        return None
+    try:
+        return [float(x) for x in value.split(",")]
+    except ValueError as e:
+        raise click.BadParameter("use comma-separated fractions such as 0.5,1") from e
+
+
 @click.group()
 def devnet() -> None:
     """Run a local multi-validator network on 127.0.0.1."""
@@ -77,8 +87,21 @@ def devnet() -> None:
     help=f"First port; node i uses base+10(i-1) + 0 P2P, 1 RPC, 2 ABCI [default: {DEFAULT_BASE_PORT}].",
 )
 @click.option("--block-time", callback=_block_time, help=f"Time between blocks [default: {DEFAULT_BLOCK_TIME}].")
+@click.option(
+    "--compute-budgets",
+    callback=_budgets,
+    help="Fraction of time each node's miner computes, comma-separated, e.g. 0.25,0.5,0.75,1; 0 runs no Race "
+    "daemon on that node [default: 1 each].",
+)
 @timeout_option
-def up(directory: Path, validators: int | None, base_port: int | None, block_time: str | None, timeout: float) -> None:
+def up(
+    directory: Path,
+    validators: int | None,
+    base_port: int | None,
+    block_time: str | None,
+    compute_budgets: list[float] | None,
+    timeout: float,
+) -> None:
     """Create (first time) and start the devnet, wait for blocks, print the endpoints."""
     with _user_errors():
         if devnet_exists(directory):
@@ -94,6 +117,7 @@ def up(directory: Path, validators: int | None, base_port: int | None, block_tim
                 validators or DEFAULT_VALIDATORS,
                 base_port or DEFAULT_BASE_PORT,
                 block_time or DEFAULT_BLOCK_TIME,
+                compute_budgets,
             )
         try:
             _wait_until_live(net, net.start(), timeout)
@@ -145,12 +169,11 @@ def _wait_with_spinner(net: Devnet, height: int, timeout: float, nodes: list[Nod
 def _print_endpoints(net: Devnet) -> None:
     """A table of every node's endpoints and process IDs."""
     table = Table(title=f"{net.state.chain_id} ({len(net.state.nodes)} validators)")
-    for column in ("node", "RPC", "ABCI", "P2P", "app PID", "cometbft PID"):
+    for column in ("node", "RPC", "ABCI", "P2P", "app PID", "cometbft PID", "race PID"):
         table.add_column(column)
     for node in net.state.nodes:
-        table.add_row(
-            node.name, node.rpc_url, node.abci_address, node.p2p_address, _pid(node, "app"), _pid(node, "cometbft")
-        )
+        pids = [_pid(node, k) for k in KINDS]
+        table.add_row(node.name, node.rpc_url, node.abci_address, node.p2p_address, *pids)
     _console().print(table)
 
 
@@ -182,7 +205,7 @@ def status(directory: Path, as_json: bool) -> None:
         )
         return
     table = Table(title=f"{net.state.chain_id} in {net.state.dir}")
-    for column in ("node", "height", "app hash", "RPC", "API", "app PID", "cometbft PID"):
+    for column in ("node", "height", "app hash", "RPC", "API", "app PID", "cometbft PID", "race PID"):
         table.add_column(column)
     for s in statuses:
         table.add_row(
@@ -190,9 +213,8 @@ def status(directory: Path, as_json: bool) -> None:
             "-" if s.height is None else str(s.height),
             (s.app_hash or "-")[:16],
             s.node.rpc_url,
-            "-",
-            _pid_alive(s, "app"),
-            _pid_alive(s, "cometbft"),
+            s.node.api_url if "node" in s.node.kinds else "-",
+            *[_pid_alive(s, k) for k in KINDS],
         )
     _console().print(table)
 
@@ -206,10 +228,12 @@ def _status_json(s: NodeStatus) -> dict[str, Any]:
         "rpc": s.node.rpc_url,
         "abci": s.node.abci_address,
         "p2p": s.node.p2p_address,
-        "api": None,
+        "api": s.node.api_url if "node" in s.node.kinds else None,
         "node_id": s.node.node_id,
         "validator_pub_key": s.node.pub_key.hex(),
-        "pids": {k: (s.node.processes[k].pid if k in s.node.processes else None) for k in KINDS},
+        "account": s.node.account,
+        "compute_budget": s.node.compute_budget,
+        "pids": {k: (s.node.processes[k].pid if k in s.node.processes else None) for k in s.node.kinds},
         "alive": s.alive,
         "error": s.error,
     }
@@ -218,7 +242,7 @@ def _status_json(s: NodeStatus) -> dict[str, Any]:
 def _pid_alive(s: NodeStatus, kind: Kind) -> str:
     """`PID` if alive, `PID (dead)` if recorded but gone, '-' if not started."""
     text = _pid(s.node, kind)
-    return text if s.alive[kind] or text == "-" else f"{text} (dead)"
+    return text if s.alive.get(kind) or text == "-" else f"{text} (dead)"
 
 
 @devnet.command()

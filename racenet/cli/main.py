@@ -7,10 +7,13 @@ import logging
 import click
 
 from racenet import __version__
+from racenet.cli.apikey import api_key
 from racenet.cli.chain import app_command, genesis, init, start
 from racenet.cli.devnet import devnet
 from racenet.cli.keys import keys
+from racenet.cli.node import node
 from racenet.cli.query import query, status
+from racenet.cli.race import race
 from racenet.cli.tx import tx
 
 
@@ -23,9 +26,8 @@ def cli(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-for command in (init, start, app_command, genesis, keys, tx, query, status):
+for command in (init, start, app_command, genesis, keys, tx, query, status, devnet, node, api_key, race):
     cli.add_command(command)
-cli.add_command(devnet)
 
 
 def main() -> None:

@@ -4,12 +4,17 @@ Layout of a devnet directory:
 
     <dir>/devnet.json            nodes, ports, PIDs (see `racenet.devnet.state`)
     <dir>/keyring/faucet.json    the funded key that is also the validators authority
+    <dir>/keyring/node<i>.json   node i's account: its Race participant (registered at genesis)
     <dir>/node<i>/config/        CometBFT config, keys and the shared genesis.json
     <dir>/node<i>/data/          CometBFT stores and the App's app.db
-    <dir>/node<i>/logs/          app.log and cometbft.log
+    <dir>/node<i>/race/          the Race daemon's per-cycle progress
+    <dir>/node<i>/logs/          app.log, cometbft.log and node.log
 
-The faucet key's passphrase is the empty string: a devnet-only convenience so scripts and
-tests can sign without a prompt. Never fund such a key on a real network.
+Each node runs three processes: CometBFT, the racenet App behind ABCI, and `racenet node run`,
+the daemon that races every cycle (its compute budget is recorded per node).
+
+The faucet and node keys' passphrase is the empty string: a devnet-only convenience so scripts
+and tests can sign without a prompt. Never fund such a key on a real network.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from racenet.chain.genesis import Genesis, GenesisValidator
 from racenet.chain.modules.bank.denom import NICOIN_PER
+from racenet.chain.modules.race import Params as RaceParams
 from racenet.crypto.keyring import Keyring, KeyringError
 from racenet.devnet import cometbft, process
 from racenet.devnet.errors import DevnetError
@@ -42,7 +48,11 @@ STOP_TIMEOUT_S = 10.0
 RPC_TIMEOUT_S = 2.0
 POLL_S = 0.25
 LOG_TAIL_LINES = 15
-STOP_ORDER: tuple[Kind, ...] = ("cometbft", "app")
+STOP_ORDER: tuple[Kind, ...] = ("node", "cometbft", "app")
+NODE_NICOIN = 1_000 * NICOIN_PER["icon"]
+DEVNET_RACE = RaceParams(preset="tiny", race_blocks=12, commit_blocks=3, reveal_blocks=4, vote_blocks=4)
+MODEL = "SmolLM2-135M-Instruct"
+MODEL_UNITS_PER_TOKEN = 1
 
 Progress = Callable[[dict[str, int | None]], None]
 """Called while waiting, with each node's latest height (None: not answering yet)."""
@@ -84,7 +94,7 @@ def port_in_use(port: int) -> bool:
 def check_ports_free(nodes: dict[str, Ports]) -> None:
     """DevnetError naming the first of these nodes' ports that is already taken."""
     for name, ports in nodes.items():
-        for role, port in (("P2P", ports.p2p), ("RPC", ports.rpc), ("ABCI", ports.abci)):
+        for role, port in (("P2P", ports.p2p), ("RPC", ports.rpc), ("ABCI", ports.abci), ("API", ports.api)):
             if port_in_use(port):
                 raise DevnetError(
                     f"port {port} ({name} {role}) on {HOST} is already in use; "
@@ -128,15 +138,23 @@ def config_settings(state: DevnetState, node: NodeRecord) -> cometbft.Settings:
     }
 
 
-def build_genesis(state: DevnetState) -> Genesis:
-    """One genesis for all nodes: their validator keys at equal power and a funded faucet/authority."""
+def build_genesis(state: DevnetState, race: RaceParams = DEVNET_RACE) -> Genesis:
+    """One genesis for all nodes: validator keys at equal power (their genesis Race weight),
+    registered Race nodes with funded accounts, and a funded faucet/authority."""
+    balances = [{"address": state.faucet, "amount": FAUCET_NICOIN}]
+    balances += [{"address": n.account, "amount": NODE_NICOIN} for n in state.nodes]
+    race_nodes = [
+        {"address": n.account, "consensus_pub_key": n.pub_key.hex(), "weight": VALIDATOR_POWER} for n in state.nodes
+    ]
     return Genesis(
         chain_id=state.chain_id,
         genesis_time=int(time.time()),
         validators=[GenesisValidator(n.pub_key, VALIDATOR_POWER, n.name) for n in state.nodes],
         app_state={
-            "bank": {"balances": [{"address": state.faucet, "amount": FAUCET_NICOIN}]},
+            "bank": {"balances": balances},
             "validators": {"authority": state.faucet},
+            "race": {"params": asdict(race), "nodes": race_nodes},
+            "inference": {"models": [{"id": MODEL, "units_per_token": MODEL_UNITS_PER_TOKEN}]},
         },
     )
 
@@ -154,8 +172,18 @@ class Devnet:
         return cls(load_state(directory))
 
     @classmethod
-    def create(cls, directory: Path, validators: int, base_port: int, block_time: str) -> Devnet:
-        """Initialise N node homes, the faucet key and the shared genesis (nothing is started)."""
+    def create(
+        cls,
+        directory: Path,
+        validators: int,
+        base_port: int,
+        block_time: str,
+        compute_budgets: list[float] | None = None,
+    ) -> Devnet:
+        """Initialise N node homes, the faucet and node keys and the shared genesis (nothing is started)."""
+        budgets = compute_budgets or [1.0] * validators
+        if len(budgets) != validators or not all(0 <= b <= 1 for b in budgets):
+            raise DevnetError(f"give {validators} compute budgets in [0, 1] (0: no Race daemon), one per validator")
         if validators < 1:
             raise DevnetError("a devnet needs at least one validator")
         if directory.exists() and any(directory.iterdir()):
@@ -166,24 +194,29 @@ class Devnet:
         check_ports_free({f"node{i}": p for i, p in enumerate(ports, start=1)})
         directory.mkdir(parents=True, exist_ok=True)
         try:
-            return cls._initialise(directory.resolve(), binary, base_port, ports, block_time)
+            return cls._initialise(directory.resolve(), binary, base_port, ports, block_time, budgets)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
 
     @classmethod
-    def _initialise(cls, directory: Path, binary: Path, base_port: int, ports: list[Ports], block_time: str) -> Devnet:
+    def _initialise(
+        cls, directory: Path, binary: Path, base_port: int, ports: list[Ports], block_time: str, budgets: list[float]
+    ) -> Devnet:
         """Write homes, keys, configs and genesis into an empty directory; record them last."""
+        keyring = Keyring(directory / "keyring")
         try:
-            faucet, _ = Keyring(directory / "keyring").add(FAUCET_KEY, FAUCET_PASSPHRASE)
+            faucet, _ = keyring.add(FAUCET_KEY, FAUCET_PASSPHRASE)
+            accounts = [keyring.add(f"node{i}", FAUCET_PASSPHRASE)[0].address for i in range(1, len(ports) + 1)]
         except KeyringError as e:
-            raise DevnetError(f"cannot create the faucet key: {e}") from e
+            raise DevnetError(f"cannot create the devnet keys: {e}") from e
         nodes = []
         for index, node_ports in enumerate(ports, start=1):
             home = directory / f"node{index}"
             cometbft.init_home(binary, home)
             pub_key = cometbft.validator_pubkey(home)
-            nodes.append(NodeRecord(index, cometbft.node_id(binary, home), pub_key, node_ports))
+            node_id = cometbft.node_id(binary, home)
+            nodes.append(NodeRecord(index, node_id, pub_key, node_ports, accounts[index - 1], budgets[index - 1]))
         state = DevnetState(directory, CHAIN_ID, block_time, base_port, faucet.address, nodes)
         genesis = build_genesis(state)
         for node in nodes:
@@ -198,13 +231,13 @@ class Devnet:
         return record is not None and process.is_running(record)
 
     def stopped_nodes(self) -> list[NodeRecord]:
-        """Nodes missing at least one of their two processes."""
-        return [n for n in self.state.nodes if not all(self.running(n, k) for k in KINDS)]
+        """Nodes missing at least one of their processes."""
+        return [n for n in self.state.nodes if not all(self.running(n, k) for k in n.kinds)]
 
     def start(self, nodes: list[NodeRecord] | None = None) -> list[NodeRecord]:
         """Start the given nodes (default: all) that are not fully running; returns the ones started.
 
-        A half-running node (one process died) is stopped first, so it restarts as a pair.
+        A half-running node (one process died) is stopped first, so it restarts whole.
         """
         stopped = {n.index for n in self.stopped_nodes()}
         todo = [n for n in (self.state.nodes if nodes is None else nodes) if n.index in stopped]
@@ -219,7 +252,33 @@ class Devnet:
         for node in todo:
             self._wait_app_listening(node)
             self._spawn(node, "cometbft", [str(binary), "start", "--home", str(self.state.home(node))])
+        for node in todo:
+            if "node" in node.kinds:
+                self._start_daemon(node)
         return todo
+
+    def _start_daemon(self, node: NodeRecord) -> None:
+        """Start `racenet node run`, the node's Race daemon, signing with its devnet account."""
+        argv = [
+            str(racenet_executable()),
+            "node",
+            "run",
+            "--home",
+            str(self.state.dir),
+            "--key",
+            node.name,
+            "--node",
+            node.rpc_url,
+            "--state",
+            str(self.state.home(node) / "race"),
+            "--compute-budget",
+            str(node.compute_budget),
+            "--threads",
+            str(max(1, (os.cpu_count() or 1) // len(self.state.nodes))),
+            "--api",
+            f"{HOST}:{node.ports.api}",
+        ]
+        self._spawn(node, "node", argv)
 
     def _start_app(self, node: NodeRecord) -> None:
         """Start the racenet App that serves this node's ABCI port."""
@@ -228,7 +287,7 @@ class Devnet:
 
     def _spawn(self, node: NodeRecord, kind: Kind, argv: list[str]) -> None:
         """Start one process and record it at once, so `down` can stop it whatever happens next."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "RACENET_PASSPHRASE": FAUCET_PASSPHRASE}
         node.processes[kind] = process.spawn(argv, self.state.log_path(node, kind), env)
         self.state.save()
 
@@ -281,7 +340,7 @@ class Devnet:
             if all(h is not None and h >= height for h in heights.values()):
                 return heights
             for node in watched:
-                for kind in KINDS:
+                for kind in node.kinds:
                     self._check_alive(node, kind)
             if time.monotonic() > deadline:
                 slow = [name for name, h in heights.items() if h is None or h < height]
@@ -315,7 +374,7 @@ class Devnet:
 
     def _node_status(self, node: NodeRecord) -> NodeStatus:
         """One node's status from its RPC and /proc."""
-        alive = {k: self.running(node, k) for k in KINDS}
+        alive = {k: self.running(node, k) for k in node.kinds}
         client = ChainClient(node.rpc_url, timeout=RPC_TIMEOUT_S)
         try:
             sync = client.status()["sync_info"]

@@ -15,13 +15,13 @@ from typing import Any, Literal
 from racenet.devnet.errors import DevnetError
 
 STATE_FILE = "devnet.json"
-STATE_VERSION = 1
+STATE_VERSION = 2
 HOST = "127.0.0.1"
 PORTS_PER_NODE = 10
-"""Node i uses base + 10·(i-1) + {0: P2P, 1: RPC, 2: ABCI}; +3 is kept free for the API."""
+"""Node i uses base + 10·(i-1) + {0: P2P, 1: RPC, 2: ABCI, 3: API}."""
 
-Kind = Literal["app", "cometbft"]
-KINDS: tuple[Kind, ...] = ("app", "cometbft")
+Kind = Literal["app", "cometbft", "node"]
+KINDS: tuple[Kind, ...] = ("app", "cometbft", "node")
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,13 @@ class Ports:
     p2p: int
     rpc: int
     abci: int
+    api: int
 
     @classmethod
     def for_node(cls, base: int, index: int) -> Ports:
         """The ports of node `index` (1-based) in a devnet starting at `base`."""
         first = base + PORTS_PER_NODE * (index - 1)
-        return cls(p2p=first, rpc=first + 1, abci=first + 2)
+        return cls(p2p=first, rpc=first + 1, abci=first + 2, api=first + 3)
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,20 @@ class ProcessRecord:
 
 @dataclass
 class NodeRecord:
-    """One validator: its home, identity, ports and (while running) its two processes."""
+    """One validator: its home, identity, ports, Race account and (while running) its three processes."""
 
     index: int
     node_id: str
     pub_key: bytes
     ports: Ports
+    account: str
+    compute_budget: float = 1.0
     processes: dict[Kind, ProcessRecord] = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        """The processes this node runs: no Race daemon when its compute budget is 0."""
+        return KINDS if self.compute_budget > 0 else ("app", "cometbft")
 
     @property
     def name(self) -> str:
@@ -66,6 +74,11 @@ class NodeRecord:
     def rpc_url(self) -> str:
         """CometBFT RPC endpoint."""
         return f"http://{HOST}:{self.ports.rpc}"
+
+    @property
+    def api_url(self) -> str:
+        """The node's OpenAI-compatible API (served by its daemon)."""
+        return f"http://{HOST}:{self.ports.api}"
 
     @property
     def abci_address(self) -> str:
@@ -99,7 +112,7 @@ class DevnetState:
         return self.dir / node.name
 
     def log_path(self, node: NodeRecord, kind: Kind) -> Path:
-        """Where a node's app or cometbft process writes stdout and stderr."""
+        """Where a node's app, cometbft or node (Race daemon) process writes stdout and stderr."""
         return self.home(node) / "logs" / f"{kind}.log"
 
     def node(self, index: int) -> NodeRecord:
@@ -133,7 +146,9 @@ def _node_json(node: NodeRecord) -> dict[str, Any]:
         "index": node.index,
         "node_id": node.node_id,
         "pub_key": node.pub_key.hex(),
-        "ports": {"p2p": node.ports.p2p, "rpc": node.ports.rpc, "abci": node.ports.abci},
+        "ports": {"p2p": node.ports.p2p, "rpc": node.ports.rpc, "abci": node.ports.abci, "api": node.ports.api},
+        "account": node.account,
+        "compute_budget": node.compute_budget,
         "processes": {k: {"pid": p.pid, "cmdline": list(p.cmdline)} for k, p in node.processes.items()},
     }
 
@@ -150,6 +165,8 @@ def _node_from_json(doc: dict[str, Any]) -> NodeRecord:
         node_id=str(doc["node_id"]),
         pub_key=bytes.fromhex(doc["pub_key"]),
         ports=Ports(**{k: int(v) for k, v in doc["ports"].items()}),
+        account=str(doc["account"]),
+        compute_budget=float(doc["compute_budget"]),
         processes=processes,
     )
 

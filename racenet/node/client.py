@@ -32,6 +32,7 @@ class TxRejected(ClientError):
         super().__init__(f"transaction rejected: {log} (code {code} {name})")
         self.code = code
         self.log = log
+        self.name = name
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from racenet.cli.chain import CHECK_INVARIANTS_ENV
 from racenet.cli.devnet import devnet
 from racenet.crypto.keyring import Keyring
 from racenet.crypto.keys import PrivateKey
@@ -15,6 +17,8 @@ from racenet.devnet import FAUCET_KEY, FAUCET_PASSPHRASE, Devnet
 from racenet.devnet.state import exists
 from racenet.node.client import ChainClient
 from tests.network.netutil import free_base_port
+
+os.environ[CHECK_INVARIANTS_ENV] = "1"  # every devnet App asserts money conservation after each block
 
 VALIDATORS = 4
 BLOCK_TIME = "500ms"
@@ -36,6 +40,8 @@ def devnet_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     directory = tmp_path_factory.mktemp("devnet") / "net"
     try:
         args = ["up", "--dir", str(directory), "--validators", str(VALIDATORS), "--block-time", BLOCK_TIME]
+        # Consensus tests: no Race daemons, whose tallies would change validator power every cycle.
+        args += ["--compute-budgets", ",".join(["0"] * VALIDATORS)]
         result = CliRunner().invoke(devnet, [*args, "--base-port", str(free_base_port(VALIDATORS))])
         assert result.exit_code == 0, result.output
         yield directory

@@ -25,7 +25,7 @@ def free_base_port(nodes: int) -> int:
     for _ in range(200):
         base = random.randrange(LOW_PORT, HIGH_PORT - PORTS_PER_NODE * nodes, PORTS_PER_NODE)
         ports = [Ports.for_node(base, i) for i in range(1, nodes + 1)]
-        if not any(port_in_use(p) for node in ports for p in (node.p2p, node.rpc, node.abci)):
+        if not any(port_in_use(p) for node in ports for p in (node.p2p, node.rpc, node.abci, node.api)):
             return base
     raise RuntimeError("no free port block found")
 

@@ -131,8 +131,9 @@ class Keeper:
             raise ChainError(Code.INVALID_MESSAGE, f"cycle {cycle} cannot route requests (current cycle {current})")
         return seed
 
-    def executor_for(self, ctx: Context, request_id: bytes, model: str, cycle: int, attempt: int,
-                     tried: tuple[bytes, ...] = ()) -> bytes:  # fmt: skip
+    def executor_for(
+        self, ctx: Context, request_id: bytes, model: str, cycle: int, attempt: int, tried: tuple[bytes, ...] = ()
+    ) -> bytes:
         """The executor the routing rule picks, or NOT_FOUND if no node serves the model."""
         chosen = choose_executor(self.routing_seed(ctx, cycle), request_id, attempt, self.candidates(ctx, model), tried)
         if chosen is None:
@@ -185,12 +186,30 @@ class Keeper:
         self._spend_key(ctx, msg.auth_key, msg.developer, escrow)
         self.bank.lock(ctx, msg.developer, NAME, b"req/" + msg.request_id, escrow)
         expiry = ctx.height + params.expiry_blocks
-        record = Request(msg.developer, ctx.signer, msg.model, msg.prompt_tokens, msg.max_tokens, msg.prompt_hash,
-                         price, escrow, msg.auth_key, msg.cycle, msg.executor, 0, (), expiry)  # fmt: skip
+        record = Request(
+            msg.developer,
+            ctx.signer,
+            msg.model,
+            msg.prompt_tokens,
+            msg.max_tokens,
+            msg.prompt_hash,
+            price,
+            escrow,
+            msg.auth_key,
+            msg.cycle,
+            msg.executor,
+            0,
+            (),
+            expiry,
+        )
         self._store(ctx).set(b"request/" + msg.request_id, encode(record))
         self._store(ctx).set(b"expiry/" + expiry.to_bytes(8, "big") + b"/" + msg.request_id, b"")
-        ctx.emit("inference_start", request_id=msg.request_id.hex(), executor=encode_address(msg.executor),
-                 escrow=str(escrow))  # fmt: skip
+        ctx.emit(
+            "inference_start",
+            request_id=msg.request_id.hex(),
+            executor=encode_address(msg.executor),
+            escrow=str(escrow),
+        )
 
     def _check_auth(self, ctx: Context, msg: Start) -> None:
         own = address_from_pubkey(msg.auth_key) == msg.developer
@@ -240,9 +259,23 @@ class Keeper:
         self.bank.move_escrow(ctx, NAME, escrow_id, b"reward/" + request.executor, cost)
         self.bank.release(ctx, NAME, escrow_id, request.developer, request.escrow - cost)
         self._refund_key(ctx, request, request.escrow - cost)
-        self._close(ctx, msg.request_id, request, Receipt(
-            request.developer, request.executor, request.model, request.prompt_tokens, msg.completion_tokens,
-            request.prompt_hash, msg.response_hash, cost, ctx.height, "finished"))  # fmt: skip
+        self._close(
+            ctx,
+            msg.request_id,
+            request,
+            Receipt(
+                request.developer,
+                request.executor,
+                request.model,
+                request.prompt_tokens,
+                msg.completion_tokens,
+                request.prompt_hash,
+                msg.response_hash,
+                cost,
+                ctx.height,
+                "finished",
+            ),
+        )
         ctx.emit("inference_finish", request_id=msg.request_id.hex(), cost=str(cost))
 
     def _open(self, ctx: Context, request_id: bytes) -> Request:
@@ -265,9 +298,23 @@ class Keeper:
             request = self._open(ctx, request_id)
             self.bank.release(ctx, NAME, b"req/" + request_id, request.developer, request.escrow)
             self._refund_key(ctx, request, request.escrow)
-            self._close(ctx, request_id, request, Receipt(
-                request.developer, request.executor, request.model, request.prompt_tokens, 0, request.prompt_hash,
-                b"", 0, ctx.height, "expired"))  # fmt: skip
+            self._close(
+                ctx,
+                request_id,
+                request,
+                Receipt(
+                    request.developer,
+                    request.executor,
+                    request.model,
+                    request.prompt_tokens,
+                    0,
+                    request.prompt_hash,
+                    b"",
+                    0,
+                    ctx.height,
+                    "expired",
+                ),
+            )
             ctx.emit("inference_expire", request_id=request_id.hex(), refund=str(request.escrow))
 
 
@@ -328,11 +375,14 @@ class InferenceModule(Module):
         if path == "params":
             return asdict(k.params(ctx))
         if path == "models":
-            return [{"id": m, "units_per_token": u, "price_per_token": k.price_per_token(ctx, m)}
-                    for m, u in k.models(ctx)]  # fmt: skip
+            return [
+                {"id": m, "units_per_token": u, "price_per_token": k.price_per_token(ctx, m)} for m, u in k.models(ctx)
+            ]
         if path == "servers":
-            return [{"address": encode_address(a), "weight": w, "endpoint": k.endpoint(ctx, a)}
-                    for a, w in k.candidates(ctx, data.decode())]  # fmt: skip
+            return [
+                {"address": encode_address(a), "weight": w, "endpoint": k.endpoint(ctx, a)}
+                for a, w in k.candidates(ctx, data.decode())
+            ]
         if path == "request":
             return self._request_info(ctx, bytes.fromhex(data.decode()))
         if path == "pending":

@@ -367,8 +367,11 @@ class RaceModule(Module):
         cycle = k.schedule(ctx).cycle(ctx.height)
         if path == "challenge":
             commitment = k.commitment(ctx, cycle, address)
-            return {"cycle": cycle, "indices": k.challenged(ctx, cycle, address),
-                    "count": commitment.count if commitment else 0}  # fmt: skip
+            return {
+                "cycle": cycle,
+                "indices": k.challenged(ctx, cycle, address),
+                "count": commitment.count if commitment else 0,
+            }
         if path == "reveal":
             r = k.revealed(ctx, cycle, address)
             return None if r is None else {"cycle": cycle, "pub_key": r.pub_key.hex(), "nonces": list(r.nonces)}
@@ -400,12 +403,14 @@ class RaceModule(Module):
         for address, key in self._nodes(ctx):
             outcome = k.outcome(ctx, address)
             commitment = k.commitment(ctx, cycle, address)
-            out.append({
-                "address": encode_address(address),
-                "consensus_pub_key": key.hex(),
-                "weight": k.weight(ctx, address),
-                "power": k.validators.power(ctx, key),
-                "committed": commitment.count if commitment else None,
-                "last_outcome": asdict(outcome) if outcome else None,
-            })  # fmt: skip
+            out.append(
+                {
+                    "address": encode_address(address),
+                    "consensus_pub_key": key.hex(),
+                    "weight": k.weight(ctx, address),
+                    "power": k.validators.power(ctx, key),
+                    "committed": commitment.count if commitment else None,
+                    "last_outcome": asdict(outcome) if outcome else None,
+                }
+            )
         return out

@@ -1,0 +1,83 @@
+"""`racenet node run`: the provider's daemon (the Race loop, and the API when `--api` is given)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from racenet.cli.common import fail, home_option, read_passphrase
+from racenet.cli.tx import node_option
+from racenet.crypto.keyring import Keyring, KeyringError
+from racenet.node.client import ClientError
+
+
+@click.group()
+def node() -> None:
+    """Run the provider's node daemon."""
+
+
+@node.command("run")
+@home_option
+@node_option
+@click.option("--key", "key_name", required=True, help="Keyring key of the node's account (registered Race node).")
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the Race loop keeps its progress [default: HOME/race/KEY].",
+)
+@click.option(
+    "--compute-budget",
+    type=click.FloatRange(0.01, 1.0),
+    default=1.0,
+    show_default=True,
+    help="Fraction of time the miner computes (the rest it rests).",
+)
+@click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for torch [default: all cores].")
+@click.option("--api", help="host:port to serve the OpenAI-compatible API on (and execute requests).")
+def run(
+    home: Path,
+    node: str,
+    key_name: str,
+    state_dir: Path | None,
+    compute_budget: float,
+    threads: int | None,
+    api: str | None,
+) -> None:
+    """Race every cycle with no manual step: mine, commit, reveal, validate others; serve the API (Ctrl-C stops)."""
+    import torch
+
+    from racenet.node.daemon import Daemon
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        key = Keyring(home / "keyring").load(key_name, read_passphrase())
+    except KeyringError as e:
+        fail(str(e))
+    address = None
+    if api is not None:
+        host, _, port = api.rpartition(":")
+        if not port.isdigit():
+            fail(f"--api takes host:port, got {api!r}")
+        address = (host or "127.0.0.1", int(port))
+    try:
+        daemon = Daemon(node, key, state_dir or home / "race" / key_name, compute_budget, address)
+    except ClientError as e:
+        fail(str(e))
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        daemon.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    click.echo(f"racing as {daemon.worker.address} against {node}" + (f", API on {api}" if api else ""), err=True)
+    thread = threading.Thread(target=daemon.run, name="race")
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+    click.echo("stopped", err=True)

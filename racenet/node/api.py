@@ -1,0 +1,139 @@
+"""The node's HTTP API: OpenAI-compatible chat completions for developers, and the executor endpoint.
+
+`POST /v1/chat/completions` (streaming and not), `GET /v1/models`, errors shaped as OpenAI's
+(`{"error": {"message", "type", "param", "code"}}`), and the OpenAPI spec at `/openapi.json`.
+`POST /racenet/v1/execute` is node-to-node: a transfer agent forwards a request to its executor.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from racenet import __version__
+from racenet.ml.backend import collect
+from racenet.node.client import ClientError
+from racenet.node.executor import Executor
+from racenet.node.openai_format import (
+    ApiError,
+    chunk_json,
+    completion_json,
+    parse_request,
+    sse,
+    stream_chunks,
+    usage_json,
+)
+from racenet.node.transfer_agent import Opened, TransferAgent
+
+
+class Message(BaseModel):
+    """One chat message."""
+
+    role: str = Field(description="system, user, assistant, …")
+    content: str
+
+
+class ChatCompletionRequest(BaseModel):
+    """The subset of OpenAI's chat completion request racenet serves (documentation only)."""
+
+    model: str
+    messages: list[Message]
+    max_tokens: int | None = Field(None, description="Completion budget; the escrow covers prompt + max_tokens.")
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+
+def create_app(agent: TransferAgent, executor: Executor) -> FastAPI:
+    """The FastAPI application of one node."""
+    app = FastAPI(title="racenet node API", version=__version__, description=__doc__)
+
+    @app.exception_handler(ApiError)
+    def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(ClientError)
+    def chain_error(request: Request, error: ClientError) -> JSONResponse:
+        return api_error(request, ApiError(503, f"the chain is unreachable: {error}", "server_error"))
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        data = [
+            {
+                "id": m["id"],
+                "object": "model",
+                "created": 0,
+                "owned_by": "racenet",
+                "price_per_token_nicoin": m["price_per_token"],
+            }
+            for m in agent.models()
+        ]
+        return {"object": "list", "data": data}
+
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+                    }
+                },
+            }
+        },
+    )
+    async def chat_completions(request: Request) -> Any:
+        raw = await request.body()
+        body, generation, stream = parse_request(raw)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        opened = await run_in_threadpool(agent.open, raw, body, generation, headers)
+        logprobs = bool(body.get("logprobs"))
+        if stream:
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(
+                _sse(agent, opened, generation.model, logprobs, usage), media_type="text/event-stream"
+            )
+        completion = await run_in_threadpool(lambda: collect(agent.forward(opened)))
+        return completion_json("chatcmpl-" + opened.id_hex, generation.model, completion, logprobs)
+
+    @app.post("/racenet/v1/execute", include_in_schema=False)
+    async def execute(request: Request) -> StreamingResponse:
+        raw = await request.body()
+        headers = request.headers
+        signer = headers.get("x-racenet-public-key", ""), headers.get("x-racenet-signature", "")
+        await run_in_threadpool(executor.authorize, raw, *signer)
+        return StreamingResponse(executor.execute(json.loads(raw)), media_type="application/x-ndjson")
+
+    return app
+
+
+def _sse(agent: TransferAgent, opened: Opened, model: str, logprobs: bool, include_usage: bool) -> Iterator[bytes]:
+    """The SSE stream of a chat completion; an error after the headers went out becomes an error event."""
+    request_id, created = "chatcmpl-" + opened.id_hex, int(time.time())
+    yield sse(chunk_json(request_id, model, created, {"role": "assistant", "content": ""}))
+    try:
+        for event in agent.forward(opened):
+            yield sse(stream_chunks(request_id, model, event, logprobs, created))
+            if include_usage and hasattr(event, "usage"):
+                yield sse(
+                    {**chunk_json(request_id, model, created, {}), "choices": [], "usage": usage_json(event.usage)}
+                )
+    except ApiError as e:
+        yield sse(e.body())
+    yield sse("[DONE]")

@@ -1,0 +1,75 @@
+"""The provider's daemon: the Race loop and, when asked, the API (transfer agent and executor) in one process.
+
+Sharing the process lets the miner yield the CPU the moment a user request runs (whitepaper §4:
+"The Race must not interfere with normal user requests"), and lets both sign with one sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from racenet.chain.modules.inference import ServeModels
+from racenet.crypto.address import encode_address
+from racenet.crypto.keys import PrivateKey
+from racenet.node.client import ChainClient
+from racenet.node.executor import Executor
+from racenet.node.race_worker import RaceWorker
+from racenet.node.sender import TxSender
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """Runs a node's Race worker and, if an API address is given, its HTTP API."""
+
+    def __init__(
+        self, node_url: str, key: PrivateKey, state_dir: Path, compute_budget: float, api: tuple[str, int] | None
+    ) -> None:
+        self.client = ChainClient(node_url)
+        self.sender = TxSender(self.client, key)
+        self.state_dir = state_dir
+        self.api = api
+        self.executor: Executor | None = None
+        self.server: uvicorn.Server | None = None
+        if api is not None:
+            self._start_api(*api)
+        busy = self.executor.busy if self.executor is not None else None
+        self.worker = RaceWorker(self.client, self.sender, state_dir, compute_budget=compute_budget, should_yield=busy)
+
+    def _start_api(self, host: str, port: int) -> None:
+        """Load the model, start the API server, and tell the chain this node serves the model here."""
+        from racenet.ml.transformers_backend import TransformersBackend
+        from racenet.node.api import create_app
+        from racenet.node.transfer_agent import TransferAgent
+
+        backend = TransformersBackend.packaged()
+        executor = Executor(backend, self.client, self.sender, self.state_dir / "executor")
+        app = create_app(TransferAgent(self.client, self.sender, backend), executor)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        threading.Thread(target=server.run, name="api", daemon=True).start()
+        self.executor, self.server = executor, server
+        self._announce(backend.models(), f"http://{host}:{port}")
+
+    def _announce(self, models: list[str], endpoint: str) -> None:
+        """Send inference/ServeModels unless the chain already lists this node at this endpoint."""
+        me = encode_address(self.sender.key.public_key.address)
+        for model in models:
+            servers = self.client.query("inference/servers", model.encode())
+            if not any(s["address"] == me and s["endpoint"] == endpoint for s in servers):
+                self.sender.send([ServeModels(tuple(models), endpoint)])
+                log.info("serving %s at %s", ", ".join(models), endpoint)
+                return
+
+    def run(self) -> None:
+        """Race until stopped (the API runs on its own thread)."""
+        self.worker.run()
+
+    def stop(self) -> None:
+        """Stop the Race loop and the API server."""
+        self.worker.stop.set()
+        if self.server is not None:
+            self.server.should_exit = True

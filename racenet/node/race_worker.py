@@ -1,0 +1,208 @@
+"""The node's Race loop: watch the chain and, with no manual step, mine, commit, reveal and vote.
+
+Each cycle's progress (nonces found, whether the commitment, reveal and votes went out) is saved
+in `<state_dir>/cycle-<n>.json` after every step, so a restarted node resumes where it stopped:
+found nonces are never lost, and nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from racenet.chain.module import Msg
+from racenet.chain.modules.race import CommitProof, ProofTree, Reveal, Vote
+from racenet.crypto.address import decode_address, encode_address
+from racenet.node.client import ChainClient, ClientError, TxRejected
+from racenet.node.sender import TxSender
+
+if TYPE_CHECKING:
+    from racenet.pow.race import Race
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.3
+
+
+@dataclass
+class CycleState:
+    """What this node did in one cycle (persisted after each step)."""
+
+    cycle: int
+    nonces: list[int] = field(default_factory=list)
+    next_nonce: int = 0
+    tried: int = 0
+    committed: bool = False
+    revealed: bool = False
+    voted: list[str] = field(default_factory=list)
+
+
+class RaceWorker:
+    """Drives one node through every Race cycle."""
+
+    def __init__(
+        self,
+        client: ChainClient,
+        sender: TxSender,
+        state_dir: Path,
+        *,
+        compute_budget: float = 1.0,
+        should_yield: Callable[[], bool] | None = None,
+    ) -> None:
+        self.client = client
+        self.sender = sender
+        self.key = sender.key
+        self.address = encode_address(self.key.public_key.address)
+        self.state_dir = state_dir
+        self.compute_budget = compute_budget
+        self.should_yield = should_yield
+        self.stop = threading.Event()
+        self._race: Race | None = None
+        state_dir.mkdir(parents=True, exist_ok=True)
+
+    def run(self) -> None:
+        """Step through cycles until `stop` is set; errors are logged and the step retried (the node stays up)."""
+        while not self.stop.is_set():
+            try:
+                self.step()
+            except ClientError as e:
+                log.warning("race worker: %s", e)
+            except Exception:
+                log.exception("race worker: unexpected error; retrying")
+            self.stop.wait(POLL_SECONDS)
+
+    def step(self) -> None:
+        """Do what the current phase asks of this node, if it has not been done yet."""
+        info = self.client.query("race/cycle")
+        state = self._load(info["cycle"])
+        phase = info["phase"]
+        if phase == "race" and info["race_seed"] and info["height"] < info["phase_starts"]["commit"] - 1:
+            self._mine(info, state)
+        elif phase == "commit" and state.nonces and not state.committed:
+            self._commit(state)
+        elif phase == "reveal" and state.committed and not state.revealed:
+            self._reveal(state)
+        elif phase == "vote":
+            self._vote(info, state)
+
+    def _race_for(self, info: dict[str, Any]) -> Race:
+        """The cycle's Race (model, target, threshold), built once per race seed."""
+        from racenet.pow.race import build_race
+
+        seed = bytes.fromhex(info["race_seed"])
+        if self._race is None or self._race.race_seed != seed:
+            self._race = build_race(info["preset"], seed)
+        return self._race
+
+    def _mine(self, info: dict[str, Any], state: CycleState) -> None:
+        """Mine until the chain reaches the race window's last block, saving finds as they come."""
+        from racenet.pow.miner import mine
+
+        race = self._race_for(info)
+        last_race_block = info["phase_starts"]["commit"] - 1
+        done = threading.Event()
+        watcher = threading.Thread(target=self._watch_race_end, args=(last_race_block, done, state), daemon=True)
+        watcher.start()
+        stats = mine(
+            race,
+            self.key.public_key.raw,
+            24 * 3600,
+            state.nonces,
+            start_nonce=state.next_nonce,
+            stop=done,
+            should_yield=self.should_yield,
+            compute_budget=self.compute_budget,
+        )
+        done.set()
+        watcher.join()
+        state.next_nonce = stats.next_nonce
+        state.tried += stats.tried
+        self._save(state)
+        log.info(
+            "cycle %d: tried %d nonces (%.0f/s), %d appropriate vectors",
+            state.cycle,
+            stats.tried,
+            stats.nonces_per_second,
+            len(state.nonces),
+        )
+
+    def _watch_race_end(self, last_race_block: int, done: threading.Event, state: CycleState) -> None:
+        """Stop mining when the race window's last block is committed (or the worker stops)."""
+        while not done.is_set():
+            if self.stop.is_set():
+                break
+            try:
+                if self.client.height() >= last_race_block:
+                    break
+            except ClientError as e:
+                log.warning("race worker: %s", e)
+            self._save(state)
+            done.wait(POLL_SECONDS)
+        done.set()
+
+    def _commit(self, state: CycleState) -> None:
+        tree = ProofTree(self.key.public_key.raw, state.nonces)
+        self._send(state, [CommitProof(state.cycle, tree.root, tree.count)], "already committed")
+        state.committed = True
+        self._save(state)
+
+    def _reveal(self, state: CycleState) -> None:
+        challenge = self.client.query("race/challenge", self.address.encode())
+        if not challenge["indices"]:
+            return
+        tree = ProofTree(self.key.public_key.raw, state.nonces)
+        self._send(state, [Reveal(state.cycle, tree.open(challenge["indices"]))], "already revealed")
+        state.revealed = True
+        self._save(state)
+
+    def _vote(self, info: dict[str, Any], state: CycleState) -> None:
+        """Check every participant this node is assigned to and vote on all of them in one transaction."""
+        from racenet.pow.decision import accept
+        from racenet.pow.verifier import verify_nonces
+
+        assigned = self.client.query("race/assignments", self.address.encode())["participants"]
+        todo = [p for p in assigned if p not in state.voted]
+        if not todo:
+            return
+        race = self._race_for(info)
+        votes: list[Msg] = []
+        for participant in todo:
+            revealed = self.client.query("race/reveal", participant.encode())
+            if revealed is None:
+                continue
+            ok = verify_nonces(race, bytes.fromhex(revealed["pub_key"]), revealed["nonces"])
+            failed = ok.count(False)
+            votes.append(Vote(state.cycle, decode_address(participant), accept(len(ok), failed), len(ok), failed))
+            log.info("cycle %d: %s — %d of %d opened nonces failed", state.cycle, participant, failed, len(ok))
+        if votes:
+            self._send(state, votes, "already voted")
+        state.voted += todo
+        self._save(state)
+
+    def _send(self, state: CycleState, msgs: list[Msg], benign: str) -> None:
+        """Send and wait. A rejection ends the step too (retrying cannot fix it); it is logged unless benign."""
+        try:
+            self.sender.send(msgs)
+        except TxRejected as e:
+            if benign not in e.log:
+                log.warning("cycle %d: %s", state.cycle, e)
+
+    def _path(self, cycle: int) -> Path:
+        return self.state_dir / f"cycle-{cycle}.json"
+
+    def _load(self, cycle: int) -> CycleState:
+        path = self._path(cycle)
+        if not path.exists():
+            return CycleState(cycle)
+        return CycleState(**json.loads(path.read_text()))
+
+    def _save(self, state: CycleState) -> None:
+        """Write the cycle's state atomically."""
+        tmp = self._path(state.cycle).with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state)))
+        tmp.replace(self._path(state.cycle))

@@ -1,0 +1,250 @@
+"""The transfer agent (TA): the node a request enters at. It never executes the request itself.
+
+For each request it authenticates the developer (an API key, or a request signed with the
+developer's account key), counts the prompt's tokens, picks the executor with the chain's
+routing rule, opens the request on chain (`inference/Start`: escrow from the developer; the TA
+does not wait for the block, CheckTx has already vetted balance, signature and replay), forwards
+it to the executor and relays the answer. If the executor does not answer, the TA waits for the
+Start to be in a block, moves the request to the next executor (`inference/Reassign`) and tries
+again; when no executor answers, the caller gets a 503 and the escrow is refunded at expiry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from racenet.chain.errors import Code
+from racenet.chain.modules.inference import Reassign, Start, auth_sign_bytes, choose_executor
+from racenet.crypto.address import decode_address, encode_address
+from racenet.crypto.keys import PrivateKey, PublicKey
+from racenet.ml.backend import Backend, GenerationEvent, GenerationRequest
+from racenet.node.client import ChainClient, ClientError, TxRejected
+from racenet.node.executor import event_from_json
+from racenet.node.openai_format import ApiError
+from racenet.node.request_signing import request_auth
+from racenet.node.sender import TxSender
+
+log = logging.getLogger(__name__)
+
+API_KEY_PREFIX = "rk-"
+CONNECT_TIMEOUT = 5.0
+FIRST_TOKEN_TIMEOUT = 60.0
+TOKEN_TIMEOUT = 30.0
+
+REJECTIONS: dict[int, tuple[int, str, str]] = {
+    Code.INSUFFICIENT_FUNDS: (402, "insufficient_quota", "insufficient_quota"),
+    Code.BAD_SIGNATURE: (401, "authentication_error", "invalid_signature"),
+    Code.UNAUTHORIZED: (401, "authentication_error", "invalid_api_key"),
+    Code.DUPLICATE_REQUEST: (409, "invalid_request_error", "duplicate_request"),
+    Code.NOT_FOUND: (503, "server_error", "no_executor"),
+}
+
+
+def api_key_for(seed: bytes) -> str:
+    """The bearer token of an API key (its ed25519 seed)."""
+    return API_KEY_PREFIX + seed.hex()
+
+
+def key_from_api_key(token: str) -> PrivateKey:
+    """The session key inside a bearer token; ApiError 401 if it is not one."""
+    try:
+        seed = bytes.fromhex(token.removeprefix(API_KEY_PREFIX))
+        if not token.startswith(API_KEY_PREFIX) or len(seed) != 32:
+            raise ValueError
+    except ValueError:
+        raise ApiError(401, "invalid API key format", "authentication_error", "invalid_api_key") from None
+    return PrivateKey(seed)
+
+
+class TransferAgent:
+    """Authenticates, routes, opens on chain, forwards and relays requests."""
+
+    def __init__(self, client: ChainClient, sender: TxSender, backend: Backend) -> None:
+        self.client = client
+        self.sender = sender
+        self.backend = backend
+        self.http = httpx.Client(timeout=httpx.Timeout(TOKEN_TIMEOUT, connect=CONNECT_TIMEOUT))
+
+    def models(self) -> list[dict[str, Any]]:
+        """Registered models with their prices (from the chain)."""
+        result: list[dict[str, Any]] = self.client.query("inference/models")
+        return result
+
+    def open(self, raw: bytes, body: dict[str, Any], request: GenerationRequest, headers: dict[str, str]) -> Opened:
+        """Authenticate and open the request on chain; ApiError on any rejection (no escrow left behind)."""
+        self._check_model(request)
+        request_id, developer, auth_key, signature = self._authenticate(raw, request, headers)
+        prompt_tokens = len(self.backend.tokenize_chat(request.messages, model=request.model))
+        cycle_info = self.client.query("race/cycle")
+        servers = self.client.query("inference/servers", request.model.encode())
+        candidates = [(decode_address(s["address"]), int(s["weight"])) for s in servers]
+        seed = bytes.fromhex(cycle_info["race_seed"])
+        executor = choose_executor(seed, request_id, 0, candidates)
+        if executor is None:
+            raise ApiError(503, f"no node serves {request.model}", "server_error", "no_executor")
+        start = Start(
+            request_id,
+            developer,
+            request.model,
+            prompt_tokens,
+            request.max_tokens,
+            hashlib.sha256(raw).digest(),
+            int(cycle_info["cycle"]),
+            executor,
+            auth_key,
+            signature,
+        )
+        try:
+            start_tx = self.sender.broadcast([start])
+        except TxRejected as e:
+            status, type_, code = REJECTIONS.get(e.code, (400, "invalid_request_error", e.name))
+            raise ApiError(status, e.log, type_, code) from e
+        endpoints = {s["address"]: s["endpoint"] for s in servers}
+        attempts = int(self.client.query("inference/params")["max_attempts"])
+        return Opened(request_id, start_tx, prompt_tokens, body, endpoints, executor, attempts)
+
+    def _check_model(self, request: GenerationRequest) -> None:
+        known = {m["id"] for m in self.models()}
+        if request.model not in known:
+            raise ApiError(404, f"the model {request.model!r} does not exist", code="model_not_found", param="model")
+        limit = int(self.client.query("inference/params")["max_tokens"])
+        if request.max_tokens > limit:
+            raise ApiError(400, f"max_tokens {request.max_tokens} is over the limit {limit}", param="max_tokens")
+
+    def _authenticate(
+        self, raw: bytes, request: GenerationRequest, headers: dict[str, str]
+    ) -> tuple[bytes, bytes, bytes, bytes]:
+        """(request id, developer, auth key, signature) from an API key or a signed request."""
+        bearer = headers.get("authorization", "")
+        chain_id = self.client.chain_id()
+        if bearer.lower().startswith("bearer "):
+            session = key_from_api_key(bearer[7:].strip())
+            info = self.client.query("inference/apikey", session.public_key.raw.hex().encode())
+            if info is None:
+                raise ApiError(401, "unknown or revoked API key", "authentication_error", "invalid_api_key")
+            developer, request_id = decode_address(info["developer"]), os.urandom(32)
+            auth = request_auth(chain_id, request_id, developer, request.model, request.max_tokens, raw)
+            return request_id, developer, session.public_key.raw, session.sign(auth_sign_bytes(auth))
+        return self._signed(raw, request, headers, chain_id)
+
+    def _signed(
+        self, raw: bytes, request: GenerationRequest, headers: dict[str, str], chain_id: str
+    ) -> tuple[bytes, bytes, bytes, bytes]:
+        """A request signed with the developer's key: X-Racenet-{Request-Id,Public-Key,Signature} headers."""
+        try:
+            request_id = bytes.fromhex(headers["x-racenet-request-id"])
+            pub = bytes.fromhex(headers["x-racenet-public-key"])
+            signature = bytes.fromhex(headers["x-racenet-signature"])
+            developer = PublicKey(pub).address
+        except (KeyError, ValueError):
+            raise ApiError(
+                401,
+                "send an API key (Authorization: Bearer rk-…) or a signed request "
+                "(X-Racenet-Request-Id, X-Racenet-Public-Key, X-Racenet-Signature)",
+                "authentication_error",
+                "missing_credentials",
+            ) from None
+        auth = request_auth(chain_id, request_id, developer, request.model, request.max_tokens, raw)
+        if len(request_id) != 32 or not PublicKey(pub).verify(auth_sign_bytes(auth), signature):
+            raise ApiError(401, "the request signature does not verify", "authentication_error", "invalid_signature")
+        return request_id, developer, pub, signature
+
+    def forward(self, opened: Opened) -> Iterator[GenerationEvent]:
+        """The executor's event stream; re-routes to the next executor while none has answered yet."""
+        executor = opened.executor
+        for attempt in range(opened.max_attempts):
+            try:
+                yield from self._stream(opened, executor)
+                return
+            except _NoAnswer as e:
+                log.warning("executor %s did not answer request %s: %s", encode_address(executor), opened.id_hex, e)
+            if attempt + 1 < opened.max_attempts:
+                executor = self._reassign(opened)
+        raise ApiError(
+            503, "no executor answered; the escrow is refunded when the request expires", "server_error", "no_executor"
+        )
+
+    def _stream(self, opened: Opened, executor: bytes) -> Iterator[GenerationEvent]:
+        endpoint = opened.endpoints.get(encode_address(executor), "")
+        payload = json.dumps(
+            {
+                "request_id": opened.id_hex,
+                "start_tx": opened.start_tx,
+                "prompt_tokens": opened.prompt_tokens,
+                "body": opened.body,
+            }
+        ).encode()
+        headers = {
+            "content-type": "application/json",
+            "x-racenet-public-key": self.sender.key.public_key.raw.hex(),
+            "x-racenet-signature": self.sender.key.sign(hashlib.sha256(payload).digest()).hex(),
+        }
+        started = False
+        try:
+            with self.http.stream(
+                "POST",
+                endpoint.rstrip("/") + "/racenet/v1/execute",
+                content=payload,
+                headers=headers,
+                timeout=httpx.Timeout(FIRST_TOKEN_TIMEOUT, connect=CONNECT_TIMEOUT),
+            ) as response:
+                if response.status_code != 200:
+                    raise _NoAnswer(f"HTTP {response.status_code}: {response.read()[:200]!r}")
+                for line in response.iter_lines():
+                    if line:
+                        started = True
+                        yield event_from_json(json.loads(line))
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
+            if started:
+                raise ApiError(502, f"the executor failed mid-answer: {e}", "server_error", "executor_failed") from e
+            raise _NoAnswer(str(e)) from e
+
+    def _reassign(self, opened: Opened) -> bytes:
+        """Move the request to the next executor on chain and return it."""
+        try:
+            self.client.wait_for_tx(opened.start_tx, timeout=30)
+            self.sender.send([Reassign(opened.request_id)])
+            record = self.client.query("inference/request", opened.id_hex.encode())
+        except ClientError as e:
+            raise ApiError(503, f"could not re-route the request: {e}", "server_error", "no_executor") from e
+        opened.endpoints = {
+            s["address"]: s["endpoint"]
+            for s in self.client.query("inference/servers", str(opened.body["model"]).encode())
+        }
+        return decode_address(record["executor"])
+
+
+class _NoAnswer(Exception):
+    """The executor could not be reached or refused before sending anything."""
+
+
+class Opened:
+    """A request opened on chain, ready to forward."""
+
+    def __init__(
+        self,
+        request_id: bytes,
+        start_tx: str,
+        prompt_tokens: int,
+        body: dict[str, Any],
+        endpoints: dict[str, str],
+        executor: bytes,
+        max_attempts: int = 3,
+    ) -> None:
+        self.request_id = request_id
+        self.id_hex = request_id.hex()
+        self.start_tx = start_tx
+        self.prompt_tokens = prompt_tokens
+        self.body = body
+        self.endpoints = endpoints
+        self.executor = executor
+        self.max_attempts = max_attempts
+        self.created = int(time.time())

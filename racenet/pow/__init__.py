@@ -1,0 +1,12 @@
+"""The Race (Proof-of-Work 2.0, whitepaper Appendix A), read in this order:
+
+presets     model sizes and calibrated thresholds            (no torch)
+rng         race seed -> weights: ChaCha20 counter mode, chunked, bitwise the same everywhere
+model       the seeded pre-LN transformer
+vectors     node seed, per-nonce input and permutation, target vector, distance
+race        `build_race(preset, race_seed)`: one race's model, target and threshold
+miner       `mine(race, public_key, seconds, found)`: batched, pipelined, yielding, interruptible
+verifier    `verify_nonces(race, public_key, nonces)`: recompute opened nonces
+decision    `accept(checked, failed)`: the binomial test and its constants   (no torch)
+calibrate   how the thresholds and the honest mismatch rate were measured
+"""

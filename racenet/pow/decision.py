@@ -1,0 +1,73 @@
+"""The decision on a proof: a binomial test of how many opened nonces failed to reproduce (no torch needed).
+
+An honest node's appropriate vectors reproduce unless float noise moves one across the threshold, which
+happens with probability at most `P_HONEST` per opened nonce (measured, see below). A proof of n opened nonces
+of which k fail to reproduce is accepted iff
+
+    P(X >= k | X ~ Binomial(n, P_HONEST)) >= ALPHA
+
+so an honest node is rejected with probability at most ALPHA per proof, whatever n. A cheater whose fraction f
+of claimed nonces is fake fails each opened nonce with probability q = f + (1 - f) * P_HONEST (a fake nonce
+passes only by luck, 1/difficulty, ignored here) and is caught with probability P(X > max_mismatches(n) | q).
+
+Measured noise (`race calibrate --noise`; the reference is fp32 at batch 256 on 2 threads; "failed / appropriate"
+over nonce x permutation pairs; tiny 4 race seeds x 2048 nonces, small 2 x 1024, paper 2 x 512; the two
+one-nonce-at-a-time rows cover 32 nonces per 256):
+
+    miner computes as            tiny             small            paper          max |output diff| (paper)
+    fp32 batch 64                0 / 2438         0 / 598          0 / 303        0 (bitwise)
+    fp32 batch 1 (padded)        0 / 313          0 / 79           0 / 39         0 (bitwise with MIN_BATCH 16)
+    fp32 1 thread                0 / 2438         0 / 598          0 / 303        1.1e-5
+    fp32 small-matrix kernel     0 / 313          0 / 79           0 / 39         1.2e-5
+    fp64                         0 / 2438         0 / 598          0 / 303        1.4e-5
+    bf16                         23 / 2419        12 / 598         12 / 303       2.0e-1
+    fp32 miner, bf16 checker     42 / 2438        12 / 598         12 / 303
+    rate, bf16                   0.010            0.020            0.040
+
+Every fp32 variant reproduced every appropriate vector. Their output differences (~1e-5, the size of the
+differences between CPU instruction sets) move a distance by ~1e-6, against ~7e-4 for bf16, which fails 4% of
+nonces: so fp32 noise should fail about 1e-4 of them. P_HONEST = 1e-3 bounds that with a margin of 10 (and is the
+rule-of-three 95% bound of 0 failures in 3000). bf16 fails far more often, so a bf16 miner confirms its
+candidates in fp32 before committing (`mine(..., confirm=fp32 race)`); unconfirmed bf16 proofs of the paper
+preset would be rejected about 14% of the time (P(X >= 3 | 32, 0.04)).
+
+With n = SAMPLE_SIZE = 32 opened nonces, P_HONEST = 1e-3 and ALPHA = 1e-4 a proof passes with at most 2 failures:
+an honest node is rejected with probability <= 1e-4 (5e-9 at the estimated real noise of 1e-4), and a cheater
+with a fraction f of fake nonces is caught with probability 0.22 (f = 0.05), 0.64 (f = 0.1), 0.993 (f = 0.25),
+1 - 1.2e-7 (f = 0.5) and 1 (f = 1). Small f is hard to catch with 32 openings: opening more nonces, or adding up
+failures over cycles, raises the power (n = 64: 0.96 at f = 0.1).
+"""
+
+from __future__ import annotations
+
+import math
+
+P_HONEST = 1e-3
+ALPHA = 1e-4
+SAMPLE_SIZE = 32
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed exactly term by term."""
+    if k <= 0:
+        return 1.0
+    return math.fsum(math.comb(n, i) * p**i * (1.0 - p) ** (n - i) for i in range(k, n + 1))
+
+
+def max_mismatches(n: int, p_honest: float = P_HONEST, alpha: float = ALPHA) -> int:
+    """The largest number of failed nonces out of n that still accepts the proof."""
+    k = 0
+    while k < n and binomial_tail(k + 1, n, p_honest) >= alpha:
+        k += 1
+    return k
+
+
+def accept(checked: int, failed: int, p_honest: float = P_HONEST, alpha: float = ALPHA) -> bool:
+    """Whether a proof with `failed` of `checked` opened nonces not reproducing is accepted."""
+    return binomial_tail(failed, checked, p_honest) >= alpha
+
+
+def detection_power(n: int, fake_fraction: float, p_honest: float = P_HONEST, alpha: float = ALPHA) -> float:
+    """Probability that a proof whose fraction `fake_fraction` of nonces is fake is rejected when n are opened."""
+    q = fake_fraction + (1.0 - fake_fraction) * p_honest
+    return binomial_tail(max_mismatches(n, p_honest, alpha) + 1, n, q)

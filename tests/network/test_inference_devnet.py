@@ -1,0 +1,216 @@
+"""The inference network on a 4-validator devnet: the official openai client against a node's API,
+escrow and payment on chain, OpenAI-shaped errors, and re-routing around a dead executor."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from click.testing import CliRunner
+
+from racenet.chain.modules.bank import Send
+from racenet.chain.modules.inference import choose_executor
+from racenet.cli.main import cli
+from racenet.crypto.address import decode_address, encode_address
+from racenet.crypto.keys import PrivateKey
+from racenet.devnet import Devnet
+from racenet.devnet.process import stop as stop_process
+from racenet.node.client import ChainClient
+from racenet.node.request_signing import signed_headers
+from tests.network.conftest import BLOCK_TIME, stop_devnet
+from tests.network.netutil import free_base_port, wait_for
+
+pytestmark = pytest.mark.network
+
+MODEL = "SmolLM2-135M-Instruct"
+PRICE = 1_000
+DEV_FUNDS = 50 * 10**9
+
+
+@pytest.fixture(scope="module")
+def net_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    directory = tmp_path_factory.mktemp("inference") / "net"
+    try:
+        args = [
+            "devnet",
+            "up",
+            "--dir",
+            str(directory),
+            "--block-time",
+            BLOCK_TIME,
+            "--compute-budgets",
+            "0.2,0.2,0.2,0.2",
+            "--base-port",
+            str(free_base_port(4)),
+        ]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        net = Devnet.open(directory)
+        client = ChainClient(net.state.nodes[0].rpc_url)
+        wait_for(
+            "every node to serve the model",
+            lambda: len(client.query("inference/servers", MODEL.encode())) == 4,
+            timeout=240,
+        )
+        yield directory
+    finally:
+        stop_devnet(directory)
+
+
+@pytest.fixture(scope="module")
+def net(net_dir: Path) -> Devnet:
+    return Devnet.open(net_dir)
+
+
+@pytest.fixture(scope="module")
+def chain(net: Devnet) -> ChainClient:
+    return ChainClient(net.state.nodes[0].rpc_url, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def developer(net: Devnet, chain: ChainClient) -> PrivateKey:
+    """A funded developer account (from the faucet)."""
+    from racenet.crypto.keyring import Keyring
+    from racenet.devnet import FAUCET_KEY, FAUCET_PASSPHRASE
+
+    faucet = Keyring(net.state.dir / "keyring").load(FAUCET_KEY, FAUCET_PASSPHRASE)
+    dev = PrivateKey(hashlib.sha256(b"developer").digest())
+    chain.send(faucet, [Send(dev.public_key.address, DEV_FUNDS)], fee=1_000)
+    return dev
+
+
+def api_key(net: Devnet, chain: ChainClient, owner: PrivateKey, name: str) -> str:
+    """Import `owner` into the devnet keyring as `name` and create an API key with the CLI."""
+    from mnemonic import Mnemonic
+
+    from racenet.crypto.keyring import Keyring
+
+    keyring = Keyring(net.state.dir / "keyring")
+    if name not in {k.name for k in keyring.list()}:
+        keyring.import_mnemonic(name, Mnemonic("english").to_mnemonic(owner.seed), "")
+    result = CliRunner(env={"RACENET_PASSPHRASE": ""}).invoke(
+        cli, ["api-key", "create", "--home", str(net.state.dir), "--node", chain.url, "--from", name, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.stdout)["api_key"])
+
+
+def balance(chain: ChainClient, who: bytes) -> int:
+    return int(chain.query("bank/balance", encode_address(who).encode())["amount"])
+
+
+def finished(chain: ChainClient, request_id: str) -> dict[str, Any] | None:
+    record = chain.query("inference/request", request_id.encode())
+    return record if record and record.get("status") == "finished" else None
+
+
+def test_openai_client_non_streaming_and_streaming_pay_exactly_the_cost(
+    net: Devnet, chain: ChainClient, developer: PrivateKey
+) -> None:
+    key = api_key(net, chain, developer, "dev")
+    client = openai.OpenAI(base_url=net.state.nodes[0].api_url + "/v1", api_key=key, timeout=180, max_retries=0)
+    before = balance(chain, developer.public_key.address)
+
+    answer = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Name a color."}], max_tokens=16
+    )
+    text = answer.choices[0].message.content or ""
+    assert text.strip() and answer.usage is not None and answer.choices[0].finish_reason in ("stop", "length")
+    first = answer.id.removeprefix("chatcmpl-")
+
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count to three."}],
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, usage, stream_id = [], None, ""
+    for chunk in stream:
+        stream_id = chunk.id
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        usage = chunk.usage or usage
+    assert "".join(pieces).strip() and usage is not None
+    second = stream_id.removeprefix("chatcmpl-")
+
+    records = [wait_for("the executor's Finish", partial(finished, chain, r), timeout=60) for r in (first, second)]
+    costs = [(answer.usage.total_tokens) * PRICE, usage.total_tokens * PRICE]
+    assert [r["cost"] for r in records] == costs
+    assert balance(chain, developer.public_key.address) == before - sum(costs)
+    for record in records:
+        assert chain.query("inference/pending", record["executor"].encode())["amount"] >= record["cost"]
+    assert (
+        chain.query("inference/request", first.encode())["response_hash"] == hashlib.sha256(text.encode()).hexdigest()
+    )
+
+
+def signed_request(
+    chain: ChainClient, dev: PrivateKey, body: dict[str, Any], request_id: bytes, corrupt: bool = False
+) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(body).encode()
+    headers = signed_headers(dev, chain.chain_id(), raw, request_id)
+    if corrupt:
+        headers["x-racenet-signature"] = bytes(64).hex()
+    return raw, headers
+
+
+def post(net: Devnet, raw: bytes, headers: dict[str, str], node: int = 0) -> httpx.Response:
+    return httpx.post(net.state.nodes[node].api_url + "/v1/chat/completions", content=raw, headers=headers, timeout=180)
+
+
+def test_bad_requests_get_openai_errors_and_leave_no_escrow(
+    net: Devnet, chain: ChainClient, developer: PrivateKey
+) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    key = api_key(net, chain, developer, "dev")
+    bearer = {"content-type": "application/json", "authorization": f"Bearer {key}"}
+    poor = PrivateKey(hashlib.sha256(b"poor developer").digest())
+    cases = [
+        (b"{not json", bearer, 400, "invalid_request_error"),
+        (json.dumps({**body, "model": "gpt-9"}).encode(), bearer, 404, "invalid_request_error"),
+        (json.dumps({**body, "max_tokens": 100_000}).encode(), bearer, 400, "invalid_request_error"),
+        (*signed_request(chain, developer, body, os.urandom(32), corrupt=True), 401, "authentication_error"),
+        (*signed_request(chain, poor, body, os.urandom(32)), 402, "insufficient_quota"),
+        (json.dumps(body).encode(), {"content-type": "application/json"}, 401, "authentication_error"),
+    ]
+    for raw, headers, status, error_type in cases:
+        response = post(net, raw, headers)
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["type"] == error_type
+
+    request_id = os.urandom(32)
+    raw, headers = signed_request(chain, developer, body, request_id)
+    assert post(net, raw, headers).status_code == 200
+    replay = post(net, raw, headers)
+    assert (replay.status_code, replay.json()["error"]["code"]) == (409, "duplicate_request")
+    wait_for("the first request to settle", lambda: finished(chain, request_id.hex()), timeout=60)
+    assert [e for e in chain.query("app/export")["bank"]["escrows"] if e["id"].startswith(b"req/".hex())] == []
+
+
+def test_dead_executor_is_routed_around(net: Devnet, chain: ChainClient, developer: PrivateKey) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 4}
+    request_id = os.urandom(32)
+    seed = bytes.fromhex(chain.query("race/cycle")["race_seed"])
+    servers = chain.query("inference/servers", MODEL.encode())
+    executor = choose_executor(seed, request_id, 0, [(decode_address(s["address"]), s["weight"]) for s in servers])
+    assert executor is not None
+    victim = next(n for n in net.state.nodes if n.account == encode_address(executor))
+    entry = next(i for i, n in enumerate(net.state.nodes) if n is not victim)
+    stop_process(victim.processes["node"], timeout=10, hard=True)
+    try:
+        raw, headers = signed_request(chain, developer, body, request_id)
+        response = post(net, raw, headers, node=entry)
+        assert response.status_code == 200, response.text
+        record = wait_for("the rerouted request to settle", lambda: finished(chain, request_id.hex()), timeout=90)
+        assert record["executor"] != victim.account
+    finally:
+        Devnet.open(net.state.dir).start()
