@@ -15,17 +15,8 @@ if [[ -x "${COMETBFT}" ]] && [[ "$("${COMETBFT}" version 2>/dev/null || true)" =
     exit 0
 fi
 
-GO_HINT="install Go >= 1.22 (Debian 13: apt-get install golang; Debian 12's golang is 1.19:
-use apt-get install -t bookworm-backports golang-1.23-go) and re-run $0"
-if ! command -v go >/dev/null 2>&1; then
-    echo "error: 'go' not found; ${GO_HINT}" >&2
-    exit 1
-fi
-GO_MINOR="$(go env GOVERSION | sed -nE 's/^go1\.([0-9]+).*/\1/p')"
-if [[ -z "${GO_MINOR}" || "${GO_MINOR}" -lt 22 ]]; then
-    echo "error: $(go env GOVERSION) is too old; ${GO_HINT}" >&2
-    exit 1
-fi
+# shellcheck source=require-go.sh
+source "${REPO_ROOT}/scripts/require-go.sh"
 
 mkdir -p "${BIN_DIR}"
 echo "installing cometbft v${COMETBFT_VERSION} into ${BIN_DIR} (timeout ${INSTALL_TIMEOUT_S}s)"

@@ -61,3 +61,42 @@ def test_start_without_genesis_says_run_init(tmp_path: Path) -> None:
 def test_tx_send_with_unknown_key(tmp_path: Path) -> None:
     result = run("tx", "send", "--home", str(tmp_path), "ghost", "race1y8lrrhap2j3xzcntlp2qgm7jyudhhm2t4gg5av", "1")
     assert_error(result, "ghost")
+
+
+def test_node_register_and_rewards_against_a_running_node(tmp_path: Path) -> None:
+    """A provider joins the Race with its validator key and sees its (zero) pending rewards."""
+    import base64
+    import json
+    import signal
+
+    from mnemonic import Mnemonic
+
+    from racenet.crypto.keyring import Keyring
+    from racenet.node.client import ChainClient
+    from tests.chain import genesis_for, key
+    from tests.test_crash import free_port, start_node, wait_until_serving
+
+    provider, validator = key(5), key(6)
+    (tmp_path / "config").mkdir()
+    genesis_for([provider]).save(tmp_path / "config" / "genesis.json")
+    Keyring(tmp_path / "keyring").import_mnemonic("provider", Mnemonic("english").to_mnemonic(provider.seed), "")
+    cometbft = tmp_path / "cometbft"
+    (cometbft / "config").mkdir(parents=True)
+    pub = {"type": "tendermint/PubKeyEd25519", "value": base64.b64encode(validator.public_key.raw).decode()}
+    (cometbft / "config" / "priv_validator_key.json").write_text(json.dumps({"pub_key": pub}))
+    port = free_port()
+    node = start_node(tmp_path, port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(ChainClient(url), 1)
+        args = ["--home", str(tmp_path), "--node", url]
+        result = run("node", "register", *args, "--key", "provider", "--cometbft-home", str(cometbft))
+        assert result.exit_code == 0, result.output
+        nodes = json.loads(run("query", "raw", "--node", url, "race/nodes").stdout)
+        assert [n["consensus_pub_key"] for n in nodes] == [validator.public_key.raw.hex()]
+        assert_error(run("node", "register", *args, "--key", "provider", "--cometbft-home", str(cometbft)), "already")
+        rewards = json.loads(run("query", "rewards", *args, "provider", "--json").stdout)
+        assert rewards["amount"] == 0
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.wait(timeout=30)

@@ -10,11 +10,13 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
+from racenet.chain.codec import Reader, decode, encode, encode_uvarint
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.store import KVStore, PrefixStore
 from racenet.chain.types import Event, ValidatorUpdate
 
 P = TypeVar("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -75,6 +77,46 @@ class Module:
     def query(self, ctx: Context, path: str, data: bytes) -> Any:
         """Answer `<module>/<path>` with a JSON-serialisable value."""
         raise ChainError(Code.UNKNOWN_QUERY, f"unknown query {self.name}/{path}")
+
+
+def decode_uint(raw: bytes | None) -> int:
+    """A stored unsigned integer (an absent key reads as 0)."""
+    if raw is None:
+        return 0
+    r = Reader(raw)
+    n = r.uvarint()
+    r.finish()
+    return n
+
+
+class ModuleKeeper:
+    """Base of every module's keeper: typed reads and writes in the module's own key space."""
+
+    name: ClassVar[str]
+
+    def store(self, ctx: Context) -> PrefixStore:
+        """This module's keys in the context's state."""
+        return ctx.module_store(self.name)
+
+    def load(self, ctx: Context, key: bytes, tp: type[T]) -> T | None:
+        """Decode the record at `key` (None if absent)."""
+        raw = self.store(ctx).get(key)
+        return None if raw is None else decode(tp, raw)
+
+    def save(self, ctx: Context, key: bytes, value: Any) -> None:
+        """Store a record in its canonical encoding."""
+        self.store(ctx).set(key, encode(value))
+
+    def load_uint(self, ctx: Context, key: bytes) -> int:
+        """The integer at `key` (0 if absent)."""
+        return decode_uint(self.store(ctx).get(key))
+
+    def save_uint(self, ctx: Context, key: bytes, value: int) -> None:
+        """Store an integer; 0 deletes the key, so empty entries take no space."""
+        if value:
+            self.store(ctx).set(key, encode_uvarint(value))
+        else:
+            self.store(ctx).delete(key)
 
 
 def load_params(cls: type[P], data: dict[str, Any]) -> P:

@@ -12,7 +12,8 @@ import click
 from racenet.cli.common import fail, home_option, read_passphrase
 from racenet.cli.tx import node_option
 from racenet.crypto.keyring import Keyring, KeyringError
-from racenet.node.client import ClientError
+from racenet.node.client import ChainClient, ClientError
+from racenet.node.sender import TxSender
 
 
 @click.group()
@@ -81,3 +82,34 @@ def run(
     while thread.is_alive():
         thread.join(0.5)
     click.echo("stopped", err=True)
+
+
+@node.command("register")
+@home_option
+@node_option
+@click.option("--key", "key_name", required=True, help="Keyring key of the node's account.")
+@click.option(
+    "--cometbft-home",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="The validator's CometBFT home (its config/priv_validator_key.json public key is read).",
+)
+def register(home: Path, node: str, key_name: str, cometbft_home: Path) -> None:
+    """Join the Race: bind your account to your validator's consensus key (once)."""
+    from racenet.chain.modules.race import RegisterNode
+    from racenet.devnet.cometbft import validator_pubkey
+    from racenet.devnet.errors import DevnetError
+
+    try:
+        key = Keyring(home / "keyring").load(key_name, read_passphrase())
+        consensus_key = validator_pubkey(cometbft_home)
+    except (KeyringError, DevnetError) as e:
+        fail(str(e))
+    client = ChainClient(node)
+    try:
+        outcome = TxSender(client, key).send([RegisterNode(consensus_key)])
+    except ClientError as e:
+        fail(str(e))
+    finally:
+        client.close()
+    click.echo(f"registered in block {outcome.height}; the node races from the next cycle")

@@ -55,6 +55,21 @@ def account(home: Path, node: str, account: str) -> None:
     echo_json(_query(node, "auth/account", address.encode()))
 
 
+@query.command("rewards")
+@home_option
+@node_option
+@json_option
+@click.argument("account")
+def rewards(home: Path, node: str, as_json: bool, account: str) -> None:
+    """Pending rewards of ACCOUNT (a node's earnings from executed requests, in nicoin)."""
+    address = encode_address(resolve_address(home, account))
+    value = _query(node, "inference/pending", address.encode())
+    if as_json:
+        echo_json(value)
+    else:
+        click.echo(f"{address}: {format_amount(value['amount'])} pending ({value['amount']} nicoin)")
+
+
 @query.command("supply")
 @node_option
 def supply(node: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from racenet.chain.codec import decode, encode
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Context, Module, load_params
+from racenet.chain.module import Context, Module, ModuleKeeper, load_params
 from racenet.chain.modules import bank
 from racenet.chain.tx import DecodedTx, sign_bytes
 from racenet.crypto.address import address_from_pubkey, decode_address, encode_address
@@ -37,31 +37,31 @@ class Account:
     sequence: int
 
 
-class Keeper:
+class Keeper(ModuleKeeper):
     """The only reader and writer of auth keys."""
+
+    name = NAME
 
     def params(self, ctx: Context) -> Params:
         """Current auth parameters."""
-        raw = ctx.module_store(NAME).get(b"params")
-        return Params() if raw is None else decode(Params, raw)
+        return self.load(ctx, b"params", Params) or Params()
 
     def set_params(self, ctx: Context, params: Params) -> None:
         """Replace the auth parameters."""
-        ctx.module_store(NAME).set(b"params", encode(params))
+        self.store(ctx).set(b"params", encode(params))
 
     def account(self, ctx: Context, address: bytes) -> Account:
         """The account at `address` (a fresh one if it never sent a transaction)."""
-        raw = ctx.module_store(NAME).get(b"account/" + address)
-        return Account(b"", 0) if raw is None else decode(Account, raw)
+        return self.load(ctx, b"account/" + address, Account) or Account(b"", 0)
 
     def set_account(self, ctx: Context, address: bytes, account: Account) -> None:
         """Store an account."""
-        ctx.module_store(NAME).set(b"account/" + address, encode(account))
+        self.store(ctx).set(b"account/" + address, encode(account))
 
     def accounts(self, ctx: Context) -> list[tuple[bytes, Account]]:
         """Every account that has sent a transaction, ordered by address."""
         n = len(b"account/")
-        return [(k[n:], decode(Account, v)) for k, v in ctx.module_store(NAME).iterate(b"account/")]
+        return [(k[n:], decode(Account, v)) for k, v in self.store(ctx).iterate(b"account/")]
 
     def ante(self, ctx: Context, dtx: DecodedTx, bank_keeper: bank.Keeper) -> bytes:
         """Check and charge a transaction before its messages run; return the signer."""

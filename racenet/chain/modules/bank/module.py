@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from racenet.chain.codec import Reader, decode, encode, encode_uvarint
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Context, Module, Msg, load_params
-from racenet.chain.store import PrefixStore
+from racenet.chain.module import Context, Module, ModuleKeeper, Msg, decode_uint, load_params
 from racenet.crypto.address import decode_address, encode_address, module_address
 
 NAME = "bank"
@@ -44,63 +42,43 @@ class Send(Msg):
             raise ChainError(Code.INVALID_MESSAGE, "amount must be positive")
 
 
-def _int(raw: bytes | None) -> int:
-    if raw is None:
-        return 0
-    r = Reader(raw)
-    n = r.uvarint()
-    r.finish()
-    return n
-
-
-class Keeper:
+class Keeper(ModuleKeeper):
     """The only reader and writer of bank keys; other modules call these methods."""
 
-    def _store(self, ctx: Context) -> PrefixStore:
-        return ctx.module_store(NAME)
-
-    def _get(self, ctx: Context, key: bytes) -> int:
-        return _int(self._store(ctx).get(key))
-
-    def _put(self, ctx: Context, key: bytes, amount: int) -> None:
-        if amount:
-            self._store(ctx).set(key, encode_uvarint(amount))
-        else:
-            self._store(ctx).delete(key)
+    name = NAME
 
     def params(self, ctx: Context) -> Params:
         """Current bank parameters."""
-        raw = self._store(ctx).get(b"params")
-        return Params() if raw is None else decode(Params, raw)
+        return self.load(ctx, b"params", Params) or Params()
 
     def set_params(self, ctx: Context, params: Params) -> None:
         """Replace the bank parameters."""
-        self._store(ctx).set(b"params", encode(params))
+        self.save(ctx, b"params", params)
 
     def balance(self, ctx: Context, address: bytes) -> int:
         """Spendable nicoin of an address."""
-        return self._get(ctx, b"balance/" + address)
+        return self.load_uint(ctx, b"balance/" + address)
 
     def supply(self, ctx: Context) -> int:
         """Total nicoin in existence (balances plus escrows)."""
-        return self._get(ctx, b"supply")
+        return self.load_uint(ctx, b"supply")
 
     def burned(self, ctx: Context) -> int:
         """Total nicoin ever burned."""
-        return self._get(ctx, b"burned")
+        return self.load_uint(ctx, b"burned")
 
     def escrow_balance(self, ctx: Context, module: str, escrow_id: bytes) -> int:
         """nicoin held in one escrow of a module."""
-        return self._get(ctx, _escrow_key(module, escrow_id))
+        return self.load_uint(ctx, _escrow_key(module, escrow_id))
 
     def _debit(self, ctx: Context, address: bytes, amount: int) -> None:
         have = self.balance(ctx, address)
         if have < amount:
             raise ChainError(Code.INSUFFICIENT_FUNDS, f"{encode_address(address)} has {have} nicoin, needs {amount}")
-        self._put(ctx, b"balance/" + address, have - amount)
+        self.save_uint(ctx, b"balance/" + address, have - amount)
 
     def _credit(self, ctx: Context, address: bytes, amount: int) -> None:
-        self._put(ctx, b"balance/" + address, self.balance(ctx, address) + amount)
+        self.save_uint(ctx, b"balance/" + address, self.balance(ctx, address) + amount)
 
     def send(self, ctx: Context, sender: bytes, recipient: bytes, amount: int) -> None:
         """Transfer between two addresses; raises INSUFFICIENT_FUNDS and changes nothing."""
@@ -110,54 +88,54 @@ class Keeper:
     def mint(self, ctx: Context, recipient: bytes, amount: int) -> None:
         """Create new nicoin (subsidy, genesis) and credit it."""
         self._credit(ctx, recipient, amount)
-        self._put(ctx, b"supply", self.supply(ctx) + amount)
+        self.save_uint(ctx, b"supply", self.supply(ctx) + amount)
 
     def mint_escrow(self, ctx: Context, module: str, escrow_id: bytes, amount: int) -> None:
         """Create nicoin directly inside an escrow (genesis import of open escrows)."""
         key = _escrow_key(module, escrow_id)
-        self._put(ctx, key, self._get(ctx, key) + amount)
-        self._put(ctx, b"supply", self.supply(ctx) + amount)
+        self.save_uint(ctx, key, self.load_uint(ctx, key) + amount)
+        self.save_uint(ctx, b"supply", self.supply(ctx) + amount)
 
     def burn(self, ctx: Context, holder: bytes, amount: int) -> None:
         """Destroy nicoin held by `holder`."""
         self._debit(ctx, holder, amount)
-        self._put(ctx, b"supply", self.supply(ctx) - amount)
-        self._put(ctx, b"burned", self.burned(ctx) + amount)
+        self.save_uint(ctx, b"supply", self.supply(ctx) - amount)
+        self.save_uint(ctx, b"burned", self.burned(ctx) + amount)
 
     def lock(self, ctx: Context, owner: bytes, module: str, escrow_id: bytes, amount: int) -> None:
         """Move nicoin from `owner` into a module's escrow (e.g. an inference request)."""
         self._debit(ctx, owner, amount)
         key = _escrow_key(module, escrow_id)
-        self._put(ctx, key, self._get(ctx, key) + amount)
+        self.save_uint(ctx, key, self.load_uint(ctx, key) + amount)
 
     def release(self, ctx: Context, module: str, escrow_id: bytes, recipient: bytes, amount: int) -> None:
         """Pay nicoin out of a module's escrow to `recipient` (charge or refund)."""
         key = _escrow_key(module, escrow_id)
-        held = self._get(ctx, key)
+        held = self.load_uint(ctx, key)
         if held < amount:
             raise ChainError(Code.INSUFFICIENT_FUNDS, f"escrow holds {held} nicoin, needs {amount}")
-        self._put(ctx, key, held - amount)
+        self.save_uint(ctx, key, held - amount)
         self._credit(ctx, recipient, amount)
 
     def move_escrow(self, ctx: Context, module: str, from_id: bytes, to_id: bytes, amount: int) -> None:
         """Move nicoin between two escrows of one module (e.g. a request's escrow to a pending reward)."""
         source, target = _escrow_key(module, from_id), _escrow_key(module, to_id)
-        held = self._get(ctx, source)
+        held = self.load_uint(ctx, source)
         if held < amount:
             raise ChainError(Code.INSUFFICIENT_FUNDS, f"escrow holds {held} nicoin, needs {amount}")
-        self._put(ctx, source, held - amount)
-        self._put(ctx, target, self._get(ctx, target) + amount)
+        self.save_uint(ctx, source, held - amount)
+        self.save_uint(ctx, target, self.load_uint(ctx, target) + amount)
 
     def balances(self, ctx: Context) -> list[tuple[bytes, int]]:
         """Every non-zero balance, ordered by address."""
-        return [(k[len(b"balance/") :], _int(v)) for k, v in self._store(ctx).iterate(b"balance/")]
+        return [(k[len(b"balance/") :], decode_uint(v)) for k, v in self.store(ctx).iterate(b"balance/")]
 
     def escrows(self, ctx: Context) -> list[tuple[str, bytes, int]]:
         """Every non-empty escrow as (module, id, amount)."""
         out = []
-        for k, v in self._store(ctx).iterate(b"escrow/"):
+        for k, v in self.store(ctx).iterate(b"escrow/"):
             module, _, escrow_id = k[len(b"escrow/") :].partition(b"/")
-            out.append((module.decode(), escrow_id, _int(v)))
+            out.append((module.decode(), escrow_id, decode_uint(v)))
         return out
 
     def check_supply(self, ctx: Context) -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from racenet.chain.codec import Reader, decode, encode, encode_uvarint
+from racenet.chain.codec import decode
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Context, Module, Msg, load_params
+from racenet.chain.module import Context, Module, ModuleKeeper, Msg, decode_uint, load_params
 from racenet.chain.modules.bank import Keeper as BankKeeper
 from racenet.chain.modules.inference.routing import choose_executor
 from racenet.chain.modules.inference.types import (
@@ -35,7 +35,6 @@ from racenet.chain.modules.inference.types import (
     auth_sign_bytes,
 )
 from racenet.chain.modules.race.module import Keeper as RaceKeeper
-from racenet.chain.store import PrefixStore
 from racenet.crypto.address import address_from_pubkey, decode_address, encode_address
 from racenet.crypto.keys import PublicKey
 
@@ -51,51 +50,37 @@ class Served:
     endpoint: str
 
 
-def _uint(raw: bytes | None) -> int:
-    if raw is None:
-        return 0
-    r = Reader(raw)
-    n = r.uvarint()
-    r.finish()
-    return n
-
-
-class Keeper:
+class Keeper(ModuleKeeper):
     """The only reader and writer of inference keys."""
+
+    name = NAME
 
     def __init__(self, bank: BankKeeper, race: RaceKeeper) -> None:
         self.bank = bank
         self.race = race
 
-    def _store(self, ctx: Context) -> PrefixStore:
-        return ctx.module_store(NAME)
-
-    def _get(self, ctx: Context, key: bytes, tp: type[T]) -> T | None:
-        raw = self._store(ctx).get(key)
-        return None if raw is None else decode(tp, raw)
-
     def params(self, ctx: Context) -> Params:
         """Current inference parameters."""
-        return self._get(ctx, b"params", Params) or Params()
+        return self.load(ctx, b"params", Params) or Params()
 
     def set_params(self, ctx: Context, params: Params) -> None:
         """Replace the inference parameters."""
-        self._store(ctx).set(b"params", encode(params))
+        self.save(ctx, b"params", params)
 
     def units_per_token(self, ctx: Context, model: str) -> int:
         """A registered model's units of compute per token (0: not registered)."""
-        return _uint(self._store(ctx).get(b"model/" + model.encode()))
+        return self.load_uint(ctx, b"model/" + model.encode())
 
     def register_model(self, ctx: Context, model: str, units_per_token: int) -> None:
         """Register a model with its units of compute per token."""
         if not model or units_per_token < 1:
             raise ValueError("a model needs a name and at least 1 unit of compute per token")
-        self._store(ctx).set(b"model/" + model.encode(), encode_uvarint(units_per_token))
+        self.save_uint(ctx, b"model/" + model.encode(), units_per_token)
 
     def models(self, ctx: Context) -> list[tuple[str, int]]:
         """Registered models and their units per token."""
         n = len(b"model/")
-        return [(k[n:].decode(), _uint(v)) for k, v in self._store(ctx).iterate(b"model/")]
+        return [(k[n:].decode(), decode_uint(v)) for k, v in self.store(ctx).iterate(b"model/")]
 
     def price_per_token(self, ctx: Context, model: str) -> int:
         """nicoin per token of a model: the unit-of-compute price × its units per token."""
@@ -110,17 +95,17 @@ class Keeper:
             raise ChainError(Code.UNAUTHORIZED, "only a registered Race node can serve models")
         for model in models:
             self.price_per_token(ctx, model)
-        self._store(ctx).set(b"serve/" + node, encode(Served(tuple(sorted(set(models))), endpoint)))
+        self.save(ctx, b"serve/" + node, Served(tuple(sorted(set(models))), endpoint))
 
     def endpoint(self, ctx: Context, node: bytes) -> str:
         """Where a serving node accepts forwarded requests (empty if it serves nothing)."""
-        served = self._get(ctx, b"serve/" + node, Served)
+        served = self.load(ctx, b"serve/" + node, Served)
         return "" if served is None else served.endpoint
 
     def candidates(self, ctx: Context, model: str) -> list[tuple[bytes, int]]:
         """Nodes serving `model` with their voting weights (the executor draw's input)."""
         n = len(b"serve/")
-        serving = [k[n:] for k, v in self._store(ctx).iterate(b"serve/") if model in decode(Served, v).models]
+        serving = [k[n:] for k, v in self.store(ctx).iterate(b"serve/") if model in decode(Served, v).models]
         return [(a, self.race.weight(ctx, a)) for a in serving]
 
     def routing_seed(self, ctx: Context, cycle: int) -> bytes:
@@ -142,29 +127,29 @@ class Keeper:
 
     def api_key(self, ctx: Context, key: bytes) -> ApiKey | None:
         """An API key's authorization."""
-        return self._get(ctx, b"apikey/" + key, ApiKey)
+        return self.load(ctx, b"apikey/" + key, ApiKey)
 
     def authorize_key(self, ctx: Context, developer: bytes, key: bytes, spend_limit: int) -> None:
         """Authorize (or re-limit) an API key for the developer's account."""
         existing = self.api_key(ctx, key)
         if existing is not None and existing.developer != developer:
             raise ChainError(Code.UNAUTHORIZED, "this key is authorized for another account")
-        self._store(ctx).set(b"apikey/" + key, encode(ApiKey(developer, spend_limit)))
+        self.save(ctx, b"apikey/" + key, ApiKey(developer, spend_limit))
 
     def revoke_key(self, ctx: Context, developer: bytes, key: bytes) -> None:
         """Remove an API key of the developer's."""
         existing = self.api_key(ctx, key)
         if existing is None or existing.developer != developer:
             raise ChainError(Code.NOT_FOUND, "no such API key on this account")
-        self._store(ctx).delete(b"apikey/" + key)
+        self.store(ctx).delete(b"apikey/" + key)
 
     def request(self, ctx: Context, request_id: bytes) -> Request | None:
         """An open request."""
-        return self._get(ctx, b"request/" + request_id, Request)
+        return self.load(ctx, b"request/" + request_id, Request)
 
     def receipt(self, ctx: Context, request_id: bytes) -> Receipt | None:
         """A closed request's receipt."""
-        return self._get(ctx, b"receipt/" + request_id, Receipt)
+        return self.load(ctx, b"receipt/" + request_id, Receipt)
 
     def pending_reward(self, ctx: Context, executor: bytes) -> int:
         """nicoin earned by an executor and not yet released."""
@@ -202,8 +187,8 @@ class Keeper:
             (),
             expiry,
         )
-        self._store(ctx).set(b"request/" + msg.request_id, encode(record))
-        self._store(ctx).set(b"expiry/" + expiry.to_bytes(8, "big") + b"/" + msg.request_id, b"")
+        self.save(ctx, b"request/" + msg.request_id, record)
+        self.store(ctx).set(b"expiry/" + expiry.to_bytes(8, "big") + b"/" + msg.request_id, b"")
         ctx.emit(
             "inference_start",
             request_id=msg.request_id.hex(),
@@ -225,12 +210,12 @@ class Keeper:
             return
         if key.remaining < amount:
             raise ChainError(Code.INSUFFICIENT_FUNDS, f"API key may escrow {key.remaining} more nicoin, needs {amount}")
-        self._store(ctx).set(b"apikey/" + auth_key, encode(ApiKey(developer, key.remaining - amount)))
+        self.save(ctx, b"apikey/" + auth_key, ApiKey(developer, key.remaining - amount))
 
     def _refund_key(self, ctx: Context, request: Request, amount: int) -> None:
         key = self.api_key(ctx, request.auth_key)
         if key is not None and address_from_pubkey(request.auth_key) != request.developer:
-            self._store(ctx).set(b"apikey/" + request.auth_key, encode(ApiKey(key.developer, key.remaining + amount)))
+            self.save(ctx, b"apikey/" + request.auth_key, ApiKey(key.developer, key.remaining + amount))
 
     def reassign(self, ctx: Context, msg: Reassign) -> bytes:
         """Move a request to the next executor by the routing rule; return the new executor."""
@@ -243,7 +228,7 @@ class Keeper:
         tried = (*request.tried, request.executor)
         executor = self.executor_for(ctx, msg.request_id, request.model, request.cycle, attempt, tried)
         updated = Request(**{**asdict(request), "executor": executor, "attempt": attempt, "tried": tried})
-        self._store(ctx).set(b"request/" + msg.request_id, encode(updated))
+        self.save(ctx, b"request/" + msg.request_id, updated)
         ctx.emit("inference_reassign", request_id=msg.request_id.hex(), executor=encode_address(executor))
         return executor
 
@@ -259,23 +244,7 @@ class Keeper:
         self.bank.move_escrow(ctx, NAME, escrow_id, b"reward/" + request.executor, cost)
         self.bank.release(ctx, NAME, escrow_id, request.developer, request.escrow - cost)
         self._refund_key(ctx, request, request.escrow - cost)
-        self._close(
-            ctx,
-            msg.request_id,
-            request,
-            Receipt(
-                request.developer,
-                request.executor,
-                request.model,
-                request.prompt_tokens,
-                msg.completion_tokens,
-                request.prompt_hash,
-                msg.response_hash,
-                cost,
-                ctx.height,
-                "finished",
-            ),
-        )
+        self._close(ctx, msg.request_id, request, msg.completion_tokens, msg.response_hash, cost, "finished")
         ctx.emit("inference_finish", request_id=msg.request_id.hex(), cost=str(cost))
 
     def _open(self, ctx: Context, request_id: bytes) -> Request:
@@ -284,37 +253,43 @@ class Keeper:
             raise ChainError(Code.NOT_FOUND, "no open request with this id")
         return request
 
-    def _close(self, ctx: Context, request_id: bytes, request: Request, receipt: Receipt) -> None:
-        store = self._store(ctx)
+    def _close(
+        self,
+        ctx: Context,
+        request_id: bytes,
+        request: Request,
+        completion_tokens: int,
+        response_hash: bytes,
+        cost: int,
+        status: str,
+    ) -> None:
+        """Replace an open request by its receipt."""
+        store = self.store(ctx)
         store.delete(b"request/" + request_id)
         store.delete(b"expiry/" + request.expiry_height.to_bytes(8, "big") + b"/" + request_id)
-        store.set(b"receipt/" + request_id, encode(receipt))
+        receipt = Receipt(
+            request.developer,
+            request.executor,
+            request.model,
+            request.prompt_tokens,
+            completion_tokens,
+            request.prompt_hash,
+            response_hash,
+            cost,
+            ctx.height,
+            status,
+        )
+        self.save(ctx, b"receipt/" + request_id, receipt)
 
     def expire(self, ctx: Context) -> None:
         """Refund every request whose time ran out at this height."""
         prefix = b"expiry/" + ctx.height.to_bytes(8, "big") + b"/"
-        for key, _ in list(self._store(ctx).iterate(prefix)):
+        for key, _ in list(self.store(ctx).iterate(prefix)):
             request_id = key[len(prefix) :]
             request = self._open(ctx, request_id)
             self.bank.release(ctx, NAME, b"req/" + request_id, request.developer, request.escrow)
             self._refund_key(ctx, request, request.escrow)
-            self._close(
-                ctx,
-                request_id,
-                request,
-                Receipt(
-                    request.developer,
-                    request.executor,
-                    request.model,
-                    request.prompt_tokens,
-                    0,
-                    request.prompt_hash,
-                    b"",
-                    0,
-                    ctx.height,
-                    "expired",
-                ),
-            )
+            self._close(ctx, request_id, request, 0, b"", 0, "expired")
             ctx.emit("inference_expire", request_id=request_id.hex(), refund=str(request.escrow))
 
 

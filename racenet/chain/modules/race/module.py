@@ -28,9 +28,9 @@ import hashlib
 from dataclasses import asdict
 from typing import Any, TypeVar
 
-from racenet.chain.codec import Reader, decode, encode, encode_uvarint
+from racenet.chain.codec import decode
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Context, Module, Msg, load_params
+from racenet.chain.module import Context, Module, ModuleKeeper, Msg, decode_uint, load_params
 from racenet.chain.modules.race.schedule import Phase, Schedule
 from racenet.chain.modules.race.selection import assign_validators, challenge_indices, expected_openings
 from racenet.chain.modules.race.types import (
@@ -46,7 +46,6 @@ from racenet.chain.modules.race.types import (
     proof_leaf,
 )
 from racenet.chain.modules.validators import Keeper as ValidatorsKeeper
-from racenet.chain.store import PrefixStore
 from racenet.crypto.address import decode_address, encode_address
 from racenet.crypto.merkle import verify_proof
 
@@ -56,15 +55,6 @@ T = TypeVar("T")
 
 def _cycle_key(prefix: bytes, cycle: int, *parts: bytes) -> bytes:
     return b"/".join([prefix, cycle.to_bytes(8, "big"), *parts])
-
-
-def _uint(raw: bytes | None) -> int:
-    if raw is None:
-        return 0
-    r = Reader(raw)
-    n = r.uvarint()
-    r.finish()
-    return n
 
 
 def race_seed(last_app_hash: bytes, cycle: int) -> bytes:
@@ -77,52 +67,44 @@ def challenge_seed(last_app_hash: bytes, cycle: int) -> bytes:
     return hashlib.sha256(b"racenet/challenge" + last_app_hash + cycle.to_bytes(8, "big")).digest()
 
 
-class Keeper:
+class Keeper(ModuleKeeper):
     """The only reader and writer of race keys."""
+
+    name = NAME
 
     def __init__(self, validators: ValidatorsKeeper) -> None:
         self.validators = validators
 
-    def _store(self, ctx: Context) -> PrefixStore:
-        return ctx.module_store(NAME)
-
-    def _get(self, ctx: Context, key: bytes, tp: type[T]) -> T | None:
-        raw = self._store(ctx).get(key)
-        return None if raw is None else decode(tp, raw)
-
     def params(self, ctx: Context) -> Params:
         """Current race parameters."""
-        return self._get(ctx, b"params", Params) or Params()
+        return self.load(ctx, b"params", Params) or Params()
 
     def schedule(self, ctx: Context) -> Schedule:
         """The cycle schedule."""
-        return Schedule(self.params(ctx), _uint(self._store(ctx).get(b"start")) or 1)
+        return Schedule(self.params(ctx), self.load_uint(ctx, b"start") or 1)
 
     def weights(self, ctx: Context) -> list[tuple[bytes, int]]:
         """Every non-zero voting weight, ordered by address."""
         n = len(b"weight/")
-        return [(k[n:], _uint(v)) for k, v in self._store(ctx).iterate(b"weight/")]
+        return [(k[n:], decode_uint(v)) for k, v in self.store(ctx).iterate(b"weight/")]
 
     def weight(self, ctx: Context, address: bytes) -> int:
         """An account's voting weight this cycle."""
-        return _uint(self._store(ctx).get(b"weight/" + address))
+        return self.load_uint(ctx, b"weight/" + address)
 
     def _set_weight(self, ctx: Context, address: bytes, weight: int) -> None:
-        if weight:
-            self._store(ctx).set(b"weight/" + address, encode_uvarint(weight))
-        else:
-            self._store(ctx).delete(b"weight/" + address)
+        self.save_uint(ctx, b"weight/" + address, weight)
         key = self.consensus_key(ctx, address)
         if key:
             self.validators.set_power(ctx, key, weight)
 
     def consensus_key(self, ctx: Context, address: bytes) -> bytes:
         """The consensus key a node registered (empty if none)."""
-        return self._store(ctx).get(b"node/" + address) or b""
+        return self.store(ctx).get(b"node/" + address) or b""
 
     def register(self, ctx: Context, address: bytes, consensus_key: bytes) -> None:
         """Bind an account to a consensus key, one to one."""
-        store = self._store(ctx)
+        store = self.store(ctx)
         if store.get(b"node/" + address) is not None:
             raise ChainError(Code.INVALID_MESSAGE, "this account already registered a node")
         if store.get(b"consensus/" + consensus_key) is not None:
@@ -132,24 +114,24 @@ class Keeper:
 
     def seed(self, ctx: Context, cycle: int) -> bytes:
         """The race seed of a cycle (empty before it starts)."""
-        return self._store(ctx).get(_cycle_key(b"seed", cycle)) or b""
+        return self.store(ctx).get(_cycle_key(b"seed", cycle)) or b""
 
     def challenge(self, ctx: Context, cycle: int) -> bytes:
         """The challenge seed of a cycle (empty before the reveal window)."""
-        return self._store(ctx).get(_cycle_key(b"challenge", cycle)) or b""
+        return self.store(ctx).get(_cycle_key(b"challenge", cycle)) or b""
 
     def commitment(self, ctx: Context, cycle: int, address: bytes) -> Commitment | None:
         """A participant's commitment in a cycle."""
-        return self._get(ctx, _cycle_key(b"commit", cycle, address), Commitment)
+        return self.load(ctx, _cycle_key(b"commit", cycle, address), Commitment)
 
     def commitments(self, ctx: Context, cycle: int) -> list[tuple[bytes, Commitment]]:
         """Every commitment of a cycle, ordered by address."""
         prefix = _cycle_key(b"commit", cycle) + b"/"
-        return [(k[len(prefix) :], decode(Commitment, v)) for k, v in self._store(ctx).iterate(prefix)]
+        return [(k[len(prefix) :], decode(Commitment, v)) for k, v in self.store(ctx).iterate(prefix)]
 
     def revealed(self, ctx: Context, cycle: int, address: bytes) -> Revealed | None:
         """The nonces a participant opened in a cycle."""
-        return self._get(ctx, _cycle_key(b"reveal", cycle, address), Revealed)
+        return self.load(ctx, _cycle_key(b"reveal", cycle, address), Revealed)
 
     def challenged(self, ctx: Context, cycle: int, address: bytes) -> list[int]:
         """The leaf indices a participant must open (empty before the challenge)."""
@@ -167,11 +149,11 @@ class Keeper:
     def votes(self, ctx: Context, cycle: int, participant: bytes) -> list[tuple[bytes, CastVote]]:
         """Votes cast on a participant, ordered by validator."""
         prefix = _cycle_key(b"vote", cycle, participant) + b"/"
-        return [(k[len(prefix) :], decode(CastVote, v)) for k, v in self._store(ctx).iterate(prefix)]
+        return [(k[len(prefix) :], decode(CastVote, v)) for k, v in self.store(ctx).iterate(prefix)]
 
     def outcome(self, ctx: Context, address: bytes) -> Outcome | None:
         """A node's result in the last tally."""
-        return self._get(ctx, b"outcome/" + address, Outcome)
+        return self.load(ctx, b"outcome/" + address, Outcome)
 
     def begin_cycle_phase(self, ctx: Context) -> None:
         """Fix the race seed at a cycle's first block and the challenge seed at its reveal window."""
@@ -179,9 +161,9 @@ class Keeper:
         cycle = schedule.cycle(ctx.height)
         starts = schedule.phase_starts(cycle)
         if ctx.height == starts[Phase.RACE]:
-            self._store(ctx).set(_cycle_key(b"seed", cycle), race_seed(ctx.last_app_hash, cycle))
+            self.store(ctx).set(_cycle_key(b"seed", cycle), race_seed(ctx.last_app_hash, cycle))
         if ctx.height == starts[Phase.REVEAL]:
-            self._store(ctx).set(_cycle_key(b"challenge", cycle), challenge_seed(ctx.last_app_hash, cycle))
+            self.store(ctx).set(_cycle_key(b"challenge", cycle), challenge_seed(ctx.last_app_hash, cycle))
 
     def commit(self, ctx: Context, msg: CommitProof) -> None:
         """Record a commitment during the commit window."""
@@ -189,9 +171,9 @@ class Keeper:
         if not self.consensus_key(ctx, ctx.signer):
             raise ChainError(Code.UNAUTHORIZED, "register a node (race/RegisterNode) before committing")
         key = _cycle_key(b"commit", msg.cycle, ctx.signer)
-        if self._store(ctx).get(key) is not None:
+        if self.store(ctx).get(key) is not None:
             raise ChainError(Code.INVALID_MESSAGE, f"already committed in cycle {msg.cycle}")
-        self._store(ctx).set(key, encode(Commitment(msg.root, msg.count)))
+        self.save(ctx, key, Commitment(msg.root, msg.count))
 
     def reveal(self, ctx: Context, msg: Reveal) -> None:
         """Check an opening against the commitment and the challenge, then record its nonces."""
@@ -215,7 +197,7 @@ class Keeper:
             if i + 1 in nonces and not nonces[i] < nonces[i + 1]:
                 raise ChainError(Code.INVALID_MESSAGE, f"nonces at leaves {i} and {i + 1} are not increasing")
         record = Revealed(ctx.signer_pub_key, tuple(nonces[i] for i in indices))
-        self._store(ctx).set(_cycle_key(b"reveal", msg.cycle, ctx.signer), encode(record))
+        self.save(ctx, _cycle_key(b"reveal", msg.cycle, ctx.signer), record)
 
     def vote(self, ctx: Context, msg: Vote) -> None:
         """Record an assigned validator's verdict during the vote window."""
@@ -225,9 +207,9 @@ class Keeper:
         if ctx.signer not in self.assigned(ctx, msg.cycle, msg.participant):
             raise ChainError(Code.UNAUTHORIZED, "you are not assigned to validate this participant")
         key = _cycle_key(b"vote", msg.cycle, msg.participant, ctx.signer)
-        if self._store(ctx).get(key) is not None:
+        if self.store(ctx).get(key) is not None:
             raise ChainError(Code.INVALID_MESSAGE, "already voted on this participant")
-        self._store(ctx).set(key, encode(CastVote(msg.accept, msg.checked, msg.mismatches)))
+        self.save(ctx, key, CastVote(msg.accept, msg.checked, msg.mismatches))
 
     def _require_phase(self, ctx: Context, cycle: int, phase: Phase) -> None:
         schedule = self.schedule(ctx)
@@ -254,7 +236,7 @@ class Keeper:
             for address, outcome in sorted(outcomes.items()):
                 self._set_weight(ctx, address, outcome.weight)
         for address, outcome in outcomes.items():
-            self._store(ctx).set(b"outcome/" + address, encode(outcome))
+            self.save(ctx, b"outcome/" + address, outcome)
         self._clear_cycle(ctx, cycle)
 
     def _decide(self, ctx: Context, cycle: int, participant: bytes, commitment: Commitment) -> Outcome:
@@ -278,7 +260,7 @@ class Keeper:
 
     def _clear_cycle(self, ctx: Context, cycle: int) -> None:
         """Drop a tallied cycle's proofs and votes; its race seed lives one cycle longer (request routing)."""
-        store = self._store(ctx)
+        store = self.store(ctx)
         stale = [_cycle_key(p, cycle) for p in (b"challenge", b"commit", b"reveal", b"vote")]
         if cycle > 0:
             stale.append(_cycle_key(b"seed", cycle - 1))
@@ -290,16 +272,15 @@ class Keeper:
         """Replace the race parameters."""
         if min(params.race_blocks, params.commit_blocks, params.reveal_blocks, params.vote_blocks) < 1:
             raise ValueError("every phase needs at least one block")
-        self._store(ctx).set(b"params", encode(params))
+        self.save(ctx, b"params", params)
 
     def set_start(self, ctx: Context, height: int) -> None:
         """Set the height of the first cycle's first block."""
-        self._store(ctx).set(b"start", encode_uvarint(height))
+        self.save_uint(ctx, b"start", height)
 
     def set_genesis_weight(self, ctx: Context, address: bytes, weight: int) -> None:
         """A genesis participant's weight (its validator power comes from the genesis validators)."""
-        if weight:
-            self._store(ctx).set(b"weight/" + address, encode_uvarint(weight))
+        self.save_uint(ctx, b"weight/" + address, weight)
 
 
 class RaceModule(Module):

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from racenet.chain.codec import Reader, encode_uvarint
+from racenet.chain.codec import encode_uvarint
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Context, Module, Msg
-from racenet.chain.store import PrefixStore
+from racenet.chain.module import Context, Module, ModuleKeeper, Msg, decode_uint
 from racenet.chain.types import ValidatorUpdate
 from racenet.crypto.address import decode_address, encode_address
 
@@ -40,63 +39,50 @@ class SetPower(Msg):
             raise ChainError(Code.INVALID_MESSAGE, f"power must be at most {MAX_POWER}")
 
 
-def _uint(raw: bytes) -> int:
-    r = Reader(raw)
-    n = r.uvarint()
-    r.finish()
-    return n
-
-
-class Keeper:
+class Keeper(ModuleKeeper):
     """The only reader and writer of validators keys."""
 
-    def _store(self, ctx: Context) -> PrefixStore:
-        return ctx.module_store(NAME)
+    name = NAME
 
     def powers(self, ctx: Context) -> list[ValidatorUpdate]:
         """The current validator set, ordered by key."""
         n = len(b"power/")
-        return [ValidatorUpdate(k[n:], _uint(v)) for k, v in self._store(ctx).iterate(b"power/")]
+        return [ValidatorUpdate(k[n:], decode_uint(v)) for k, v in self.store(ctx).iterate(b"power/")]
 
     def power(self, ctx: Context, pub_key: bytes) -> int:
         """A validator's current power (0: not a validator)."""
-        raw = self._store(ctx).get(b"power/" + pub_key)
-        return 0 if raw is None else _uint(raw)
+        return self.load_uint(ctx, b"power/" + pub_key)
 
     def set_power(self, ctx: Context, pub_key: bytes, power: int) -> None:
         """Change a validator's power; the engine learns it at the end of the block (no-op if unchanged)."""
         if power == self.power(ctx, pub_key):
             return
-        store = self._store(ctx)
-        if power:
-            store.set(b"power/" + pub_key, encode_uvarint(power))
-        else:
-            store.delete(b"power/" + pub_key)
-        store.set(b"pending/" + pub_key, encode_uvarint(power))
+        self.save_uint(ctx, b"power/" + pub_key, power)
+        self.store(ctx).set(b"pending/" + pub_key, encode_uvarint(power))
         ctx.emit("validator_power", pub_key=pub_key.hex(), power=str(power))
 
     def set_genesis_power(self, ctx: Context, pub_key: bytes, power: int) -> None:
         """Record a genesis validator without queueing an update (the engine already has it)."""
         if len(pub_key) != 32 or not 0 < power <= MAX_POWER:
             raise ValueError("a validator needs a 32-byte key and a power in 1..2**60")
-        self._store(ctx).set(b"power/" + pub_key, encode_uvarint(power))
+        self.save_uint(ctx, b"power/" + pub_key, power)
 
     def take_pending(self, ctx: Context) -> list[ValidatorUpdate]:
         """The block's queued power changes, cleared once read."""
-        store = self._store(ctx)
+        store = self.store(ctx)
         n = len(b"pending/")
-        pending = [ValidatorUpdate(k[n:], _uint(v)) for k, v in store.iterate(b"pending/")]
+        pending = [ValidatorUpdate(k[n:], decode_uint(v)) for k, v in store.iterate(b"pending/")]
         for update in pending:
             store.delete(b"pending/" + update.pub_key)
         return pending
 
     def authority(self, ctx: Context) -> bytes:
         """The account allowed to send SetPower (empty: nobody)."""
-        return self._store(ctx).get(b"authority") or b""
+        return self.store(ctx).get(b"authority") or b""
 
     def set_authority(self, ctx: Context, address: bytes) -> None:
         """Name the account allowed to send SetPower."""
-        self._store(ctx).set(b"authority", address)
+        self.store(ctx).set(b"authority", address)
 
 
 class ValidatorsModule(Module):
