@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 from racenet.chain.modules.inference import Finish
 from racenet.crypto.address import address_from_pubkey, encode_address
 from racenet.crypto.keys import PublicKey
-from racenet.ml.backend import Backend, FinishEvent, GenerationEvent, TokenEvent, TopLogprob, Usage
+from racenet.ml.backend import Backend, FinishEvent, GenerationEvent, GenerationRequest, TokenEvent, TopLogprob, Usage
 from racenet.node.client import ChainClient, ClientError
 from racenet.node.openai_format import ApiError, parse_request
 from racenet.node.sender import TxSender
@@ -77,6 +79,7 @@ class Executor:
         self.db_lock = threading.Lock()
         self.active = 0
         self.active_lock = threading.Lock()
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._nodes: set[str] = set()
         self._nodes_at = 0.0
 
@@ -99,11 +102,24 @@ class Executor:
         return self._nodes
 
     def execute(self, forward: dict[str, Any]) -> Iterator[bytes]:
-        """Generate the forwarded request, yielding JSON lines; then settle it in the background."""
+        """Generate the forwarded request, yielding JSON lines; then settle it in the background.
+
+        The model runs on the executor's one model thread: torch's thread pool then stays with one
+        caller instead of a new one per token (idle pools of other threads spin and steal the cores).
+        """
         _, request, _ = parse_request(json.dumps(forward["body"]).encode())
-        request_id, start_tx = str(forward["request_id"]), str(forward["start_tx"])
+        lines: queue.Queue[bytes | BaseException | None] = queue.Queue()
         with self.active_lock:
             self.active += 1
+        self.model_thread.submit(self._generate, request, forward, lines)
+        while (line := lines.get()) is not None:
+            if isinstance(line, BaseException):
+                raise line
+            yield line
+
+    def _generate(self, request: GenerationRequest, forward: dict[str, Any], lines: queue.Queue[Any]) -> None:
+        """Run one generation on the model thread, passing each event on as a JSON line."""
+        request_id, start_tx = str(forward["request_id"]), str(forward["start_tx"])
         tokens: list[TokenEvent] = []
         text: list[str] = []
         try:
@@ -116,10 +132,13 @@ class Executor:
                     threading.Thread(
                         target=self._settle, args=(request_id, start_tx, event.usage, "".join(text)), daemon=True
                     ).start()
-                yield json.dumps(event_json(event)).encode() + b"\n"
+                lines.put(json.dumps(event_json(event)).encode() + b"\n")
+        except BaseException as e:
+            lines.put(e)
         finally:
             with self.active_lock:
                 self.active -= 1
+            lines.put(None)
 
     def _record(self, request_id: str, usage: Usage, tokens: list[TokenEvent], text: str) -> None:
         """Keep the logprobs this executor reported, for spot checks."""
