@@ -50,12 +50,8 @@ def run(
     api: str | None,
 ) -> None:
     """Race every cycle with no manual step: mine, commit, reveal, validate others; serve the API (Ctrl-C stops)."""
-    import torch
-
     from racenet.node.daemon import Daemon
 
-    if threads:
-        torch.set_num_threads(threads)
     try:
         key = Keyring(home / "keyring").load(key_name, read_passphrase())
     except KeyringError as e:
@@ -67,7 +63,7 @@ def run(
             fail(f"--api takes host:port, got {api!r}")
         address = (host or "127.0.0.1", int(port))
     try:
-        daemon = Daemon(node, key, state_dir or home / "race" / key_name, compute_budget, address)
+        daemon = Daemon(node, key, state_dir or home / "race" / key_name, compute_budget, address, threads)
     except ClientError as e:
         fail(str(e))
 

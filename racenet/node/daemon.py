@@ -1,7 +1,8 @@
 """The provider's daemon: the Race loop and, when asked, the API (transfer agent and executor) in one process.
 
 Sharing the process lets the miner yield the CPU the moment a user request runs (whitepaper §4:
-"The Race must not interfere with normal user requests"), and lets both sign with one sequence.
+"The Race must not interfere with normal user requests"), lets both sign with one sequence, and
+puts all torch work on one compute thread (`racenet.node.compute`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from racenet.chain.modules.inference import ServeModels
 from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 from racenet.node.client import ChainClient
+from racenet.node.compute import ComputeThread
 from racenet.node.executor import Executor
 from racenet.node.race_worker import RaceWorker
 from racenet.node.sender import TxSender
@@ -27,18 +29,27 @@ class Daemon:
     """Runs a node's Race worker and, if an API address is given, its HTTP API."""
 
     def __init__(
-        self, node_url: str, key: PrivateKey, state_dir: Path, compute_budget: float, api: tuple[str, int] | None
+        self,
+        node_url: str,
+        key: PrivateKey,
+        state_dir: Path,
+        compute_budget: float,
+        api: tuple[str, int] | None,
+        threads: int | None = None,
     ) -> None:
         self.client = ChainClient(node_url)
         self.sender = TxSender(self.client, key)
         self.state_dir = state_dir
         self.api = api
+        self.compute = ComputeThread(threads)
         self.executor: Executor | None = None
         self.server: uvicorn.Server | None = None
         if api is not None:
             self._start_api(*api)
         busy = self.executor.busy if self.executor is not None else None
-        self.worker = RaceWorker(self.client, self.sender, state_dir, compute_budget=compute_budget, should_yield=busy)
+        self.worker = RaceWorker(
+            self.client, self.sender, self.compute, state_dir, compute_budget=compute_budget, should_yield=busy
+        )
 
     def _start_api(self, host: str, port: int) -> None:
         """Load the model, start the API server, and tell the chain this node serves the model here."""
@@ -46,8 +57,8 @@ class Daemon:
         from racenet.node.api import create_app
         from racenet.node.transfer_agent import TransferAgent
 
-        backend = TransformersBackend.packaged()
-        executor = Executor(backend, self.client, self.sender, self.state_dir / "executor")
+        backend = self.compute.run(TransformersBackend.packaged)
+        executor = Executor(backend, self.client, self.sender, self.state_dir / "executor", self.compute)
         app = create_app(TransferAgent(self.client, self.sender, backend), executor)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         threading.Thread(target=server.run, name="api", daemon=True).start()

@@ -18,7 +18,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from racenet.crypto.address import address_from_pubkey, encode_address
 from racenet.crypto.keys import PublicKey
 from racenet.ml.backend import Backend, FinishEvent, GenerationEvent, GenerationRequest, TokenEvent, TopLogprob, Usage
 from racenet.node.client import ChainClient, ClientError
+from racenet.node.compute import ComputeThread
 from racenet.node.openai_format import ApiError, parse_request
 from racenet.node.sender import TxSender
 
@@ -65,8 +65,11 @@ def forward_signature_ok(body: bytes, pub_hex: str, sig_hex: str) -> bytes | Non
 class Executor:
     """Runs forwarded requests one at a time on the backend and settles them on chain."""
 
-    def __init__(self, backend: Backend, client: ChainClient, sender: TxSender, state_dir: Path) -> None:
+    def __init__(
+        self, backend: Backend, client: ChainClient, sender: TxSender, state_dir: Path, compute: ComputeThread
+    ) -> None:
         self.backend = backend
+        self.compute = compute
         self.client = client
         self.sender = sender
         self.address = sender.key.public_key.address
@@ -79,7 +82,6 @@ class Executor:
         self.db_lock = threading.Lock()
         self.active = 0
         self.active_lock = threading.Lock()
-        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._nodes: set[str] = set()
         self._nodes_at = 0.0
 
@@ -104,21 +106,20 @@ class Executor:
     def execute(self, forward: dict[str, Any]) -> Iterator[bytes]:
         """Generate the forwarded request, yielding JSON lines; then settle it in the background.
 
-        The model runs on the executor's one model thread: torch's thread pool then stays with one
-        caller instead of a new one per token (idle pools of other threads spin and steal the cores).
+        The model runs on the node's compute thread (see `racenet.node.compute`).
         """
         _, request, _ = parse_request(json.dumps(forward["body"]).encode())
         lines: queue.Queue[bytes | BaseException | None] = queue.Queue()
         with self.active_lock:
             self.active += 1
-        self.model_thread.submit(self._generate, request, forward, lines)
+        self.compute.submit(self._generate, request, forward, lines)
         while (line := lines.get()) is not None:
             if isinstance(line, BaseException):
                 raise line
             yield line
 
     def _generate(self, request: GenerationRequest, forward: dict[str, Any], lines: queue.Queue[Any]) -> None:
-        """Run one generation on the model thread, passing each event on as a JSON line."""
+        """Run one generation on the compute thread, passing each event on as a JSON line."""
         request_id, start_tx = str(forward["request_id"]), str(forward["start_tx"])
         tokens: list[TokenEvent] = []
         text: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from racenet.chain.module import Msg
 from racenet.chain.modules.race import CommitProof, ProofTree, Reveal, Vote
 from racenet.crypto.address import decode_address, encode_address
 from racenet.node.client import ChainClient, ClientError, TxRejected
+from racenet.node.compute import ComputeThread
 from racenet.node.sender import TxSender
 
 if TYPE_CHECKING:
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.3
+CHUNK_SECONDS = 0.25
+"""Mining runs in chunks this long on the compute thread, so a user request waits at most one chunk."""
+YIELD_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -49,6 +54,7 @@ class RaceWorker:
         self,
         client: ChainClient,
         sender: TxSender,
+        compute: ComputeThread,
         state_dir: Path,
         *,
         compute_budget: float = 1.0,
@@ -56,6 +62,7 @@ class RaceWorker:
     ) -> None:
         self.client = client
         self.sender = sender
+        self.compute = compute
         self.key = sender.key
         self.address = encode_address(self.key.public_key.address)
         self.state_dir = state_dir
@@ -91,12 +98,12 @@ class RaceWorker:
             self._vote(info, state)
 
     def _race_for(self, info: dict[str, Any]) -> Race:
-        """The cycle's Race (model, target, threshold), built once per race seed."""
+        """The cycle's Race (model, target, threshold), built once per race seed on the compute thread."""
         from racenet.pow.race import build_race
 
         seed = bytes.fromhex(info["race_seed"])
         if self._race is None or self._race.race_seed != seed:
-            self._race = build_race(info["preset"], seed)
+            self._race = self.compute.run(build_race, info["preset"], seed)
         return self._race
 
     def _mine(self, info: dict[str, Any], state: CycleState) -> None:
@@ -108,26 +115,30 @@ class RaceWorker:
         done = threading.Event()
         watcher = threading.Thread(target=self._watch_race_end, args=(last_race_block, done, state), daemon=True)
         watcher.start()
-        stats = mine(
-            race,
-            self.key.public_key.raw,
-            24 * 3600,
-            state.nonces,
-            start_nonce=state.next_nonce,
-            stop=done,
-            should_yield=self.should_yield,
-            compute_budget=self.compute_budget,
-        )
-        done.set()
+        started, tried = time.monotonic(), 0
+        while not done.is_set():
+            if self.should_yield is not None and self.should_yield():
+                done.wait(YIELD_POLL_SECONDS)
+                continue
+            stats = self.compute.run(
+                mine,
+                race,
+                self.key.public_key.raw,
+                CHUNK_SECONDS * self.compute_budget,
+                state.nonces,
+                start_nonce=state.next_nonce,
+                stop=done,
+            )
+            state.next_nonce, tried = stats.next_nonce, tried + stats.tried
+            done.wait(stats.seconds * (1 - self.compute_budget) / self.compute_budget)
         watcher.join()
-        state.next_nonce = stats.next_nonce
-        state.tried += stats.tried
+        state.tried += tried
         self._save(state)
         log.info(
             "cycle %d: tried %d nonces (%.0f/s), %d appropriate vectors",
             state.cycle,
-            stats.tried,
-            stats.nonces_per_second,
+            tried,
+            tried / max(time.monotonic() - started, 1e-9),
             len(state.nonces),
         )
 
@@ -175,7 +186,7 @@ class RaceWorker:
             revealed = self.client.query("race/reveal", participant.encode())
             if revealed is None:
                 continue
-            ok = verify_nonces(race, bytes.fromhex(revealed["pub_key"]), revealed["nonces"])
+            ok = self.compute.run(verify_nonces, race, bytes.fromhex(revealed["pub_key"]), revealed["nonces"])
             failed = ok.count(False)
             votes.append(Vote(state.cycle, decode_address(participant), accept(len(ok), failed), len(ok), failed))
             log.info("cycle %d: %s — %d of %d opened nonces failed", state.cycle, participant, failed, len(ok))

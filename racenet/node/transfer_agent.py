@@ -38,6 +38,7 @@ API_KEY_PREFIX = "rk-"
 CONNECT_TIMEOUT = 5.0
 FIRST_TOKEN_TIMEOUT = 60.0
 TOKEN_TIMEOUT = 30.0
+CACHE_SECONDS = 5.0
 
 REJECTIONS: dict[int, tuple[int, str, str]] = {
     Code.INSUFFICIENT_FUNDS: (402, "insufficient_quota", "insufficient_quota"),
@@ -72,10 +73,20 @@ class TransferAgent:
         self.sender = sender
         self.backend = backend
         self.http = httpx.Client(timeout=httpx.Timeout(TOKEN_TIMEOUT, connect=CONNECT_TIMEOUT))
+        self.cache: dict[str, tuple[float, Any]] = {}
+
+    def _cached(self, path: str) -> Any:
+        """A slowly changing chain answer (models, params), re-read after `CACHE_SECONDS`."""
+        now = time.monotonic()
+        hit = self.cache.get(path)
+        if hit is None or now - hit[0] > CACHE_SECONDS:
+            hit = (now, self.client.query(path))
+            self.cache[path] = hit
+        return hit[1]
 
     def models(self) -> list[dict[str, Any]]:
         """Registered models with their prices (from the chain)."""
-        result: list[dict[str, Any]] = self.client.query("inference/models")
+        result: list[dict[str, Any]] = self._cached("inference/models")
         return result
 
     def open(self, raw: bytes, body: dict[str, Any], request: GenerationRequest, headers: dict[str, str]) -> Opened:
@@ -108,14 +119,14 @@ class TransferAgent:
             status, type_, code = REJECTIONS.get(e.code, (400, "invalid_request_error", e.name))
             raise ApiError(status, e.log, type_, code) from e
         endpoints = {s["address"]: s["endpoint"] for s in servers}
-        attempts = int(self.client.query("inference/params")["max_attempts"])
+        attempts = int(self._cached("inference/params")["max_attempts"])
         return Opened(request_id, start_tx, prompt_tokens, body, endpoints, executor, attempts)
 
     def _check_model(self, request: GenerationRequest) -> None:
         known = {m["id"] for m in self.models()}
         if request.model not in known:
             raise ApiError(404, f"the model {request.model!r} does not exist", code="model_not_found", param="model")
-        limit = int(self.client.query("inference/params")["max_tokens"])
+        limit = int(self._cached("inference/params")["max_tokens"])
         if request.max_tokens > limit:
             raise ApiError(400, f"max_tokens {request.max_tokens} is over the limit {limit}", param="max_tokens")
 
@@ -124,7 +135,7 @@ class TransferAgent:
     ) -> tuple[bytes, bytes, bytes, bytes]:
         """(request id, developer, auth key, signature) from an API key or a signed request."""
         bearer = headers.get("authorization", "")
-        chain_id = self.client.chain_id()
+        chain_id = self.sender.chain_id or self.client.chain_id()
         if bearer.lower().startswith("bearer "):
             session = key_from_api_key(bearer[7:].strip())
             info = self.client.query("inference/apikey", session.public_key.raw.hex().encode())
