@@ -220,7 +220,8 @@ def status(node: str, as_json: bool) -> None:
         f"tally {cycle['tally_height']}); preset {cycle['preset']}, difficulty 1/{cycle['difficulty']}"
     )
     table = Table()
-    for column in ("node", "weight", "power", "committed", "last cycle", "claimed", "outcome"):
+    table.add_column("node", no_wrap=True)
+    for column in ("weight", "power", "committed", "last cycle", "claimed", "outcome"):
         table.add_column(column)
     for n in nodes:
         last = n["last_outcome"] or {}

@@ -1,7 +1,8 @@
 """The executor: runs a forwarded request on the local backend, keeps its logprobs, and reports it on chain.
 
 A transfer agent forwards a request after its `inference/Start` passed CheckTx, signed with the
-TA's node key; the executor serves only registered Race nodes. It streams events back as JSON
+TA's node key; the executor serves only registered Race nodes, and settles only if the prompt token
+count the TA declared on chain is the one its model read (so a TA cannot overcharge a developer). It streams events back as JSON
 lines at once (the user is waiting), then, off the user's path, waits for the Start to be in a
 block, checks that the chain names it as the executor, and sends `inference/Finish` with the
 completion's token count and response hash. Per-token logprobs (with top-k alternatives) are
@@ -157,6 +158,15 @@ class Executor:
             record = self.client.query("inference/request", request_id.encode())
             if not record or record.get("status") != "open" or record["executor"] != encode_address(self.address):
                 log.warning("request %s is not open for this executor on chain: %s", request_id, record)
+                return
+            if record["prompt_tokens"] != usage.prompt_tokens:
+                log.warning(
+                    "request %s: the transfer agent declared %s prompt tokens, the model read %d; "
+                    "not settling (the developer is refunded at expiry)",
+                    request_id,
+                    record["prompt_tokens"],
+                    usage.prompt_tokens,
+                )
                 return
             self.sender.send([Finish(bytes.fromhex(request_id), usage.completion_tokens, response_hash(text))])
         except ClientError as e:
