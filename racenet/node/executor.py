@@ -2,10 +2,10 @@
 
 A transfer agent forwards a request after its `inference/Start` passed CheckTx, signed with the
 TA's node key; the executor serves only registered Race nodes, and settles only if the prompt token
-count the TA declared on chain is the one its model read (so a TA cannot overcharge a developer). It streams events back as JSON
-lines at once (the user is waiting), then, off the user's path, waits for the Start to be in a
-block, checks that the chain names it as the executor, and sends `inference/Finish` with the
-completion's token count and response hash. Per-token logprobs (with top-k alternatives) are
+count the TA declared on chain is the one its model read (so a TA cannot overcharge a developer).
+It streams events back as JSON lines at once (the user is waiting), then, off the user's path,
+waits for the Start to be in a block, checks that the chain names it as the executor, and sends
+`inference/Finish` with the completion's token count and response hash. Per-token logprobs (with top-k alternatives) are
 kept in `<state>/executions.db` for later spot checks.
 """
 
