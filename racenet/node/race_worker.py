@@ -143,7 +143,8 @@ class RaceWorker:
         )
 
     def _watch_race_end(self, last_race_block: int, done: threading.Event, state: CycleState) -> None:
-        """Stop mining when the race window's last block is committed (or the worker stops)."""
+        """Stop mining when the race window's last block is committed (or the worker stops); save new finds."""
+        saved = -1
         while not done.is_set():
             if self.stop.is_set():
                 break
@@ -152,7 +153,9 @@ class RaceWorker:
                     break
             except ClientError as e:
                 log.warning("race worker: %s", e)
-            self._save(state)
+            if len(state.nonces) != saved:
+                saved = len(state.nonces)
+                self._save(state)
             done.wait(POLL_SECONDS)
         done.set()
 
