@@ -51,6 +51,8 @@ network: install
 bench: install
 	$(BIN)/python bench/chain_tps.py
 	$(BIN)/python bench/abci_roundtrip.py
+	$(BIN)/python bench/race.py
+	$(BIN)/python bench/inference.py
 
 clean:
 	rm -rf $(VENV) .bin racenet/abci/pb $(DEVNET) .mypy_cache .ruff_cache .pytest_cache
