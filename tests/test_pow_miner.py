@@ -11,23 +11,9 @@ from racenet.crypto.keys import PrivateKey
 from racenet.pow.miner import mine
 from racenet.pow.race import Race, build_race
 from racenet.pow.verifier import verify_nonces
+from tests.pow_helpers import LONG, SEED, StopAfter
 
-SEED = bytes(range(32))
 NODE_KEY = PrivateKey(b"\x11" * 32).public_key.raw
-LONG = 600.0
-
-
-class StopAfter(list[int]):
-    """A result list that sets a stop event once it holds `count` nonces (mining ends by count, not by time)."""
-
-    def __init__(self, count: int, stop: threading.Event) -> None:
-        super().__init__()
-        self.limit, self.stop = count, stop
-
-    def append(self, nonce: int) -> None:
-        super().append(nonce)
-        if len(self) >= self.limit:
-            self.stop.set()
 
 
 @pytest.fixture(scope="module")

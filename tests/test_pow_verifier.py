@@ -21,25 +21,11 @@ from racenet.pow.decision import (
 from racenet.pow.miner import mine
 from racenet.pow.race import Race, build_race
 from racenet.pow.verifier import verify_nonces
+from tests.pow_helpers import LONG, SEED, StopAfter
 
-SEED = bytes(range(32))
 HONEST = PrivateKey(b"\x21" * 32).public_key.raw
 OTHER = PrivateKey(b"\x22" * 32).public_key.raw
-LONG = 600.0
 POOL = 96
-
-
-class StopAfter(list[int]):
-    """A result list that sets a stop event once it holds `count` nonces."""
-
-    def __init__(self, count: int, stop: threading.Event) -> None:
-        super().__init__()
-        self.limit, self.stop = count, stop
-
-    def append(self, nonce: int) -> None:
-        super().append(nonce)
-        if len(self) >= self.limit:
-            self.stop.set()
 
 
 def mine_until(race: Race, public_key: bytes, count: int, confirm: Race | None = None) -> list[int]:
