@@ -1,0 +1,317 @@
+"""Pinned consensus vectors: app hashes after fixed workloads, the tiny Race, and sign bytes.
+
+The JSON files in `tests/vectors/` are known answers. A change that alters any of them changes
+consensus bytes: it must update the file in the same commit and say why in the commit message.
+Regenerate with `python -m tests.test_vectors --write` (then read the diff).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from racenet.chain.genesis import Genesis, GenesisValidator
+from racenet.chain.module import Msg
+from racenet.chain.modules.bank import Send
+from racenet.chain.modules.inference import (
+    AuthorizeKey,
+    Finish,
+    Reassign,
+    RequestAuth,
+    RevokeKey,
+    ServeModels,
+    Start,
+    auth_sign_bytes,
+)
+from racenet.chain.modules.race import CommitProof, Leaf, Phase, ProofTree, RegisterNode, Reveal, Vote
+from racenet.chain.modules.validators import SetPower
+from racenet.chain.tx import TxBody, build_tx, decode_tx, sign_bytes
+from racenet.crypto.address import encode_address
+from racenet.crypto.keys import PrivateKey
+from tests.chain import CHAIN_ID, GENESIS_TIME, INITIAL_BALANCE, Chain, app_hashes, key
+
+VECTORS = Path(__file__).parent / "vectors"
+
+MODEL = "SmolLM2-135M-Instruct"
+NODES = [key(1), key(2), key(3)]
+CONSENSUS = [key(101), key(102), key(103)]
+NEWCOMER, NEWCOMER_CONSENSUS = key(4), key(104)
+DEV, TA, SESSION, AUTHORITY = key(50), key(51), key(52), key(60)
+RACE_PARAMS = {
+    "race_blocks": 2,
+    "commit_blocks": 2,
+    "reveal_blocks": 2,
+    "vote_blocks": 2,
+    "sample_size": 4,
+    "validators_per_participant": 2,
+}
+
+
+def _addr(k: PrivateKey) -> str:
+    return encode_address(k.public_key.address)
+
+
+def scenario_genesis() -> Genesis:
+    """Three Race nodes (two serving the model), a developer, a transfer agent and a validators authority."""
+    accounts = [*NODES, NEWCOMER, DEV, TA, AUTHORITY]
+    return Genesis(
+        chain_id=CHAIN_ID,
+        genesis_time=GENESIS_TIME,
+        validators=[GenesisValidator(c.public_key.raw, 10) for c in CONSENSUS],
+        app_state={
+            "bank": {"balances": [{"address": _addr(k), "amount": INITIAL_BALANCE} for k in accounts]},
+            "validators": {"authority": _addr(AUTHORITY)},
+            "race": {
+                "params": RACE_PARAMS,
+                "nodes": [
+                    {"address": _addr(k), "consensus_pub_key": c.public_key.raw.hex(), "weight": 10}
+                    for k, c in zip(NODES, CONSENSUS, strict=True)
+                ],
+            },
+            "inference": {
+                "params": {"unit_price": 1_000, "max_tokens": 512, "expiry_blocks": 5},
+                "models": [{"id": MODEL, "units_per_token": 2}],
+                "servers": [
+                    {"address": _addr(k), "models": [MODEL], "endpoint": f"http://127.0.0.1:{9000 + i}"}
+                    for i, k in enumerate(NODES[:2])
+                ],
+            },
+        },
+    )
+
+
+class Scenario:
+    """Drives the scenario chain block by block and records the app hash after each block."""
+
+    def __init__(self, path: Path) -> None:
+        self.chain = Chain.start(path, scenario_genesis())
+        self.hashes: list[str] = []
+
+    def block(self, *pairs: tuple[PrivateKey, Msg]) -> list[int]:
+        self.chain.sequences = {k.public_key.address: self.sequence(k) for k, _ in pairs}
+        result = self.chain.block(*[self.chain.tx(k, m) for k, m in pairs])
+        self.hashes.append(result.app_hash.hex())
+        return [r.code for r in result.tx_results]
+
+    def sequence(self, k: PrivateKey) -> int:
+        """The account's next sequence on chain (a rejected tx does not advance it)."""
+        return int(json.loads(self.chain.app.query("auth/account", _addr(k).encode()).value)["sequence"])
+
+    def until(self, phase: Phase, cycle: int) -> None:
+        """Empty blocks until the next block is the first of (cycle, phase)."""
+        ctx = self.chain.app.read_context()
+        target = self.chain.app.race.keeper.schedule(ctx).phase_starts(cycle)[phase]
+        while self.chain.app.height < target - 1:
+            self.block()
+
+    def start(self, n: int, signer: PrivateKey, cycle: int, max_tokens: int = 64) -> Start:
+        """A Start for request `n`, signed by `signer` (the developer's key or its API key)."""
+        app = self.chain.app
+        request_id = hashlib.sha256(f"vector request {n}".encode()).digest()
+        prompt_hash = hashlib.sha256(f"prompt {n}".encode()).digest()
+        developer = DEV.public_key.address
+        auth = RequestAuth(CHAIN_ID, request_id, developer, MODEL, max_tokens, prompt_hash)
+        executor = app.inference.keeper.executor_for(app.read_context(), request_id, MODEL, cycle, 0)
+        return Start(
+            request_id,
+            developer,
+            MODEL,
+            17,
+            max_tokens,
+            prompt_hash,
+            cycle,
+            executor,
+            signer.public_key.raw,
+            signer.sign(auth_sign_bytes(auth)),
+        )
+
+    def executor(self, request_id: bytes) -> PrivateKey:
+        request = self.chain.app.inference.keeper.request(self.chain.app.read_context(), request_id)
+        assert request is not None
+        return next(k for k in [*NODES, NEWCOMER] if k.public_key.address == request.executor)
+
+    def challenged(self, node: PrivateKey, cycle: int) -> list[int]:
+        return self.chain.app.race.keeper.challenged(self.chain.app.read_context(), cycle, node.public_key.address)
+
+    def assigned(self, node: PrivateKey, cycle: int) -> list[bytes]:
+        return self.chain.app.race.keeper.assigned(self.chain.app.read_context(), cycle, node.public_key.address)
+
+
+def race_and_inference_hashes(path: Path) -> list[str]:
+    """Every message type and hook: a Race cycle with a newcomer, requests finished, reassigned and expired."""
+    s = Scenario(path)
+    trees = [
+        ProofTree(k.public_key.raw, list(range(100 * i, 100 * i + n)))
+        for i, (k, n) in enumerate(zip([*NODES, NEWCOMER], [3, 7, 12, 5], strict=True))
+    ]
+    codes = s.block(
+        (DEV, Send(TA.public_key.address, 5 * 10**9)),
+        (NEWCOMER, RegisterNode(NEWCOMER_CONSENSUS.public_key.raw)),
+        (AUTHORITY, SetPower(NEWCOMER_CONSENSUS.public_key.raw, 3)),
+        (DEV, AuthorizeKey(SESSION.public_key.raw, 10**9)),
+        (NODES[2], ServeModels((MODEL,), "http://127.0.0.1:9002")),
+    )
+    assert codes == [0] * 5, codes
+    first = s.start(1, DEV, 0)
+    keyed = s.start(2, SESSION, 0)
+    assert s.block((TA, first), (TA, keyed)) == [0, 0]
+    s.until(Phase.COMMIT, 0)
+    commits = [(k, CommitProof(0, t.root, t.count)) for k, t in zip([*NODES, NEWCOMER], trees, strict=True)]
+    assert s.block(*commits, (s.executor(first.request_id), Finish(first.request_id, 40, b"\x01" * 32))) == [0] * 5
+    assert s.block((TA, Reassign(keyed.request_id)), (DEV, Send(TA.public_key.address, 10**15))) == [0, 8]
+    s.until(Phase.REVEAL, 0)
+    old = next(k for k in [*NODES, NEWCOMER] if k.public_key.address == keyed.executor)
+    finishes = [
+        (old, Finish(keyed.request_id, 64, b"\x02" * 32)),
+        (s.executor(keyed.request_id), Finish(keyed.request_id, 64, b"\x02" * 32)),
+    ]
+    assert s.block(*finishes) == [13, 0]
+    reveals = [(k, Reveal(0, t.open(s.challenged(k, 0)))) for k, t in zip([*NODES, NEWCOMER], trees, strict=True)]
+    uncommitted = (DEV, Reveal(0, (Leaf(0, 1, ()),)))
+    assert s.block(*reveals, uncommitted) == [0, 0, 0, 0, 9]
+    s.until(Phase.VOTE, 0)
+    participants = [*NODES, NEWCOMER]
+    by_address = {k.public_key.address: k for k in participants}
+    votes = [
+        (by_address[v], Vote(0, p.public_key.address, p is not NODES[1], 4, 0 if p is not NODES[1] else 4))
+        for p in participants
+        for v in s.assigned(p, 0)
+        if v in by_address
+    ]
+    assert s.block(*votes) == [0] * len(votes)
+    s.block()
+    s.block()
+    third = s.start(3, SESSION, 1)
+    assert s.block((TA, third), (DEV, RevokeKey(SESSION.public_key.raw))) == [0, 0]
+    for _ in range(6):
+        s.block()
+    s.chain.app.close()
+    return s.hashes
+
+
+def tiny_race_vector() -> dict[str, Any]:
+    """The tiny preset's weights, target, inputs and distances for a fixed seed and node key."""
+    import torch
+
+    from racenet.pow.race import build_race
+    from racenet.pow.vectors import input_seed, input_tokens, node_seed, permutation_keys
+
+    torch.set_num_threads(2)
+    seed = bytes(range(32))
+    pub = PrivateKey(b"\x11" * 32).public_key.raw
+    race = build_race("tiny", seed)
+    weights = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in race.model.parameters())).hexdigest()
+    node = node_seed(pub)
+    first = input_seed(seed, node, 0)
+    scan = list(range(8192))
+    distances = race.node_distances(pub, scan).tolist()
+    appropriate = [n for n, d in zip(scan, distances, strict=True) if d < race.threshold]
+    fixed = [0, 1, 2, 3, 1000, 2**64 - 1]
+    return {
+        "preset": "tiny",
+        "race_seed": seed.hex(),
+        "public_key": pub.hex(),
+        "weights_sha256": weights,
+        "target_sha256": hashlib.sha256(race.target.numpy().tobytes()).hexdigest(),
+        "threshold": race.threshold,
+        "node_seed": node.hex(),
+        "nonce_0_tokens": input_tokens(first, race.preset),
+        "nonce_0_permutation_keys_sha256": hashlib.sha256(permutation_keys(first, race.preset).tobytes()).hexdigest(),
+        "distances": {str(n): d for n, d in zip(fixed, race.node_distances(pub, fixed).tolist(), strict=True)},
+        "appropriate_below_8192": appropriate,
+        "appropriate_distances": [distances[n] for n in appropriate],
+    }
+
+
+def one_of_each_message() -> list[Msg]:
+    """One message of every type, with fixed field values."""
+    h = bytes(range(32))
+    return [
+        Send(b"\x02" * 20, 7),
+        SetPower(b"\x03" * 32, 11),
+        RegisterNode(b"\x04" * 32),
+        CommitProof(3, h, 9),
+        Reveal(3, (Leaf(1, 42, (h, h)), Leaf(2, 43, (h,)))),
+        Vote(3, b"\x05" * 20, True, 4, 1),
+        ServeModels((MODEL, "other"), "http://127.0.0.1:9000"),
+        AuthorizeKey(b"\x06" * 32, 10**12),
+        RevokeKey(b"\x06" * 32),
+        Start(h, b"\x07" * 20, MODEL, 20, 100, h, 2, b"\x08" * 20, b"\x09" * 32, b"\x0a" * 64),
+        Reassign(h),
+        Finish(h, 37, h),
+    ]
+
+
+def sign_bytes_vector() -> dict[str, Any]:
+    """For one tx per message type: its type name, the sign bytes and the signed tx bytes."""
+    signer = key(1)
+    out = {}
+    for msg in one_of_each_message():
+        raw = build_tx(signer, CHAIN_ID, 7, 1_000, [msg], memo="vector")
+        body: TxBody = decode_tx(raw, {msg.TYPE: type(msg)}, 1 << 20).tx.body
+        out[msg.TYPE] = {"sign_bytes": sign_bytes(signer.public_key.raw, body).hex(), "tx": raw.hex()}
+    return out
+
+
+def _hashes(fn: Callable[[Path], list[str]]) -> list[str]:
+    with tempfile.TemporaryDirectory() as d:
+        return fn(Path(d))
+
+
+VECTOR_FILES: dict[str, Callable[[], Any]] = {
+    "app_hash_transfers.json": lambda: {
+        "seed": 11,
+        "blocks": 40,
+        "app_hashes": _hashes(lambda p: app_hashes(p, 11, 40)),
+    },
+    "app_hash_race_inference.json": lambda: {"app_hashes": _hashes(race_and_inference_hashes)},
+    "race_tiny.json": tiny_race_vector,
+    "sign_bytes.json": sign_bytes_vector,
+}
+
+
+def _pinned(name: str) -> Any:
+    return json.loads((VECTORS / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["app_hash_transfers.json", "app_hash_race_inference.json", "sign_bytes.json"])
+def test_exact_vector(name: str) -> None:
+    assert VECTOR_FILES[name]() == _pinned(name)
+
+
+def test_tiny_race_vector() -> None:
+    """Weights, target and inputs are exact; distances within 1e-5 (fp32 kernels differ across instruction sets)."""
+    got, pinned = tiny_race_vector(), _pinned("race_tiny.json")
+    inexact = ("distances", "appropriate_distances", "appropriate_below_8192")
+    assert {k: v for k, v in got.items() if k not in inexact} == {k: v for k, v in pinned.items() if k not in inexact}
+    for nonce, distance in pinned["distances"].items():
+        assert got["distances"][nonce] == pytest.approx(distance, abs=1e-5)
+    assert got["appropriate_below_8192"] == pinned["appropriate_below_8192"]
+    assert got["appropriate_distances"] == pytest.approx(pinned["appropriate_distances"], abs=1e-5)
+
+
+def test_pinned_appropriate_nonces_are_not_borderline() -> None:
+    """No pinned appropriate nonce lies within 1e-4 of the threshold, so float noise cannot flip the vector."""
+    pinned = _pinned("race_tiny.json")
+    assert all(pinned["threshold"] - d > 1e-4 for d in pinned["appropriate_distances"])
+
+
+def write() -> None:
+    """Recompute every vector file (review the diff: each change is a consensus change)."""
+    VECTORS.mkdir(exist_ok=True)
+    for name, compute in VECTOR_FILES.items():
+        (VECTORS / name).write_text(json.dumps(compute(), indent=1) + "\n")
+        print(f"wrote {VECTORS / name}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python -m tests.test_vectors --write")
+    write()
