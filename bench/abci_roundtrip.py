@@ -27,10 +27,10 @@ from racenet.abci.driver import Driver
 from racenet.abci.pb.tendermint.abci import types_pb2 as pb
 from racenet.abci.server import AbciServer, encode_frame
 from racenet.chain.app import App
+from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis
-from racenet.chain.modules.bank import Send
+from racenet.chain.modules.bank import Balance, BankGenesis, MsgSend
 from racenet.chain.tx import build_tx
-from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 
 CHAIN_ID = "bench"
@@ -43,10 +43,12 @@ IO_TIMEOUT_S = 30.0
 def make_workload(tx_count: int, sender_count: int) -> tuple[Genesis, list[bytes]]:
     """A genesis funding every sender, and transfers cycling over the senders with rising sequences."""
     senders = [PrivateKey.generate() for _ in range(sender_count)]
-    balances = [{"address": encode_address(k.public_key.address), "amount": 10**15} for k in senders]
-    genesis = Genesis(chain_id=CHAIN_ID, genesis_time=GENESIS_TIME, app_state={"bank": {"balances": balances}})
+    balances = tuple(Balance(k.public_key.address, 10**15) for k in senders)
+    genesis = Genesis(
+        chain_id=CHAIN_ID, genesis_time=GENESIS_TIME, app_state=AppState(bank=BankGenesis(balances=balances))
+    )
     txs = [
-        build_tx(senders[i % sender_count], CHAIN_ID, i // sender_count, FEE, [Send(os.urandom(20), 1 + i % 7)])
+        build_tx(senders[i % sender_count], CHAIN_ID, i // sender_count, FEE, [MsgSend(os.urandom(20), 1 + i % 7)])
         for i in range(tx_count)
     ]
     return genesis, txs

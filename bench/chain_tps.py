@@ -18,11 +18,11 @@ from pathlib import Path
 
 from racenet.abci.driver import Driver
 from racenet.chain.app import App
+from racenet.chain.app_state import AppState
 from racenet.chain.codec import encode
 from racenet.chain.genesis import Genesis
-from racenet.chain.modules.bank import Send
+from racenet.chain.modules.bank import Balance, BankGenesis, MsgSend
 from racenet.chain.tx import AnyMsg, TxBody, build_tx, sign_bytes
-from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 
 CHAIN_ID = "bench"
@@ -43,13 +43,15 @@ def verify_rate(seconds: float = 2.0) -> float:
 
 def build_body_stub() -> TxBody:
     """A transfer-sized body, so the verify baseline hashes as many bytes as a real tx."""
-    return TxBody(CHAIN_ID, 7, 1000, "", (AnyMsg(Send.TYPE, encode(Send(b"\x01" * 20, 12345))),))
+    return TxBody(CHAIN_ID, 7, 1000, "", (AnyMsg(MsgSend.TYPE, encode(MsgSend(b"\x01" * 20, 12345))),))
 
 
 def make_chain(home: Path, senders: list[PrivateKey]) -> Driver:
     """A fresh chain where every sender has funds."""
-    balances = [{"address": encode_address(k.public_key.address), "amount": 10**15} for k in senders]
-    genesis = Genesis(chain_id=CHAIN_ID, genesis_time=1_700_000_000, app_state={"bank": {"balances": balances}})
+    balances = tuple(Balance(k.public_key.address, 10**15) for k in senders)
+    genesis = Genesis(
+        chain_id=CHAIN_ID, genesis_time=1_700_000_000, app_state=AppState(bank=BankGenesis(balances=balances))
+    )
     driver = Driver(App(home / "app.db"))
     driver.init_chain(genesis)
     driver.run_block([], genesis.genesis_time + 1)
@@ -67,7 +69,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         driver = make_chain(Path(tmp), senders)
         txs = [
-            build_tx(senders[i % len(senders)], CHAIN_ID, i // len(senders), 1000, [Send(os.urandom(20), 1 + i % 7)])
+            build_tx(senders[i % len(senders)], CHAIN_ID, i // len(senders), 1000, [MsgSend(os.urandom(20), 1 + i % 7)])
             for i in range(args.txs)
         ]
         blocks = [txs[i : i + args.block] for i in range(0, len(txs), args.block)]

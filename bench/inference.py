@@ -140,15 +140,15 @@ def main() -> None:
 
 def wait_for_api(rpc: str) -> None:
     """Wait until the node announced its API on chain (model loaded, ServeModels committed)."""
+    from racenet.chain.modules import inference
     from racenet.node.client import ChainClient
 
-    chain = ChainClient(rpc)
-    deadline = time.monotonic() + 300
-    while not chain.query("inference/servers", MODEL.encode()):
-        if time.monotonic() > deadline:
-            raise SystemExit("the node did not start serving the model within 300 s")
-        time.sleep(1)
-    chain.close()
+    with ChainClient(rpc) as chain:
+        deadline = time.monotonic() + 300
+        while not chain.query(inference.SERVERS, MODEL).servers:
+            if time.monotonic() > deadline:
+                raise SystemExit("the node did not start serving the model within 300 s")
+            time.sleep(1)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 
 from racenet.pow.decision import SAMPLE_SIZE
-from racenet.pow.miner import mine
+from racenet.pow.miner import Miner
 from racenet.pow.presets import PAPER
 from racenet.pow.race import Race, build_race
 from racenet.pow.verifier import verify_nonces
@@ -62,7 +62,8 @@ def forward_rate(race: Race, batch_size: int, seconds: float) -> float:
 
 def miner_rate(race: Race, batch_size: int, seconds: float) -> float:
     """Nonces/s of the whole miner (pipelined hashing, forward pass, permutation and distance)."""
-    return mine(race, NODE_KEY, seconds, [], batch_size=batch_size).nonces_per_second
+    with Miner(race, NODE_KEY, batch_size=batch_size) as miner:
+        return miner.run(seconds, []).nonces_per_second
 
 
 def validation_seconds(race: Race) -> float:

@@ -7,16 +7,18 @@ from pathlib import Path
 
 from racenet.abci.driver import Driver
 from racenet.chain.app import App
+from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis
 from racenet.chain.module import Msg
+from racenet.chain.modules.bank import Balance, BankGenesis
+from racenet.chain.modules.bank import Params as BankParams
 from racenet.chain.tx import build_tx
 from racenet.chain.types import BlockRequest, FinalizeBlockResult
-from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 
 CHAIN_ID = "racenet-test"
 GENESIS_TIME = 1_750_000_000
-FEE = 1_000
+FEE = BankParams().min_fee
 INITIAL_BALANCE = 10**12
 
 
@@ -25,15 +27,23 @@ def key(n: int) -> PrivateKey:
     return PrivateKey(n.to_bytes(32, "big"))
 
 
+def balances(keys: list[PrivateKey], amount: int = INITIAL_BALANCE) -> tuple[Balance, ...]:
+    """A genesis balance of `amount` nicoin for every key."""
+    return tuple(Balance(k.public_key.address, amount) for k in keys)
+
+
 def genesis_for(keys: list[PrivateKey], amount: int = INITIAL_BALANCE) -> Genesis:
     """A genesis that gives every key `amount` nicoin."""
-    balances = [{"address": encode_address(k.public_key.address), "amount": amount} for k in keys]
-    return Genesis(chain_id=CHAIN_ID, genesis_time=GENESIS_TIME, app_state={"bank": {"balances": balances}})
+    return Genesis(
+        chain_id=CHAIN_ID,
+        genesis_time=GENESIS_TIME,
+        app_state=AppState(bank=BankGenesis(balances=balances(keys, amount))),
+    )
 
 
 @dataclass
 class Chain:
-    """An App behind a Driver that checks the supply invariant after every block."""
+    """An App behind a Driver that checks every module invariant after every block."""
 
     app: App
     driver: Driver
@@ -56,7 +66,7 @@ class Chain:
         return build_tx(signer, CHAIN_ID, seq, fee, list(msgs))
 
     def block(self, *txs: bytes) -> FinalizeBlockResult:
-        """Run one block and assert the supply invariant on the committed state."""
+        """Run one block and assert every invariant on the committed state."""
         result = self.driver.run_block(list(txs), GENESIS_TIME + self.app.height + 1)
         self.app.check_invariants()
         return result
@@ -82,7 +92,7 @@ def random_workload(seed: int, blocks: int, keys: list[PrivateKey]) -> list[list
     """Deterministic blocks of transfers among `keys`, with some bad ones mixed in."""
     import random
 
-    from racenet.chain.modules.bank import Send
+    from racenet.chain.modules.bank import MsgSend
 
     rng = random.Random(seed)
     sequences = dict.fromkeys(range(len(keys)), 0)
@@ -93,7 +103,7 @@ def random_workload(seed: int, blocks: int, keys: list[PrivateKey]) -> list[list
             i, j = rng.randrange(len(keys)), rng.randrange(len(keys))
             amount = rng.choice([1, 17, 10**6, 10**13])  # the last one overdraws
             seq = sequences[i] + (1 if rng.random() < 0.1 else 0)  # occasionally a gap
-            txs.append(build_tx(keys[i], CHAIN_ID, seq, FEE, [Send(keys[j].public_key.address, amount)]))
+            txs.append(build_tx(keys[i], CHAIN_ID, seq, FEE, [MsgSend(keys[j].public_key.address, amount)]))
             if seq == sequences[i] and amount < 10**13:
                 sequences[i] += 1
         out.append(txs)

@@ -8,7 +8,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from racenet.chain.genesis import load_genesis
+from racenet.chain.modules.bank import Balance
 from racenet.cli.main import cli
+from racenet.crypto.address import decode_address
 
 
 def run(*args: str) -> Result:
@@ -28,7 +30,7 @@ def test_init_and_fund_by_address(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     g = load_genesis(tmp_path / "config" / "genesis.json")
     assert g.chain_id == "c1"
-    assert g.app_state["bank"]["balances"] == [{"address": address, "amount": 1_500_000_000}]
+    assert g.app_state.bank.balances == (Balance(decode_address(address), 1_500_000_000),)
     assert_error(run("genesis", "add-account", "--home", str(tmp_path), address, "1icon"), "already has")
     assert_error(run("init", "--home", str(tmp_path)), "already exists")
 
@@ -93,7 +95,7 @@ def test_node_register_and_rewards_against_a_running_node(tmp_path: Path) -> Non
         result = run("node", "register", *args, "--key", "provider", "--cometbft-home", str(cometbft))
         assert result.exit_code == 0, result.output
         nodes = json.loads(run("query", "raw", "--node", url, "race/nodes").stdout)
-        assert [n["consensus_pub_key"] for n in nodes] == [validator.public_key.raw.hex()]
+        assert [n["consensus_pub_key"] for n in nodes["nodes"]] == [validator.public_key.raw.hex()]
         assert_error(run("node", "register", *args, "--key", "provider", "--cometbft-home", str(cometbft)), "already")
         rewards = json.loads(run("query", "rewards", *args, "provider", "--json").stdout)
         assert rewards["amount"] == 0

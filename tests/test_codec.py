@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from racenet.chain.codec import MAX_U64, DecodeError, decode, encode, encode_uvarint
-from racenet.chain.modules.bank import Send
+from racenet.chain.modules.bank import MsgSend
 from racenet.chain.tx import AnyMsg, SignedTx, TxBody, build_tx
 from tests.chain import key
 
@@ -72,7 +72,7 @@ def test_round_trip(value: Sample) -> None:
 
 def test_transfer_bytes_are_pinned() -> None:
     """The same transfer signs to the same bytes on every machine (ed25519 is deterministic)."""
-    raw = build_tx(key(1), "racenet-test", 5, 1000, [Send(b"\x02" * 20, 7)], memo="hi")
+    raw = build_tx(key(1), "racenet-test", 5, 1000, [MsgSend(b"\x02" * 20, 7)], memo="hi")
     tx = decode(SignedTx, raw)
     assert tx.body == TxBody("racenet-test", 5, 1000, "hi", (AnyMsg("bank/Send", b"\x14" + b"\x02" * 20 + b"\x07"),))
     assert raw.hex()[:60] == "010c726163656e65742d7465737405e807026869010962616e6b2f53656e"

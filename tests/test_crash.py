@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from racenet.chain.app import App
-from racenet.chain.modules.bank import Send
+from racenet.chain.modules import bank
+from racenet.chain.modules.bank import MsgSend
 from racenet.node.blockstore import BlockStore
 from racenet.node.client import ChainClient, ClientError, TxOutcome
-from tests.chain import INITIAL_BALANCE, genesis_for, key
+from racenet.node.sender import TxSender
+from tests.chain import FEE, INITIAL_BALANCE, genesis_for, key
 
 ALICE = key(1)
 RECIPIENT = key(77).public_key.address
@@ -59,7 +61,8 @@ def wait_until_serving(client: ChainClient, min_height: int, timeout: float = 60
 
 
 def send_transfers(client: ChainClient, count: int) -> list[TxOutcome]:
-    return [client.send(ALICE, [Send(RECIPIENT, 1 + i)], fee=1_000) for i in range(count)]
+    sender = TxSender(client, ALICE)
+    return [sender.send([MsgSend(RECIPIENT, 1 + i)]) for i in range(count)]
 
 
 @pytest.fixture
@@ -102,9 +105,9 @@ def test_kill_9_and_restart_loses_nothing_committed(home: Path) -> None:
         for outcome in committed:
             assert client.wait_for_tx(outcome.hash, timeout=5).code == 0
         landed = [amount for h, amount in in_flight.items() if _committed(client, h)]
-        received = client.query("bank/balance", _bech32(RECIPIENT))["amount"]
+        received = client.query(bank.BALANCE, RECIPIENT).amount
         assert received == 3 * (1 + 2 + 3 + 4) + sum(landed)
-        assert client.query("bank/supply")["supply"] == INITIAL_BALANCE
+        assert client.query(bank.SUPPLY).supply == INITIAL_BALANCE
         stored = BlockStore(home / "data" / "blocks.db")
         entry = stored.block(height)
         stored.close()
@@ -115,17 +118,11 @@ def test_kill_9_and_restart_loses_nothing_committed(home: Path) -> None:
         client.close()
 
 
-def _bech32(address: bytes) -> bytes:
-    from racenet.crypto.address import encode_address
-
-    return encode_address(address).encode()
-
-
 def _next_transfer(client: ChainClient, amount: int) -> bytes:
     from racenet.chain.tx import build_tx
 
     seq = client.sequence(ALICE.public_key.address)
-    return build_tx(ALICE, client.chain_id(), seq, 1_000, [Send(RECIPIENT, amount)])
+    return build_tx(ALICE, client.chain_id(), seq, FEE, [MsgSend(RECIPIENT, amount)])
 
 
 def _committed(client: ChainClient, hash_hex: str) -> bool:

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from racenet.chain.modules.bank import Send
+from racenet.chain.modules.bank import MsgSend
 from racenet.chain.tx import build_tx
 from tests.chain import CHAIN_ID, FEE, Chain, genesis_for, key
 
 ALICE, BOB = key(1), key(2)
-VALID = build_tx(ALICE, CHAIN_ID, 0, FEE, [Send(BOB.public_key.address, 3)])
+VALID = build_tx(ALICE, CHAIN_ID, 0, FEE, [MsgSend(BOB.public_key.address, 3)])
 
 
 def _mutations() -> st.SearchStrategy[bytes]:

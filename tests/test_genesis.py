@@ -9,7 +9,7 @@ import pytest
 
 from racenet.chain.app import GenesisError
 from racenet.chain.genesis import Genesis, GenesisFileError, load_genesis, parse_genesis
-from racenet.chain.modules.bank import Send
+from racenet.chain.modules.bank import MsgSend
 from racenet.chain.types import InitChainRequest
 from tests.chain import CHAIN_ID, GENESIS_TIME, Chain, genesis_for, key
 
@@ -18,14 +18,16 @@ ALICE, BOB = key(1), key(2)
 
 def test_export_then_import_reproduces_state(tmp_path: Path) -> None:
     chain = Chain.start(tmp_path / "a", genesis_for([ALICE, BOB]))
-    chain.block(chain.tx(ALICE, Send(BOB.public_key.address, 123)), chain.tx(BOB, Send(key(9).public_key.address, 7)))
+    chain.block(
+        chain.tx(ALICE, MsgSend(BOB.public_key.address, 123)), chain.tx(BOB, MsgSend(key(9).public_key.address, 7))
+    )
     exported = chain.app.export_genesis()
 
     copy = Chain.start(tmp_path / "b", Genesis(CHAIN_ID, GENESIS_TIME, app_state=exported))
     copy.block()
     assert copy.app.export_genesis() == exported
     assert copy.balance(key(9)) == 7
-    assert copy.app.bank.keeper.supply(copy.app.read_context()) == chain.app.bank.keeper.supply(
+    assert copy.app.bank.keeper.supply.get(copy.app.read_context()) == chain.app.bank.keeper.supply.get(
         chain.app.read_context()
     )
     assert copy.app.auth.keeper.account(copy.app.read_context(), ALICE.public_key.address).sequence == 1

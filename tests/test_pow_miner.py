@@ -1,14 +1,15 @@
-"""The miner: finds appropriate vectors, keeps them when stopped or interrupted, yields, throttles."""
+"""The miner: finds appropriate vectors, keeps them when stopped or interrupted, resumes, throttles."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import pytest
 import torch
 
 from racenet.crypto.keys import PrivateKey
-from racenet.pow.miner import mine
+from racenet.pow.miner import Miner
 from racenet.pow.race import Race, build_race
 from racenet.pow.verifier import verify_nonces
 from tests.pow_helpers import LONG, SEED, StopAfter
@@ -22,25 +23,31 @@ def race() -> Race:
     return build_race("tiny", SEED)
 
 
-def test_mined_nonces_are_appropriate(race: Race) -> None:
+@pytest.fixture
+def miner(race: Race) -> Iterator[Miner]:
+    with Miner(race, NODE_KEY, batch_size=512) as opened:
+        yield opened
+
+
+def test_mined_nonces_are_appropriate(race: Race, miner: Miner) -> None:
     stop = threading.Event()
     found = StopAfter(8, stop)
-    stats = mine(race, NODE_KEY, LONG, found, stop=stop, batch_size=512)
+    stats = miner.run(LONG, found, stop=stop)
     assert len(found) >= 8 and stats.found == len(found) and not stats.interrupted
     assert stats.next_nonce == stats.tried and stats.tried % 512 == 0
     assert all(verify_nonces(race, NODE_KEY, found))
 
 
-def test_resuming_from_next_nonce_continues_the_sequence(race: Race) -> None:
+def test_resuming_from_next_nonce_continues_the_sequence(miner: Miner) -> None:
     stop = threading.Event()
     first, second = StopAfter(2, stop), StopAfter(2, stop)
-    stats = mine(race, NODE_KEY, LONG, first, stop=stop, batch_size=512)
+    stats = miner.run(LONG, first, stop=stop)
     stop.clear()
-    mine(race, NODE_KEY, LONG, second, stop=stop, batch_size=512, start_nonce=stats.next_nonce)
+    miner.run(LONG, second, stop=stop, start_nonce=stats.next_nonce)
     assert min(second) >= stats.next_nonce > max(first)
 
 
-def test_ctrl_c_keeps_the_nonces_found_so_far(race: Race) -> None:
+def test_ctrl_c_keeps_the_nonces_found_so_far(race: Race, miner: Miner) -> None:
     found: list[int] = []
 
     def ctrl_c_after_finds() -> bool:
@@ -48,38 +55,20 @@ def test_ctrl_c_keeps_the_nonces_found_so_far(race: Race) -> None:
             raise KeyboardInterrupt
         return False
 
-    stats = mine(race, NODE_KEY, LONG, found, should_yield=ctrl_c_after_finds, batch_size=512)
-    assert stats.interrupted and len(found) >= 3
+    stats = miner.run(LONG, found, should_yield=ctrl_c_after_finds)
+    assert stats.interrupted and len(found) >= 3 and stats.found == len(found)
     assert all(verify_nonces(race, NODE_KEY, found))
 
 
-def test_yield_hook_pauses_mining(race: Race) -> None:
-    stats = mine(race, NODE_KEY, 0.3, [], should_yield=lambda: True)
-    assert stats.tried == 0 and stats.seconds >= 0.3
-
-
-def test_mining_resumes_when_the_hook_releases_the_cpu(race: Race) -> None:
-    polls: list[int] = []
-
-    def busy_for_three_polls() -> bool:
-        polls.append(1)
-        return len(polls) <= 3
-
-    stop = threading.Event()
-    found = StopAfter(1, stop)
-    stats = mine(race, NODE_KEY, LONG, found, stop=stop, should_yield=busy_for_three_polls, batch_size=512)
-    assert len(polls) > 3 and stats.tried > 0 and found
-
-
-def test_stop_event_ends_mining_at_once(race: Race) -> None:
+def test_stop_event_ends_mining_at_once(miner: Miner) -> None:
     stop = threading.Event()
     stop.set()
-    assert mine(race, NODE_KEY, LONG, [], stop=stop).tried == 0
+    assert miner.run(LONG, [], stop=stop).tried == 0
 
 
-def test_compute_budget_is_a_fraction_of_time(race: Race) -> None:
+def test_compute_budget_is_a_fraction_of_time(miner: Miner) -> None:
     with pytest.raises(ValueError, match="compute_budget"):
-        mine(race, NODE_KEY, 1.0, [], compute_budget=0.0)
+        miner.run(1.0, [], compute_budget=0.0)
     stop = threading.Event()
     found = StopAfter(1, stop)
-    assert mine(race, NODE_KEY, LONG, found, stop=stop, compute_budget=0.5, batch_size=512).tried > 0
+    assert miner.run(LONG, found, stop=stop, compute_budget=0.5).tried > 0

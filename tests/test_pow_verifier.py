@@ -18,7 +18,7 @@ from racenet.pow.decision import (
     detection_power,
     max_mismatches,
 )
-from racenet.pow.miner import mine
+from racenet.pow.miner import Miner
 from racenet.pow.race import Race, build_race
 from racenet.pow.verifier import verify_nonces
 from tests.pow_helpers import LONG, SEED, StopAfter
@@ -32,7 +32,8 @@ def mine_until(race: Race, public_key: bytes, count: int, confirm: Race | None =
     """Mine until `count` appropriate nonces are found."""
     stop = threading.Event()
     found = StopAfter(count, stop)
-    mine(race, public_key, LONG, found, stop=stop, batch_size=4096, confirm=confirm)
+    with Miner(race, public_key, batch_size=4096, confirm=confirm) as miner:
+        miner.run(LONG, found, stop=stop)
     return found[:count]
 
 

@@ -8,16 +8,29 @@ from pathlib import Path
 
 import pytest
 
+from racenet.chain.app_state import AppState
 from racenet.chain.errors import Code
 from racenet.chain.genesis import Genesis, GenesisValidator
 from racenet.chain.module import Msg
-from racenet.chain.modules.race import CommitProof, Leaf, Params, Phase, ProofTree, Reveal, Schedule, Vote
-from racenet.chain.modules.race.types import proof_leaf
+from racenet.chain.modules.bank import BankGenesis
+from racenet.chain.modules.race import (
+    Leaf,
+    MsgCommitProof,
+    MsgReveal,
+    MsgVote,
+    OutcomeStatus,
+    Params,
+    Phase,
+    ProofTree,
+    RaceGenesis,
+    RaceNode,
+    Schedule,
+    proof_leaf,
+)
 from racenet.chain.types import FinalizeBlockResult
-from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 from racenet.crypto.merkle import merkle_proofs, merkle_root
-from tests.chain import CHAIN_ID, GENESIS_TIME, INITIAL_BALANCE, Chain, key
+from tests.chain import CHAIN_ID, GENESIS_TIME, Chain, balances, key
 
 PARAMS = Params(
     race_blocks=2, commit_blocks=2, reveal_blocks=2, vote_blocks=2, sample_size=4, validators_per_participant=2
@@ -28,20 +41,14 @@ GENESIS_WEIGHT = 10
 
 
 def race_genesis(params: Params = PARAMS) -> Genesis:
-    balances = [{"address": encode_address(k.public_key.address), "amount": INITIAL_BALANCE} for k in NODES]
-    nodes = [
-        {
-            "address": encode_address(k.public_key.address),
-            "consensus_pub_key": c.public_key.raw.hex(),
-            "weight": GENESIS_WEIGHT,
-        }
-        for k, c in zip(NODES, CONSENSUS, strict=True)
-    ]
+    nodes = tuple(
+        RaceNode(k.public_key.address, c.public_key.raw, GENESIS_WEIGHT) for k, c in zip(NODES, CONSENSUS, strict=True)
+    )
     return Genesis(
         chain_id=CHAIN_ID,
         genesis_time=GENESIS_TIME,
         validators=[GenesisValidator(c.public_key.raw, GENESIS_WEIGHT) for c in CONSENSUS],
-        app_state={"bank": {"balances": balances}, "race": {"params": vars(params), "nodes": nodes}},
+        app_state=AppState(bank=BankGenesis(balances=balances(NODES)), race=RaceGenesis(params=params, nodes=nodes)),
     )
 
 
@@ -78,8 +85,8 @@ class RaceChain(Chain):
     def weight(self, node: PrivateKey) -> int:
         return self.app.race.keeper.weight(self.app.read_context(), node.public_key.address)
 
-    def outcome(self, node: PrivateKey) -> str:
-        o = self.app.race.keeper.outcome(self.app.read_context(), node.public_key.address)
+    def outcome(self, node: PrivateKey) -> OutcomeStatus:
+        o = self.app.race.keeper.outcomes.get(self.app.read_context(), node.public_key.address)
         assert o is not None
         return o.status
 
@@ -103,25 +110,28 @@ def trees(counts: list[int]) -> list[ProofTree]:
 
 def commit_all(chain: RaceChain, proofs: list[ProofTree]) -> None:
     chain.until(Phase.COMMIT)
-    pairs = [(node, CommitProof(0, tree.root, tree.count)) for node, tree in zip(NODES, proofs, strict=True)]
+    pairs = [(node, MsgCommitProof(0, tree.root, tree.count)) for node, tree in zip(NODES, proofs, strict=True)]
     assert chain.send_all(pairs) == [0] * len(pairs)
 
 
 def reveal_all(chain: RaceChain, proofs: list[ProofTree], nodes: list[PrivateKey] = NODES) -> None:
     chain.until(Phase.REVEAL)
     chain.block()
-    pairs = [(node, Reveal(0, tree.open(chain.challenged(node)))) for node, tree in zip(nodes, proofs, strict=False)]
+    pairs = [(node, MsgReveal(0, tree.open(chain.challenged(node)))) for node, tree in zip(nodes, proofs, strict=False)]
     assert chain.send_all(pairs) == [0] * len(pairs)
 
 
 def vote_all(chain: RaceChain, accept: bool = True, participants: list[PrivateKey] = NODES) -> None:
     chain.until(Phase.VOTE)
-    pairs = [
-        (by_address(v), Vote(0, p.public_key.address, accept, 4, 0 if accept else 4))
-        for p in participants
-        for v in chain.assigned(p)
-    ]
+    pairs = [(by_address(v), vote(p, accept)) for p in participants for v in chain.assigned(p)]
     assert chain.send_all(pairs) == [0] * len(pairs)
+
+
+def vote(participant: PrivateKey, accept: bool) -> MsgVote:
+    """A cycle-0 verdict on 4 checked nonces: none or all of them failed."""
+    return MsgVote(
+        cycle=0, participant=participant.public_key.address, accept=accept, checked=4, mismatches=0 if accept else 4
+    )
 
 
 def finish_cycle(chain: RaceChain) -> FinalizeBlockResult:
@@ -149,7 +159,7 @@ def test_honest_cycle_sets_weights_and_validator_power(chain: RaceChain) -> None
     assert powers == {CONSENSUS[0].public_key.raw: 5, CONSENSUS[2].public_key.raw: 20}, "10 was already 10"
     ctx = chain.app.read_context()
     assert [chain.app.validators.keeper.power(ctx, c.public_key.raw) for c in CONSENSUS] == [5, 10, 20]
-    assert chain.app.race.keeper.commitments(ctx, 0) == [], "cycle data is cleared"
+    assert chain.app.race.keeper.commitments.items(ctx, (0,)) == [], "cycle data is cleared"
 
 
 def test_seeds_are_fixed_at_phase_starts(chain: RaceChain) -> None:
@@ -157,9 +167,9 @@ def test_seeds_are_fixed_at_phase_starts(chain: RaceChain) -> None:
     chain.block()
     assert len(chain.app.race.keeper.seed(ctx(), 0)) == 32
     chain.until(Phase.REVEAL)
-    assert chain.app.race.keeper.challenge(ctx(), 0) == b""
+    assert chain.app.race.keeper.challenges.get(ctx(), 0) is None
     chain.block()
-    assert len(chain.app.race.keeper.challenge(ctx(), 0)) == 32
+    assert len(chain.app.race.keeper.challenges.get(ctx(), 0) or b"") == 32
 
 
 def test_challenge_samples_without_replacement(chain: RaceChain) -> None:
@@ -174,7 +184,7 @@ def test_challenge_samples_without_replacement(chain: RaceChain) -> None:
 
 def test_commit_outside_window_is_rejected(chain: RaceChain) -> None:
     tree = trees([5, 1, 1])[0]
-    code, log = chain.send_log(NODES[0], CommitProof(0, tree.root, tree.count))
+    code, log = chain.send_log(NODES[0], MsgCommitProof(0, tree.root, tree.count))
     assert code == Code.INVALID_MESSAGE and "not open" in log
 
 
@@ -185,7 +195,7 @@ def test_reveal_that_does_not_match_commitment(chain: RaceChain) -> None:
     chain.block()
     leaves = proofs[0].open(chain.challenged(NODES[0]))
     forged = (replace(leaves[0], nonce=leaves[0].nonce + 1), *leaves[1:])
-    code, log = chain.send_log(NODES[0], Reveal(0, forged))
+    code, log = chain.send_log(NODES[0], MsgReveal(0, forged))
     assert code == Code.INVALID_MESSAGE and "does not match" in log
 
 
@@ -194,10 +204,10 @@ def test_nonces_copied_from_another_node_are_rejected(chain: RaceChain) -> None:
     proofs = trees([5, 5, 5])
     stolen = proofs[0]
     chain.until(Phase.COMMIT)
-    assert chain.send(NODES[1], CommitProof(0, stolen.root, stolen.count)) == 0
+    assert chain.send(NODES[1], MsgCommitProof(0, stolen.root, stolen.count)) == 0
     chain.until(Phase.REVEAL)
     chain.block()
-    code, log = chain.send_log(NODES[1], Reveal(0, stolen.open(chain.challenged(NODES[1]))))
+    code, log = chain.send_log(NODES[1], MsgReveal(0, stolen.open(chain.challenged(NODES[1]))))
     assert code == Code.INVALID_MESSAGE and "does not match" in log
 
 
@@ -207,13 +217,13 @@ def test_duplicate_nonces_are_rejected(chain: RaceChain) -> None:
     leaves = [proof_leaf(pub, 4, i, n) for i, n in enumerate(nonces)]
     root = merkle_root(leaves)
     chain.until(Phase.COMMIT)
-    assert chain.send(NODES[0], CommitProof(0, root, 4)) == 0
+    assert chain.send(NODES[0], MsgCommitProof(0, root, 4)) == 0
     chain.until(Phase.REVEAL)
     chain.block()
     indices = [0, 1, 1, 2, 2, 3, 3]
     opened = tuple(Leaf(i, nonces[i], tuple(p)) for i, p in zip(indices, merkle_proofs(leaves, indices), strict=True))
     assert chain.challenged(NODES[0]) == [0, 1, 2, 3]
-    code, log = chain.send_log(NODES[0], Reveal(0, opened))
+    code, log = chain.send_log(NODES[0], MsgReveal(0, opened))
     assert code == Code.INVALID_MESSAGE and "not increasing" in log
 
 
@@ -223,7 +233,7 @@ def test_reveal_of_unchallenged_leaves_is_rejected(chain: RaceChain) -> None:
     chain.until(Phase.REVEAL)
     chain.block()
     wrong = [i for i in range(30) if i not in chain.challenged(NODES[0])][:4]
-    code, log = chain.send_log(NODES[0], Reveal(0, proofs[0].open(wrong)))
+    code, log = chain.send_log(NODES[0], MsgReveal(0, proofs[0].open(wrong)))
     assert code == Code.INVALID_MESSAGE and "challenge asks" in log
 
 
@@ -259,11 +269,9 @@ def test_only_assigned_validators_vote_once(chain: RaceChain) -> None:
         if len(assigned) < 2
         else participant
     )
-    vote = Vote(0, participant.public_key.address, True, 4, 0)
-    assert chain.send_log(outsider, vote)[0] == Code.UNAUTHORIZED
-    validator = by_address(assigned[0])
-    assert chain.send(validator, vote) == 0
-    assert chain.send_log(validator, vote)[0] == Code.INVALID_MESSAGE
+    verdict, validator = vote(participant, True), by_address(assigned[0])
+    codes = chain.send_all([(outsider, verdict), (validator, verdict), (validator, verdict)])
+    assert codes == [Code.UNAUTHORIZED, 0, Code.ALREADY_DONE], "all three in one block: the vote window is open"
 
 
 def test_absent_validators_keep_previous_weight(chain: RaceChain) -> None:
@@ -279,7 +287,7 @@ def test_absent_validators_keep_previous_weight(chain: RaceChain) -> None:
 def test_nodes_that_skip_the_race_lose_weight(chain: RaceChain) -> None:
     proofs = trees([5, 10, 20])[:2]
     chain.until(Phase.COMMIT)
-    pairs = [(node, CommitProof(0, tree.root, tree.count)) for node, tree in zip(NODES, proofs, strict=False)]
+    pairs = [(node, MsgCommitProof(0, tree.root, tree.count)) for node, tree in zip(NODES, proofs, strict=False)]
     assert chain.send_all(pairs) == [0, 0]
     reveal_all(chain, proofs, NODES[:2])
     vote_all(chain, participants=NODES[:2])

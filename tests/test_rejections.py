@@ -10,13 +10,13 @@ import pytest
 
 from racenet.chain.codec import decode, encode
 from racenet.chain.errors import Code
-from racenet.chain.modules.bank import Send
-from racenet.chain.modules.validators import SetPower
+from racenet.chain.modules.bank import MsgSend
+from racenet.chain.modules.validators import MsgSetPower
 from racenet.chain.tx import AnyMsg, SignedTx, TxBody, build_tx, sign_bytes
 from tests.chain import CHAIN_ID, FEE, INITIAL_BALANCE, Chain, genesis_for, key
 
 ALICE, BOB, MALLORY = key(1), key(2), key(3)
-TO_BOB = Send(BOB.public_key.address, 5)
+TO_BOB = MsgSend(BOB.public_key.address, 5)
 
 
 def _tamper_fee(raw: bytes) -> bytes:
@@ -67,7 +67,7 @@ CASES: list[Case] = [
     ),
     (
         "insufficient funds",
-        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [Send(BOB.public_key.address, INITIAL_BALANCE)]),
+        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [MsgSend(BOB.public_key.address, INITIAL_BALANCE)]),
         Code.INSUFFICIENT_FUNDS,
         "has",
     ),
@@ -98,13 +98,13 @@ CASES: list[Case] = [
     ("no messages", lambda: _resign(TxBody(CHAIN_ID, 0, FEE, "", ())), Code.MALFORMED_TX, "no messages"),
     (
         "zero amount",
-        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [Send(BOB.public_key.address, 0)]),
+        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [MsgSend(BOB.public_key.address, 0)]),
         Code.INVALID_MESSAGE,
         "positive",
     ),
     (
         "short recipient",
-        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [Send(b"\x01" * 19, 5)]),
+        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [MsgSend(b"\x01" * 19, 5)]),
         Code.INVALID_MESSAGE,
         "20-byte",
     ),
@@ -112,7 +112,7 @@ CASES: list[Case] = [
     ("oversize", lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB], memo="x" * 70_000), Code.TX_TOO_LARGE, "limit"),
     (
         "not the authority",
-        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [SetPower(b"\x01" * 32, 5)]),
+        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [MsgSetPower(b"\x01" * 32, 5)]),
         Code.UNAUTHORIZED,
         "authority",
     ),
@@ -156,7 +156,7 @@ def test_replayed_transaction_is_rejected(chain: Chain) -> None:
 
 def test_failed_message_refunds_the_fee(chain: Chain) -> None:
     """A tx whose message fails pays no fee: nothing of it is written."""
-    raw = chain.tx(ALICE, Send(BOB.public_key.address, INITIAL_BALANCE))
+    raw = chain.tx(ALICE, MsgSend(BOB.public_key.address, INITIAL_BALANCE))
     assert chain.block(raw).tx_results[0].code == Code.INSUFFICIENT_FUNDS
     assert chain.balance(ALICE) == INITIAL_BALANCE
 

@@ -17,25 +17,42 @@ from typing import Any
 
 import pytest
 
+from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis, GenesisValidator
 from racenet.chain.module import Msg
-from racenet.chain.modules.bank import Send
+from racenet.chain.modules.bank import BankGenesis, MsgSend
 from racenet.chain.modules.inference import (
-    AuthorizeKey,
-    Finish,
-    Reassign,
+    InferenceGenesis,
+    ModelEntry,
+    MsgAuthorizeKey,
+    MsgFinishRequest,
+    MsgReassignRequest,
+    MsgRevokeKey,
+    MsgServeModels,
+    MsgStartRequest,
     RequestAuth,
-    RevokeKey,
-    ServeModels,
-    Start,
+    ServerEntry,
     auth_sign_bytes,
 )
-from racenet.chain.modules.race import CommitProof, Leaf, Phase, ProofTree, RegisterNode, Reveal, Vote
-from racenet.chain.modules.validators import SetPower
+from racenet.chain.modules.inference import Params as InferenceParams
+from racenet.chain.modules.race import (
+    Leaf,
+    MsgCommitProof,
+    MsgRegisterNode,
+    MsgReveal,
+    MsgVote,
+    Phase,
+    ProofTree,
+    RaceGenesis,
+    RaceNode,
+)
+from racenet.chain.modules.race import Params as RaceParams
+from racenet.chain.modules.validators import MsgSetPower, ValidatorsGenesis
+from racenet.chain.scalars import Amount
 from racenet.chain.tx import TxBody, build_tx, decode_tx, sign_bytes
 from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
-from tests.chain import CHAIN_ID, GENESIS_TIME, INITIAL_BALANCE, Chain, app_hashes, key
+from tests.chain import CHAIN_ID, GENESIS_TIME, Chain, app_hashes, balances, key
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -44,14 +61,9 @@ NODES = [key(1), key(2), key(3)]
 CONSENSUS = [key(101), key(102), key(103)]
 NEWCOMER, NEWCOMER_CONSENSUS = key(4), key(104)
 DEV, TA, SESSION, AUTHORITY = key(50), key(51), key(52), key(60)
-RACE_PARAMS = {
-    "race_blocks": 2,
-    "commit_blocks": 2,
-    "reveal_blocks": 2,
-    "vote_blocks": 2,
-    "sample_size": 4,
-    "validators_per_participant": 2,
-}
+RACE_PARAMS = RaceParams(
+    race_blocks=2, commit_blocks=2, reveal_blocks=2, vote_blocks=2, sample_size=4, validators_per_participant=2
+)
 
 
 def _addr(k: PrivateKey) -> str:
@@ -65,25 +77,24 @@ def scenario_genesis() -> Genesis:
         chain_id=CHAIN_ID,
         genesis_time=GENESIS_TIME,
         validators=[GenesisValidator(c.public_key.raw, 10) for c in CONSENSUS],
-        app_state={
-            "bank": {"balances": [{"address": _addr(k), "amount": INITIAL_BALANCE} for k in accounts]},
-            "validators": {"authority": _addr(AUTHORITY)},
-            "race": {
-                "params": RACE_PARAMS,
-                "nodes": [
-                    {"address": _addr(k), "consensus_pub_key": c.public_key.raw.hex(), "weight": 10}
-                    for k, c in zip(NODES, CONSENSUS, strict=True)
-                ],
-            },
-            "inference": {
-                "params": {"unit_price": 1_000, "max_tokens": 512, "expiry_blocks": 5},
-                "models": [{"id": MODEL, "units_per_token": 2}],
-                "servers": [
-                    {"address": _addr(k), "models": [MODEL], "endpoint": f"http://127.0.0.1:{9000 + i}"}
+        app_state=AppState(
+            bank=BankGenesis(balances=balances(accounts)),
+            validators=ValidatorsGenesis(authority=AUTHORITY.public_key.address),
+            race=RaceGenesis(
+                params=RACE_PARAMS,
+                nodes=tuple(
+                    RaceNode(k.public_key.address, c.public_key.raw, 10) for k, c in zip(NODES, CONSENSUS, strict=True)
+                ),
+            ),
+            inference=InferenceGenesis(
+                params=InferenceParams(unit_price=Amount(1_000), max_tokens=512, expiry_blocks=5),
+                models=(ModelEntry(MODEL, 2),),
+                servers=tuple(
+                    ServerEntry(k.public_key.address, (MODEL,), f"http://127.0.0.1:{9000 + i}")
                     for i, k in enumerate(NODES[:2])
-                ],
-            },
-        },
+                ),
+            ),
+        ),
     )
 
 
@@ -111,29 +122,35 @@ class Scenario:
         while self.chain.app.height < target - 1:
             self.block()
 
-    def start(self, n: int, signer: PrivateKey, cycle: int, max_tokens: int = 64) -> Start:
+    def start(self, n: int, signer: PrivateKey, cycle: int, max_tokens: int = 64) -> MsgStartRequest:
         """A Start for request `n`, signed by `signer` (the developer's key or its API key)."""
         app = self.chain.app
         request_id = hashlib.sha256(f"vector request {n}".encode()).digest()
         prompt_hash = hashlib.sha256(f"prompt {n}".encode()).digest()
         developer = DEV.public_key.address
-        auth = RequestAuth(CHAIN_ID, request_id, developer, MODEL, max_tokens, prompt_hash)
-        executor = app.inference.keeper.executor_for(app.read_context(), request_id, MODEL, cycle, 0)
-        return Start(
-            request_id,
-            developer,
-            MODEL,
-            17,
-            max_tokens,
-            prompt_hash,
-            cycle,
-            executor,
-            signer.public_key.raw,
-            signer.sign(auth_sign_bytes(auth)),
+        auth = RequestAuth(
+            chain_id=CHAIN_ID,
+            request_id=request_id,
+            developer=developer,
+            model=MODEL,
+            max_tokens=max_tokens,
+            prompt_hash=prompt_hash,
+        )
+        return MsgStartRequest(
+            request_id=request_id,
+            developer=developer,
+            model=MODEL,
+            prompt_tokens=17,
+            max_tokens=max_tokens,
+            prompt_hash=prompt_hash,
+            cycle=cycle,
+            executor=app.inference.keeper.executor_for(app.read_context(), request_id, MODEL, cycle, 0),
+            auth_key=signer.public_key.raw,
+            auth_signature=signer.sign(auth_sign_bytes(auth)),
         )
 
     def executor(self, request_id: bytes) -> PrivateKey:
-        request = self.chain.app.inference.keeper.request(self.chain.app.read_context(), request_id)
+        request = self.chain.app.inference.keeper.requests.get(self.chain.app.read_context(), request_id)
         assert request is not None
         return next(k for k in [*NODES, NEWCOMER] if k.public_key.address == request.executor)
 
@@ -144,6 +161,16 @@ class Scenario:
         return self.chain.app.race.keeper.assigned(self.chain.app.read_context(), cycle, node.public_key.address)
 
 
+def finish(request_id: bytes, tokens: int, fill: bytes) -> MsgFinishRequest:
+    """The executor's report: `tokens` completion tokens and a response hash of `fill` bytes."""
+    return MsgFinishRequest(request_id=request_id, completion_tokens=tokens, response_hash=fill * 32)
+
+
+def vote(participant: bytes, accept: bool) -> MsgVote:
+    """A cycle-0 verdict on 4 checked nonces: none or all of them failed."""
+    return MsgVote(cycle=0, participant=participant, accept=accept, checked=4, mismatches=0 if accept else 4)
+
+
 def race_and_inference_hashes(path: Path) -> list[str]:
     """Every message type and hook: a Race cycle with a newcomer, requests finished, reassigned and expired."""
     s = Scenario(path)
@@ -152,35 +179,35 @@ def race_and_inference_hashes(path: Path) -> list[str]:
         for i, (k, n) in enumerate(zip([*NODES, NEWCOMER], [3, 7, 12, 5], strict=True))
     ]
     codes = s.block(
-        (DEV, Send(TA.public_key.address, 5 * 10**9)),
-        (NEWCOMER, RegisterNode(NEWCOMER_CONSENSUS.public_key.raw)),
-        (AUTHORITY, SetPower(NEWCOMER_CONSENSUS.public_key.raw, 3)),
-        (DEV, AuthorizeKey(SESSION.public_key.raw, 10**9)),
-        (NODES[2], ServeModels((MODEL,), "http://127.0.0.1:9002")),
+        (DEV, MsgSend(TA.public_key.address, 5 * 10**9)),
+        (NEWCOMER, MsgRegisterNode(NEWCOMER_CONSENSUS.public_key.raw)),
+        (AUTHORITY, MsgSetPower(NEWCOMER_CONSENSUS.public_key.raw, 3)),
+        (DEV, MsgAuthorizeKey(SESSION.public_key.raw, 10**9)),
+        (NODES[2], MsgServeModels((MODEL,), "http://127.0.0.1:9002")),
     )
     assert codes == [0] * 5, codes
     first = s.start(1, DEV, 0)
     keyed = s.start(2, SESSION, 0)
     assert s.block((TA, first), (TA, keyed)) == [0, 0]
     s.until(Phase.COMMIT, 0)
-    commits = [(k, CommitProof(0, t.root, t.count)) for k, t in zip([*NODES, NEWCOMER], trees, strict=True)]
-    assert s.block(*commits, (s.executor(first.request_id), Finish(first.request_id, 40, b"\x01" * 32))) == [0] * 5
-    assert s.block((TA, Reassign(keyed.request_id)), (DEV, Send(TA.public_key.address, 10**15))) == [0, 8]
+    commits = [(k, MsgCommitProof(0, t.root, t.count)) for k, t in zip([*NODES, NEWCOMER], trees, strict=True)]
+    assert s.block(*commits, (s.executor(first.request_id), finish(first.request_id, 40, b"\x01"))) == [0] * 5
+    assert s.block((TA, MsgReassignRequest(keyed.request_id)), (DEV, MsgSend(TA.public_key.address, 10**15))) == [0, 8]
     s.until(Phase.REVEAL, 0)
     old = next(k for k in [*NODES, NEWCOMER] if k.public_key.address == keyed.executor)
     finishes = [
-        (old, Finish(keyed.request_id, 64, b"\x02" * 32)),
-        (s.executor(keyed.request_id), Finish(keyed.request_id, 64, b"\x02" * 32)),
+        (old, finish(keyed.request_id, 64, b"\x02")),
+        (s.executor(keyed.request_id), finish(keyed.request_id, 64, b"\x02")),
     ]
     assert s.block(*finishes) == [13, 0]
-    reveals = [(k, Reveal(0, t.open(s.challenged(k, 0)))) for k, t in zip([*NODES, NEWCOMER], trees, strict=True)]
-    uncommitted = (DEV, Reveal(0, (Leaf(0, 1, ()),)))
+    reveals = [(k, MsgReveal(0, t.open(s.challenged(k, 0)))) for k, t in zip([*NODES, NEWCOMER], trees, strict=True)]
+    uncommitted = (DEV, MsgReveal(0, (Leaf(0, 1, ()),)))
     assert s.block(*reveals, uncommitted) == [0, 0, 0, 0, 9]
     s.until(Phase.VOTE, 0)
     participants = [*NODES, NEWCOMER]
     by_address = {k.public_key.address: k for k in participants}
     votes = [
-        (by_address[v], Vote(0, p.public_key.address, p is not NODES[1], 4, 0 if p is not NODES[1] else 4))
+        (by_address[v], vote(p.public_key.address, p is not NODES[1]))
         for p in participants
         for v in s.assigned(p, 0)
         if v in by_address
@@ -189,7 +216,7 @@ def race_and_inference_hashes(path: Path) -> list[str]:
     s.block()
     s.block()
     third = s.start(3, SESSION, 1)
-    assert s.block((TA, third), (DEV, RevokeKey(SESSION.public_key.raw))) == [0, 0]
+    assert s.block((TA, third), (DEV, MsgRevokeKey(SESSION.public_key.raw))) == [0, 0]
     for _ in range(6):
         s.block()
     s.chain.app.close()
@@ -234,18 +261,29 @@ def one_of_each_message() -> list[Msg]:
     """One message of every type, with fixed field values."""
     h = bytes(range(32))
     return [
-        Send(b"\x02" * 20, 7),
-        SetPower(b"\x03" * 32, 11),
-        RegisterNode(b"\x04" * 32),
-        CommitProof(3, h, 9),
-        Reveal(3, (Leaf(1, 42, (h, h)), Leaf(2, 43, (h,)))),
-        Vote(3, b"\x05" * 20, True, 4, 1),
-        ServeModels((MODEL, "other"), "http://127.0.0.1:9000"),
-        AuthorizeKey(b"\x06" * 32, 10**12),
-        RevokeKey(b"\x06" * 32),
-        Start(h, b"\x07" * 20, MODEL, 20, 100, h, 2, b"\x08" * 20, b"\x09" * 32, b"\x0a" * 64),
-        Reassign(h),
-        Finish(h, 37, h),
+        MsgSend(b"\x02" * 20, 7),
+        MsgSetPower(b"\x03" * 32, 11),
+        MsgRegisterNode(b"\x04" * 32),
+        MsgCommitProof(3, h, 9),
+        MsgReveal(3, (Leaf(1, 42, (h, h)), Leaf(2, 43, (h,)))),
+        MsgVote(cycle=3, participant=b"\x05" * 20, accept=True, checked=4, mismatches=1),
+        MsgServeModels((MODEL, "other"), "http://127.0.0.1:9000"),
+        MsgAuthorizeKey(b"\x06" * 32, 10**12),
+        MsgRevokeKey(b"\x06" * 32),
+        MsgStartRequest(
+            request_id=h,
+            developer=b"\x07" * 20,
+            model=MODEL,
+            prompt_tokens=20,
+            max_tokens=100,
+            prompt_hash=h,
+            cycle=2,
+            executor=b"\x08" * 20,
+            auth_key=b"\x09" * 32,
+            auth_signature=b"\x0a" * 64,
+        ),
+        MsgReassignRequest(h),
+        MsgFinishRequest(request_id=h, completion_tokens=37, response_hash=h),
     ]
 
 

@@ -3,6 +3,9 @@
 Deterministic by construction: integers only, block time as the only clock, no
 randomness, no I/O but the store. Each block runs in a branch of the committed
 state; `finalize_block` computes the app hash, `commit` persists it atomically.
+Modules are wired here in an explicit order (`INIT_GENESIS_ORDER`, `BEGIN_BLOCK_ORDER`,
+`END_BLOCK_ORDER`). No exception leaves `finalize_block`: a rejected transaction changes
+nothing, and a hook that fails changes nothing and leaves a `hook_failed` event.
 
 App hash: SHA-256 over (previous app hash, height, the block's sorted key changes),
 so equal histories give equal hashes on every node without a full-state tree.
@@ -18,13 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from racenet import __version__
+from racenet.chain.app_state import EXPORT, AppState
+from racenet.chain.collections import TEXT, Item
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Context, Module, Msg, json_bytes
-from racenet.chain.modules.auth import AuthModule
-from racenet.chain.modules.bank import BankModule
-from racenet.chain.modules.inference import InferenceModule
-from racenet.chain.modules.race import RaceModule
-from racenet.chain.modules.validators import ValidatorsModule
+from racenet.chain.jsonform import from_json, to_json
+from racenet.chain.module import (
+    BlockEnv,
+    Context,
+    InvariantBroken,
+    Module,
+    ModuleKeeper,
+    Msg,
+    TxContext,
+    TxEnv,
+    isolated,
+)
+from racenet.chain.modules import auth, bank, inference, race, validators
+from racenet.chain.query import QuerySpec
 from racenet.chain.store import Branch, CommittedStore, KVStore, changes_hash_input
 from racenet.chain.tx import DecodedTx, decode_tx
 from racenet.chain.types import (
@@ -40,17 +53,42 @@ from racenet.chain.types import (
 
 log = logging.getLogger(__name__)
 
-CHAIN_ID_KEY = b"app/chain_id"
 DECODE_CACHE_SIZE = 20_000
+
+INIT_GENESIS_ORDER = (
+    "auth",
+    "bank",  # mints every genesis balance and escrow before another module could move one
+    "validators",
+    "race",  # registers the genesis nodes: inference accepts only registered Race nodes as servers
+    "inference",
+)
+BEGIN_BLOCK_ORDER = ("race",)  # fixes the cycle's seeds before the block's transactions read them
+END_BLOCK_ORDER = (
+    "race",  # tallies the cycle: next cycle's weights, and power changes queued in validators
+    "inference",  # refunds expired requests; reads nothing the tally writes
+)
+"""After the end-block hooks, the power changes queued in `validators` go to the engine."""
 
 
 class GenesisError(ValueError):
     """The genesis app_state cannot be loaded; the message says which part is wrong."""
 
 
+class ChainInfo(ModuleKeeper):
+    """App-level state: the chain id, written once at genesis."""
+
+    name = "app"
+    chain_id = Item(b"chain_id", TEXT, "")
+
+
 def app_hash(prev: bytes, height: int, changes: dict[bytes, bytes | None]) -> bytes:
     """The app hash of a block given the previous one and the block's state changes."""
     return hashlib.sha256(changes_hash_input(prev, height, changes)).digest()
+
+
+def _json_bytes(value: Any) -> bytes:
+    """Deterministic JSON bytes for query answers."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 class App:
@@ -59,21 +97,30 @@ class App:
     def __init__(self, db_path: Path | str, check_invariants: bool = False) -> None:
         self.store = CommittedStore(Path(db_path))
         self.check_every_block = check_invariants
-        self.auth = AuthModule()
-        self.bank = BankModule()
-        self.validators = ValidatorsModule()
-        self.race = RaceModule(self.validators.keeper)
-        self.inference = InferenceModule(self.bank.keeper, self.race.keeper)
-        self.modules: list[Module] = [self.auth, self.bank, self.race, self.inference, self.validators]
-        self.registry: dict[str, type[Msg]] = {m.TYPE: m for mod in self.modules for m in mod.messages}
-        self.handlers: dict[str, Module] = {m.TYPE: mod for mod in self.modules for m in mod.messages}
+        self.bank = bank.BankModule(bank.Keeper())
+        self.auth = auth.AuthModule(auth.Keeper(self.bank.keeper))
+        self.validators = validators.ValidatorsModule(validators.Keeper())
+        self.race = race.RaceModule(race.Keeper(self.validators.keeper))
+        self.inference = inference.InferenceModule(inference.Keeper(self.bank.keeper, self.race.keeper))
+        self.info_keeper = ChainInfo()
+        self.modules: dict[str, Module[Any, Any]] = {
+            m.name: m for m in (self.auth, self.bank, self.validators, self.race, self.inference)
+        }
+        self.registry: dict[str, type[Msg]] = {m.TYPE: m for mod in self.modules.values() for m in mod.messages()}
+        self.routes: dict[str, Module[Any, Any]] = {
+            m.TYPE: mod for mod in self.modules.values() for m in mod.messages()
+        }
+        self.query_routes: dict[str, tuple[Module[Any, Any] | None, QuerySpec[Any, Any]]] = {
+            spec.path: (mod, spec) for mod in self.modules.values() for spec in mod.queries
+        }
+        self.query_routes[EXPORT.path] = (None, EXPORT)
         self._decode = functools.lru_cache(maxsize=DECODE_CACHE_SIZE)(self._decode_uncached)
         self.height, self.app_hash = self.store.last_commit()
         self.genesis: Branch | None = None
         self.pending: tuple[Branch, int] | None = None
         self.check_state = Branch(self.store)
         self.last_time = 0
-        self.chain_id = (self.store.get(CHAIN_ID_KEY) or b"").decode()
+        self.chain_id = self.info_keeper.chain_id.get(Context(store=self.store, block=BlockEnv("", self.height, 0)))
 
     def info(self) -> InfoResult:
         """Last committed height and app hash, for the engine's handshake."""
@@ -83,23 +130,23 @@ class App:
         """Load genesis state into a branch that the first block's commit persists."""
         state = self._parse_app_state(req.app_state)
         branch = Branch(self.store)
-        branch.set(CHAIN_ID_KEY, req.chain_id.encode())
-        ctx = Context(branch, req.chain_id, req.initial_height - 1, req.time)
-        for module in self.modules:
+        ctx = Context(store=branch, block=BlockEnv(req.chain_id, req.initial_height - 1, req.time))
+        self.info_keeper.chain_id.set(ctx, req.chain_id)
+        for name in INIT_GENESIS_ORDER:
             try:
-                module.init_genesis(ctx, state.get(module.name, {}))
-            except (ValueError, TypeError, KeyError) as e:
-                raise GenesisError(f"genesis app_state.{module.name}: {e}") from e
-        validators = self._genesis_validators(ctx, req.validators)
+                self.modules[name].init_genesis(ctx, getattr(state, name))
+            except (ValueError, TypeError, KeyError, ChainError) as e:
+                raise GenesisError(f"genesis app_state.{name}: {e}") from e
+        validator_set = self._genesis_validators(ctx, req.validators)
         self.genesis = branch
         self.chain_id = req.chain_id
         self.app_hash = app_hash(b"", req.initial_height - 1, branch.changes)
         self.check_state = Branch(branch)
-        return InitChainResult(self.app_hash, validators)
+        return InitChainResult(self.app_hash, validator_set)
 
     def _genesis_validators(self, ctx: Context, offered: tuple[ValidatorUpdate, ...]) -> tuple[ValidatorUpdate, ...]:
         """The engine's genesis validators, unless app_state names its own (then returned to it)."""
-        own = self.validators.keeper.powers(ctx)
+        own = self.validators.keeper.validator_set(ctx)
         if own:
             return tuple(own)
         for v in offered:
@@ -109,21 +156,27 @@ class App:
                 raise GenesisError(f"genesis validator {v.pub_key.hex()}: {e}") from e
         return ()
 
-    def _parse_app_state(self, raw: bytes) -> dict[str, Any]:
+    def _parse_app_state(self, raw: bytes) -> AppState:
         try:
-            state = json.loads(raw or b"{}")
+            doc = json.loads(raw or b"{}")
         except ValueError as e:
             raise GenesisError(f"genesis app_state is not JSON: {e}") from e
-        if not isinstance(state, dict):
+        if not isinstance(doc, dict):
             raise GenesisError("genesis app_state must be a JSON object")
-        unknown = set(state) - {m.name for m in self.modules}
+        unknown = set(doc) - set(self.modules)
         if unknown:
             raise GenesisError(f"genesis app_state has unknown module(s): {', '.join(sorted(unknown))}")
+        try:
+            state = from_json(AppState, doc)
+            state.validate()
+        except ValueError as e:
+            raise GenesisError(f"genesis app_state.{e}") from e
         return state
 
     def check_tx(self, tx: bytes) -> TxResult:
         """Admit a transaction to the mempool if it would pass against the pending state."""
-        return self._deliver(self.check_state, self.height + 1, self.last_time, tx)
+        env = BlockEnv(self.chain_id, self.height + 1, self.last_time, self.app_hash)
+        return self._deliver(self.check_state, env, tx)
 
     def prepare_proposal(self, req: BlockRequest, max_tx_bytes: int) -> tuple[bytes, ...]:
         """Choose the block's transactions: well-formed ones, in order, within `max_tx_bytes`."""
@@ -132,18 +185,18 @@ class App:
         for tx in req.txs:
             if size + len(tx) > max_tx_bytes:
                 break
-            if self._decodes(tx):
+            if self._is_well_formed(tx):
                 chosen.append(tx)
                 size += len(tx)
         return tuple(chosen)
 
     def process_proposal(self, req: BlockRequest) -> bool:
         """Accept a proposal only if every transaction in it decodes."""
-        return all(self._decodes(tx) for tx in req.txs)
+        return all(self._is_well_formed(tx) for tx in req.txs)
 
-    def _decodes(self, tx: bytes) -> bool:
+    def _is_well_formed(self, tx: bytes) -> bool:
         try:
-            self._decode(tx, self.auth.keeper.params(self.read_context()).max_tx_bytes)
+            self._decode(tx, self.auth.keeper.params.get(self.read_context()).max_tx_bytes)
         except ChainError:
             return False
         return True
@@ -153,29 +206,34 @@ class App:
         return decode_tx(tx, self.registry, max_tx_bytes)
 
     def finalize_block(self, req: BlockRequest) -> FinalizeBlockResult:
-        """Execute a decided block and compute its app hash (persisted by `commit`)."""
+        """Execute a decided block and compute its app hash (persisted by `commit`); never raises."""
         block = Branch(self.genesis or self.store)
-        ctx = Context(block, self.chain_id, req.height, req.time, last_app_hash=self.app_hash)
-        for module in self.modules:
-            module.begin_block(ctx)
-        results = tuple(self._deliver(block, req.height, req.time, tx) for tx in req.txs)
+        env = BlockEnv(self.chain_id, req.height, req.time, self.app_hash)
+        ctx = Context(store=block, block=env)
+        for name in BEGIN_BLOCK_ORDER:
+            with isolated(ctx, name, "begin_block") as hook:
+                self.modules[name].begin_block(hook)
+        results = tuple(self._deliver(block, env, tx) for tx in req.txs)
+        for name in END_BLOCK_ORDER:
+            with isolated(ctx, name, "end_block") as hook:
+                self.modules[name].end_block(hook)
         updates: list[ValidatorUpdate] = []
-        for module in self.modules:
-            updates.extend(module.end_block(ctx))
+        with isolated(ctx, self.validators.name, "validator updates") as hook:
+            updates = self.validators.keeper.take_pending(hook)
         self.app_hash = app_hash(self.app_hash, req.height, block.changes)
         self.pending = (block, req.height)
         self.last_time = req.time
         return FinalizeBlockResult(results, self.app_hash, tuple(updates), tuple(ctx.events))
 
-    def _deliver(self, parent: KVStore, height: int, time: int, raw: bytes) -> TxResult:
+    def _deliver(self, parent: KVStore, env: BlockEnv, raw: bytes) -> TxResult:
         """Run one transaction in its own branch; on any rejection nothing is written."""
         branch = Branch(parent)
-        ctx = Context(branch, self.chain_id, height, time, last_app_hash=self.app_hash)
+        ante = Context(store=branch, block=env)
         try:
-            dtx = self._decode(raw, self.auth.keeper.params(ctx).max_tx_bytes)
-            ctx.signer = self.auth.keeper.ante(ctx, dtx, self.bank.keeper)
-            ctx.signer_pub_key = dtx.tx.pub_key
-            data = b"".join(self.handlers[msg.TYPE].handle(ctx, msg) for msg in dtx.msgs)
+            dtx = self._decode(raw, self.auth.keeper.params.get(ante).max_tx_bytes)
+            signer = self.auth.keeper.ante(ante, dtx)
+            ctx = TxContext(store=branch, block=env, tx=TxEnv(signer, dtx.tx.pub_key), events=ante.events)
+            data = b"".join(self.routes[msg.TYPE].deliver(ctx, msg) for msg in dtx.msgs)
         except ChainError as e:
             return TxResult(code=int(e.code), log=e.message, codespace="racenet")
         except Exception:
@@ -202,35 +260,40 @@ class App:
 
     def read_context(self) -> Context:
         """A throwaway context over the latest state, for queries and checks."""
-        return Context(Branch(self.genesis or self.store), self.chain_id, self.height, self.last_time)
+        return Context(
+            store=Branch(self.genesis or self.store), block=BlockEnv(self.chain_id, self.height, self.last_time)
+        )
 
     def query(self, path: str, data: bytes, height: int = 0) -> QueryResult:
-        """Answer `<module>/<path>` from committed state as JSON bytes."""
+        """Answer a query path (`<module>/<name>`) from committed state as the JSON of its response type."""
         if height not in (0, self.height):
             return QueryResult(code=int(Code.INVALID_QUERY), log="only the latest height can be queried")
-        module_name, _, sub = path.strip("/").partition("/")
-        module = next((m for m in self.modules if m.name == module_name), None)
+        route = self.query_routes.get(path.strip("/"))
         try:
-            if module_name == "app" and sub == "export":
-                value: Any = self.export_genesis()
-            elif module is None:
+            if route is None:
                 raise ChainError(Code.UNKNOWN_QUERY, f"unknown query path {path!r}")
-            else:
-                value = module.query(self.read_context(), sub, data)
+            module, spec = route
+            value = self.export_genesis() if module is None else module.answer(self.read_context(), spec, data)
         except ChainError as e:
             return QueryResult(code=int(e.code), log=e.message, height=self.height)
         except (ValueError, UnicodeDecodeError) as e:
             return QueryResult(code=int(Code.INVALID_QUERY), log=str(e), height=self.height)
-        return QueryResult(value=json_bytes(value), height=self.height)
+        return QueryResult(value=_json_bytes(to_json(value, spec.response)), height=self.height)
 
-    def export_genesis(self) -> dict[str, Any]:
+    def export_genesis(self) -> AppState:
         """The current state as a genesis `app_state` that init_chain accepts."""
         ctx = self.read_context()
-        return {m.name: m.export_genesis(ctx) for m in self.modules}
+        return AppState(**{name: self.modules[name].export_genesis(ctx) for name in INIT_GENESIS_ORDER})
 
     def check_invariants(self) -> None:
-        """Assert every module invariant against committed state (tests run it each block)."""
-        self.bank.keeper.check_supply(self.read_context())
+        """Assert every module's invariants against committed state (tests run them after each block)."""
+        ctx = self.read_context()
+        for name in INIT_GENESIS_ORDER:
+            for invariant, check in self.modules[name].invariants().items():
+                try:
+                    check(ctx)
+                except InvariantBroken as e:
+                    raise InvariantBroken(f"{name}/{invariant} at height {self.height}: {e}") from e
 
     def close(self) -> None:
         """Release the store."""

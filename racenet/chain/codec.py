@@ -1,8 +1,8 @@
 """Canonical binary encoding: the same value gives the same bytes on every machine.
 
-A value is a frozen dataclass whose fields are `int` (unsigned, < 2**64, minimal
-LEB128 varint), `bool` (one byte 0/1), `bytes`, `str` (UTF-8), a nested dataclass,
-or `tuple[X, ...]` of those. Fields are written in declaration order with no tags,
+A value is a frozen dataclass whose fields are `int` or `Amount` (unsigned, < 2**64, minimal
+LEB128 varint), `bool` (one byte 0/1), `bytes`, `str` (UTF-8) or a `StrEnum` (its value as a
+string), a nested dataclass, or `tuple[X, ...]` of those. Fields are written in declaration order with no tags,
 so there is exactly one encoding per value; the decoder rejects anything else
 (non-minimal varints, overlong lengths, invalid UTF-8, trailing bytes).
 """
@@ -12,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any, TypeVar
 
-MAX_U64 = 2**64 - 1
+from racenet.chain.scalars import MAX_AMOUNT, Amount
+
+MAX_U64 = MAX_AMOUNT
 
 T = TypeVar("T")
 
@@ -121,8 +124,13 @@ def _decode_str(r: Reader) -> str:
         raise DecodeError("invalid UTF-8") from e
 
 
+def _decode_amount(r: Reader) -> Amount:
+    return Amount(r.uvarint())
+
+
 _PRIMITIVES: dict[Any, tuple[Encoder, Decoder]] = {
     int: (_encode_int, Reader.uvarint),
+    Amount: (_encode_int, _decode_amount),
     bool: (_encode_bool, _decode_bool),
     bytes: (_encode_bytes, _decode_bytes),
     str: (_encode_str, _decode_str),
@@ -139,6 +147,8 @@ def _codec(tp: Any) -> tuple[Encoder, Decoder]:
             _CODECS[tp] = _tuple_codec(typing.get_args(tp)[0])
         elif dataclasses.is_dataclass(tp) and isinstance(tp, type):
             _CODECS[tp] = _dataclass_codec(tp)
+        elif isinstance(tp, type) and issubclass(tp, StrEnum):
+            _CODECS[tp] = _enum_codec(tp)
         else:
             raise TypeError(f"type {tp!r} has no canonical encoding")
     return _CODECS[tp]
@@ -161,6 +171,17 @@ def _tuple_codec(item: Any) -> tuple[Encoder, Decoder]:
     return enc, dec
 
 
+def _enum_codec(cls: type[StrEnum]) -> tuple[Encoder, Decoder]:
+    def dec(r: Reader) -> StrEnum:
+        text = _decode_str(r)
+        try:
+            return cls(text)
+        except ValueError as e:
+            raise DecodeError(f"{text!r} is not a {cls.__name__}") from e
+
+    return _encode_str, dec
+
+
 def _dataclass_codec(cls: type) -> tuple[Encoder, Decoder]:
     hints = typing.get_type_hints(cls)
     fields = [(f.name, *_codec(hints[f.name])) for f in dataclasses.fields(cls)]
@@ -170,7 +191,7 @@ def _dataclass_codec(cls: type) -> tuple[Encoder, Decoder]:
             enc_field(getattr(v, name), out)
 
     def dec(r: Reader) -> Any:
-        return cls(*(dec_field(r) for _, _, dec_field in fields))
+        return cls(**{name: dec_field(r) for name, _, dec_field in fields})
 
     return enc, dec
 

@@ -27,6 +27,8 @@ class Code(IntEnum):
     INVALID_QUERY = 12
     UNAUTHORIZED = 13
     DUPLICATE_REQUEST = 14
+    OUT_OF_RANGE = 15
+    ALREADY_DONE = 16
     INTERNAL = 99
 
 

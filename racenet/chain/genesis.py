@@ -1,7 +1,7 @@
 """The genesis file, in CometBFT's JSON format so both engines read the same file.
 
-`app_state` holds one object per module (its `init_genesis` input); validators are
-CometBFT's list of ed25519 keys and powers.
+`app_state` is the JSON form of an `AppState` (one typed genesis state per module);
+validators are CometBFT's list of ed25519 keys and powers.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from racenet.chain.app_state import AppState
+from racenet.chain.jsonform import from_json, to_json
 from racenet.chain.types import InitChainRequest, ValidatorUpdate
 
 PUBKEY_TYPE = "tendermint/PubKeyEd25519"
@@ -50,7 +52,7 @@ class Genesis:
     genesis_time: int
     initial_height: int = 1
     validators: list[GenesisValidator] = field(default_factory=list)
-    app_state: dict[str, Any] = field(default_factory=dict)
+    app_state: AppState = field(default_factory=AppState)
     consensus_params: dict[str, Any] | None = None
 
     def init_chain_request(self) -> InitChainRequest:
@@ -59,7 +61,7 @@ class Genesis:
             chain_id=self.chain_id,
             time=self.genesis_time,
             initial_height=self.initial_height,
-            app_state=json.dumps(self.app_state, sort_keys=True).encode(),
+            app_state=json.dumps(to_json(self.app_state), sort_keys=True).encode(),
             validators=tuple(ValidatorUpdate(v.pub_key, v.power) for v in self.validators),
         )
 
@@ -71,7 +73,7 @@ class Genesis:
             "initial_height": str(self.initial_height),
             "validators": [v.to_json() for v in self.validators],
             "app_hash": "",
-            "app_state": self.app_state,
+            "app_state": to_json(self.app_state),
         }
         if self.consensus_params is not None:
             doc["consensus_params"] = self.consensus_params
@@ -118,9 +120,13 @@ def parse_genesis(doc: Any) -> Genesis:
     chain_id = doc.get("chain_id")
     if not isinstance(chain_id, str) or not 0 < len(chain_id) <= 50:
         raise GenesisFileError("chain_id must be a string of 1 to 50 characters")
-    app_state = doc.get("app_state", {})
-    if not isinstance(app_state, dict):
+    raw_state = doc.get("app_state", {})
+    if not isinstance(raw_state, dict):
         raise GenesisFileError("app_state must be a JSON object")
+    try:
+        app_state = from_json(AppState, raw_state)
+    except ValueError as e:
+        raise GenesisFileError(f"app_state.{e}") from e
     try:
         initial_height = int(doc.get("initial_height", 1))
     except (TypeError, ValueError) as e:

@@ -8,12 +8,9 @@ from pathlib import Path
 import click
 
 from racenet.chain.modules.bank.denom import format_amount, parse_amount
-from racenet.chain.modules.inference import AuthorizeKey, RevokeKey
-from racenet.cli.common import echo_json, fail, home_option, json_option, read_passphrase
-from racenet.cli.tx import node_option
-from racenet.crypto.keyring import Keyring, KeyringError
+from racenet.chain.modules.inference import MsgAuthorizeKey, MsgRevokeKey
+from racenet.cli.common import chain_client, echo_json, fail, home_option, json_option, load_key, node_option
 from racenet.crypto.keys import PrivateKey
-from racenet.node.client import ChainClient, ClientError
 from racenet.node.openai_format import ApiError
 from racenet.node.sender import TxSender
 from racenet.node.transfer_agent import api_key_for, key_from_api_key
@@ -24,18 +21,10 @@ def api_key() -> None:
     """Create and revoke API keys (bearer tokens) that spend from an account, up to a limit."""
 
 
-def _send(home: Path, node: str, sender_name: str, msg: AuthorizeKey | RevokeKey) -> None:
-    try:
-        key = Keyring(home / "keyring").load(sender_name, read_passphrase())
-    except KeyringError as e:
-        fail(str(e))
-    client = ChainClient(node)
-    try:
+def _send(home: Path, node: str, sender_name: str, msg: MsgAuthorizeKey | MsgRevokeKey) -> None:
+    key = load_key(home, sender_name)
+    with chain_client(node) as client:
         TxSender(client, key).send([msg])
-    except ClientError as e:
-        fail(str(e))
-    finally:
-        client.close()
 
 
 @api_key.command("create")
@@ -51,7 +40,7 @@ def create(home: Path, node: str, as_json: bool, sender: str, limit: str) -> Non
     except ValueError as e:
         fail(str(e))
     session = PrivateKey(os.urandom(32))
-    _send(home, node, sender, AuthorizeKey(session.public_key.raw, nicoin))
+    _send(home, node, sender, MsgAuthorizeKey(session.public_key.raw, nicoin))
     token = api_key_for(session.seed)
     if as_json:
         echo_json({"api_key": token, "public_key": session.public_key.raw.hex(), "limit": nicoin})
@@ -75,5 +64,5 @@ def revoke(home: Path, node: str, sender: str, token: str) -> None:
         session = key_from_api_key(token)
     except ApiError as e:
         fail(str(e))
-    _send(home, node, sender, RevokeKey(session.public_key.raw))
+    _send(home, node, sender, MsgRevokeKey(session.public_key.raw))
     click.echo("revoked")

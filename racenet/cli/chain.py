@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 import click
 
 from racenet.chain.genesis import Genesis, GenesisFileError, load_genesis
+from racenet.chain.modules.bank import Balance
 from racenet.chain.modules.bank.denom import format_amount, parse_amount
 from racenet.cli.common import fail, home_option
 from racenet.crypto.address import decode_address, encode_address
@@ -65,14 +67,14 @@ def add_account(home: Path, account: str, amount: str) -> None:
         doc = load_genesis(genesis_path(home))
     except (ValueError, GenesisFileError) as e:
         fail(str(e))
-    address = encode_address(resolve_address(home, account))
-    bank = doc.app_state.setdefault("bank", {})
-    balances = bank.setdefault("balances", [])
-    if any(b["address"] == address for b in balances):
-        fail(f"{address} already has a genesis balance")
-    balances.append({"address": address, "amount": nicoin})
+    address = resolve_address(home, account)
+    bank = doc.app_state.bank
+    if any(b.address == address for b in bank.balances):
+        fail(f"{encode_address(address)} already has a genesis balance")
+    balances = (*bank.balances, Balance(address, nicoin))
+    doc.app_state = replace(doc.app_state, bank=replace(bank, balances=balances))
     doc.save(genesis_path(home))
-    click.echo(f"{address}: {format_amount(nicoin)}")
+    click.echo(f"{encode_address(address)}: {format_amount(nicoin)}")
 
 
 @click.command()

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+
+from racenet.crypto.keyring import Keyring, KeyringError
+from racenet.crypto.keys import PrivateKey
+from racenet.node.client import DEFAULT_NODE, ChainClient, ClientError
 
 DEFAULT_HOME = Path(os.environ.get("RACENET_HOME", Path.home() / ".racenet"))
 
@@ -21,6 +27,10 @@ home_option = click.option(
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+node_option = click.option(
+    "--node", default=DEFAULT_NODE, show_default=True, envvar="RACENET_NODE", help="RPC endpoint of a node."
+)
 
 
 class UserError(click.ClickException):
@@ -46,3 +56,21 @@ def read_passphrase(confirm: bool = False) -> str:
     if env is not None:
         return env
     return str(click.prompt("Keyring passphrase", hide_input=True, confirmation_prompt=confirm))
+
+
+def load_key(home: Path, name: str) -> PrivateKey:
+    """Keyring key `name` of `home`, unlocked with the passphrase; a one-line error if it cannot be."""
+    try:
+        return Keyring(home / "keyring").load(name, read_passphrase())
+    except KeyringError as e:
+        fail(str(e))
+
+
+@contextmanager
+def chain_client(node: str) -> Iterator[ChainClient]:
+    """A client for the node's RPC, closed afterwards; a ClientError inside becomes a one-line error."""
+    with ChainClient(node) as client:
+        try:
+            yield client
+        except ClientError as e:
+            fail(str(e))

@@ -9,10 +9,9 @@ from types import FrameType
 
 import click
 
-from racenet.cli.common import fail, home_option, read_passphrase
-from racenet.cli.tx import node_option
+from racenet.cli.common import chain_client, fail, home_option, node_option, read_passphrase
 from racenet.crypto.keyring import Keyring, KeyringError
-from racenet.node.client import ChainClient, ClientError
+from racenet.node.client import ClientError
 from racenet.node.sender import TxSender
 
 
@@ -92,7 +91,7 @@ def run(
 )
 def register(home: Path, node: str, key_name: str, cometbft_home: Path) -> None:
     """Join the Race: bind your account to your validator's consensus key (once)."""
-    from racenet.chain.modules.race import RegisterNode
+    from racenet.chain.modules.race import MsgRegisterNode
     from racenet.devnet.cometbft import validator_pubkey
     from racenet.devnet.errors import DevnetError
 
@@ -101,11 +100,6 @@ def register(home: Path, node: str, key_name: str, cometbft_home: Path) -> None:
         consensus_key = validator_pubkey(cometbft_home)
     except (KeyringError, DevnetError) as e:
         fail(str(e))
-    client = ChainClient(node)
-    try:
-        outcome = TxSender(client, key).send([RegisterNode(consensus_key)])
-    except ClientError as e:
-        fail(str(e))
-    finally:
-        client.close()
+    with chain_client(node) as client:
+        outcome = TxSender(client, key).send([MsgRegisterNode(consensus_key)])
     click.echo(f"registered in block {outcome.height}; the node races from the next cycle")

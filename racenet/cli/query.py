@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
+from racenet.chain.jsonform import to_json
+from racenet.chain.modules import auth, bank, inference
 from racenet.chain.modules.bank.denom import format_amount
 from racenet.cli.chain import resolve_address
-from racenet.cli.common import echo_json, fail, home_option, json_option
-from racenet.cli.tx import node_option
+from racenet.cli.common import chain_client, echo_json, home_option, json_option, node_option
 from racenet.crypto.address import encode_address
-from racenet.node.client import ChainClient, ClientError
-
-
-def _query(node: str, path: str, data: bytes = b"") -> Any:
-    client = ChainClient(node)
-    try:
-        return client.query(path, data)
-    except ClientError as e:
-        fail(str(e))
-    finally:
-        client.close()
 
 
 @click.group()
@@ -37,12 +26,13 @@ def query() -> None:
 @click.argument("account")
 def balance(home: Path, node: str, as_json: bool, account: str) -> None:
     """Balance of ACCOUNT (address or key name)."""
-    address = encode_address(resolve_address(home, account))
-    value = _query(node, "bank/balance", address.encode())
+    address = resolve_address(home, account)
+    with chain_client(node) as client:
+        value = client.query(bank.BALANCE, address)
     if as_json:
-        echo_json(value)
+        echo_json(to_json(value))
     else:
-        click.echo(f"{address}: {format_amount(value['amount'])} ({value['amount']} nicoin)")
+        click.echo(f"{encode_address(address)}: {format_amount(value.amount)} ({value.amount} nicoin)")
 
 
 @query.command("account")
@@ -51,8 +41,9 @@ def balance(home: Path, node: str, as_json: bool, account: str) -> None:
 @click.argument("account")
 def account(home: Path, node: str, account: str) -> None:
     """Public key and next sequence of ACCOUNT (JSON)."""
-    address = encode_address(resolve_address(home, account))
-    echo_json(_query(node, "auth/account", address.encode()))
+    address = resolve_address(home, account)
+    with chain_client(node) as client:
+        echo_json(to_json(client.query(auth.ACCOUNT, address)))
 
 
 @query.command("rewards")
@@ -62,19 +53,21 @@ def account(home: Path, node: str, account: str) -> None:
 @click.argument("account")
 def rewards(home: Path, node: str, as_json: bool, account: str) -> None:
     """Pending rewards of ACCOUNT (a node's earnings from executed requests, in nicoin)."""
-    address = encode_address(resolve_address(home, account))
-    value = _query(node, "inference/pending", address.encode())
+    address = resolve_address(home, account)
+    with chain_client(node) as client:
+        value = client.query(inference.PENDING, address)
     if as_json:
-        echo_json(value)
+        echo_json(to_json(value))
     else:
-        click.echo(f"{address}: {format_amount(value['amount'])} pending ({value['amount']} nicoin)")
+        click.echo(f"{encode_address(address)}: {format_amount(value.amount)} pending ({value.amount} nicoin)")
 
 
 @query.command("supply")
 @node_option
 def supply(node: str) -> None:
     """Total supply and total burned, in nicoin (JSON)."""
-    echo_json(_query(node, "bank/supply"))
+    with chain_client(node) as client:
+        echo_json(to_json(client.query(bank.SUPPLY)))
 
 
 @query.command("raw")
@@ -83,7 +76,8 @@ def supply(node: str) -> None:
 @click.argument("data", default="")
 def raw(node: str, path: str, data: str) -> None:
     """Any query PATH (e.g. bank/params, app/export) with optional DATA text (JSON)."""
-    echo_json(_query(node, path, data.encode()))
+    with chain_client(node) as client:
+        echo_json(client.query_raw(path, data.encode()))
 
 
 @click.command()
@@ -91,13 +85,8 @@ def raw(node: str, path: str, data: str) -> None:
 @json_option
 def status(node: str, as_json: bool) -> None:
     """Chain id, height and app hash of a node."""
-    client = ChainClient(node)
-    try:
+    with chain_client(node) as client:
         s = client.status()
-    except ClientError as e:
-        fail(str(e))
-    finally:
-        client.close()
     if as_json:
         echo_json(s)
         return

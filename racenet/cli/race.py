@@ -5,17 +5,25 @@ torch loads only in the commands that compute, so the rest of the CLI starts fas
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from racenet.cli.common import echo_json, fail, home_option, json_option
+from racenet.chain.jsonform import to_json
+from racenet.chain.modules import race as chain_race
+from racenet.chain.modules.race import Phase
+from racenet.cli.common import chain_client, echo_json, fail, home_option, json_option, node_option
+from racenet.crypto.address import encode_address
 from racenet.crypto.keyring import Keyring, KeyringError
-from racenet.node.client import DEFAULT_NODE, ChainClient, ClientError
 from racenet.pow.presets import DIFFICULTY, PRESETS
+
+if TYPE_CHECKING:
+    from racenet.pow.miner import MiningStats
 
 DTYPES = ("fp32", "bf16")
 preset_option = click.option("--preset", type=click.Choice(list(PRESETS)), default="tiny", show_default=True)
@@ -56,6 +64,30 @@ class _AppendOnly(list[int]):
         if self.out is not None:
             self.out.write(f"{nonce}\n")
             self.out.flush()
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    """A rich progress bar over the mining time, showing nonces tried, appropriate vectors and nonces/s."""
+    return Progress(
+        TextColumn("[bold]race[/]"),
+        BarColumn(),
+        TimeRemainingColumn(),
+        TextColumn(
+            "{task.fields[tried]:,} nonces  {task.fields[found]} appropriate  {task.fields[rate]:,.1f} nonces/s"
+        ),
+        disable=not enabled,
+    )
+
+
+def _show_progress(bar: Progress, task: TaskID, seconds: float, stats: MiningStats) -> None:
+    """Move the progress bar to the miner's stats after a batch."""
+    bar.update(
+        task,
+        completed=min(stats.seconds, seconds),
+        tried=stats.tried,
+        found=stats.found,
+        rate=stats.nonces_per_second,
+    )
 
 
 @race.command()
@@ -101,7 +133,7 @@ def mine(
     """
     import torch
 
-    from racenet.pow.miner import mine as mine_race
+    from racenet.pow.miner import Miner
     from racenet.pow.race import build_race
 
     public_key = _public_key(pubkey, key, home)
@@ -113,17 +145,18 @@ def mine(
         fail(f"--seed: {e}")
     confirm = build_race(preset, seed) if dtype != "fp32" else None
     found = _AppendOnly(out)
-    stats = mine_race(
-        chosen,
-        public_key,
-        seconds,
-        found,
-        start_nonce=start_nonce,
-        batch_size=batch_size,
-        compute_budget=budget,
-        confirm=confirm,
-        progress=not no_progress and not as_json,
-    )
+    with (
+        _progress_bar(not no_progress and not as_json) as bar,
+        Miner(chosen, public_key, confirm=confirm, batch_size=batch_size) as miner,
+    ):
+        task = bar.add_task("race", total=seconds, tried=0, found=0, rate=0.0)
+        stats = miner.run(
+            seconds,
+            found,
+            start_nonce=start_nonce,
+            compute_budget=budget,
+            on_batch=partial(_show_progress, bar, task, seconds),
+        )
     summary = {
         "preset": preset,
         "tried": stats.tried,
@@ -199,40 +232,36 @@ def calibrate(
 
 
 @race.command()
-@click.option("--node", default=DEFAULT_NODE, show_default=True, envvar="RACENET_NODE", help="RPC endpoint of a node.")
+@node_option
 @json_option
 def status(node: str, as_json: bool) -> None:
     """The current cycle and phase, and every node's weight, validator power and last outcome."""
-    client = ChainClient(node)
-    try:
-        cycle, nodes = client.query("race/cycle"), client.query("race/nodes")
-    except ClientError as e:
-        fail(str(e))
-    finally:
-        client.close()
+    with chain_client(node) as client:
+        cycle, nodes = client.query(chain_race.CYCLE), client.query(chain_race.NODES).nodes
     if as_json:
-        echo_json({"cycle": cycle, "nodes": nodes})
+        echo_json({"cycle": to_json(cycle), "nodes": to_json(nodes)})
         return
-    starts = cycle["phase_starts"]
+    starts = cycle.phase_starts
     click.echo(
-        f"height {cycle['height']}: cycle {cycle['cycle']}, phase {cycle['phase']} "
-        f"(race {starts['race']}, commit {starts['commit']}, reveal {starts['reveal']}, vote {starts['vote']}, "
-        f"tally {cycle['tally_height']}); preset {cycle['preset']}, difficulty 1/{cycle['difficulty']}"
+        f"height {cycle.height}: cycle {cycle.cycle}, phase {cycle.phase} "
+        f"(race {starts[Phase.RACE]}, commit {starts[Phase.COMMIT]}, reveal {starts[Phase.REVEAL]}, "
+        f"vote {starts[Phase.VOTE]}, tally {cycle.tally_height}); preset {cycle.preset}, "
+        f"difficulty 1/{cycle.difficulty}"
     )
     table = Table()
     table.add_column("node", no_wrap=True)
     for column in ("weight", "power", "committed", "last cycle", "claimed", "outcome"):
         table.add_column(column)
     for n in nodes:
-        last = n["last_outcome"] or {}
+        last = n.last_outcome
         table.add_row(
-            n["address"],
-            str(n["weight"]),
-            str(n["power"]),
-            _text(n["committed"]),
-            _text(last.get("cycle")),
-            _text(last.get("claimed")),
-            last.get("status", "-"),
+            encode_address(n.address),
+            str(n.weight),
+            str(n.power),
+            _text(n.committed),
+            _text(last and last.cycle),
+            _text(last and last.claimed),
+            last.status if last else "-",
         )
     Console().print(table)
 

@@ -6,16 +6,11 @@ from pathlib import Path
 
 import click
 
-from racenet.chain.modules.bank import Send
+from racenet.chain.modules.bank import MsgSend
 from racenet.chain.modules.bank.denom import format_amount, parse_amount
 from racenet.cli.chain import resolve_address
-from racenet.cli.common import echo_json, fail, home_option, json_option, read_passphrase
-from racenet.crypto.keyring import Keyring, KeyringError
-from racenet.node.client import DEFAULT_NODE, ChainClient, ClientError
-
-node_option = click.option(
-    "--node", default=DEFAULT_NODE, show_default=True, envvar="RACENET_NODE", help="RPC endpoint of a node."
-)
+from racenet.cli.common import chain_client, echo_json, fail, home_option, json_option, load_key, node_option
+from racenet.node.sender import TxSender
 
 
 @click.group()
@@ -27,35 +22,41 @@ def tx() -> None:
 @home_option
 @node_option
 @json_option
-@click.option("--fee", default="1000nicoin", show_default=True, help="Fee paid to the network.")
+@click.option("--fee", help="Fee paid to the network (e.g. 1000nicoin)  [default: the chain's minimum fee]")
 @click.option("--memo", default="", help="Free text stored with the transaction.")
 @click.option("--no-wait", is_flag=True, help="Return after CheckTx instead of waiting for a block.")
 @click.argument("sender")
 @click.argument("recipient")
 @click.argument("amount")
 def send(
-    home: Path, node: str, as_json: bool, fee: str, memo: str, no_wait: bool, sender: str, recipient: str, amount: str
+    home: Path,
+    node: str,
+    as_json: bool,
+    fee: str | None,
+    memo: str,
+    no_wait: bool,
+    sender: str,
+    recipient: str,
+    amount: str,
 ) -> None:
     """Send AMOUNT (e.g. 2.5icon) from key SENDER to RECIPIENT (address or key name)."""
     try:
-        nicoin, fee_nicoin = parse_amount(amount), parse_amount(fee)
+        nicoin = parse_amount(amount)
+        fee_nicoin = None if fee is None else parse_amount(fee)
     except ValueError as e:
         fail(str(e))
     to = resolve_address(home, recipient)
-    try:
-        key = Keyring(home / "keyring").load(sender, read_passphrase())
-    except KeyringError as e:
-        fail(str(e))
-    client = ChainClient(node)
-    try:
-        outcome = client.send(key, [Send(to, nicoin)], fee_nicoin, memo, wait=not no_wait)
-    except ClientError as e:
-        fail(str(e))
-    finally:
-        client.close()
+    key = load_key(home, sender)
+    with chain_client(node) as client:
+        txs = TxSender(client, key, fee_nicoin)
+        if no_wait:
+            hash_hex, height = txs.broadcast([MsgSend(to, nicoin)], memo), 0
+        else:
+            outcome = txs.send([MsgSend(to, nicoin)], memo)
+            hash_hex, height = outcome.hash, outcome.height
     if as_json:
-        echo_json({"hash": outcome.hash, "height": outcome.height, "code": outcome.code})
+        echo_json({"hash": hash_hex, "height": height, "code": 0})
     elif no_wait:
-        click.echo(f"accepted into the mempool: {outcome.hash}")
+        click.echo(f"accepted into the mempool: {hash_hex}")
     else:
-        click.echo(f"sent {format_amount(nicoin)} in block {outcome.height}: {outcome.hash}")
+        click.echo(f"sent {format_amount(nicoin)} in block {height}: {hash_hex}")

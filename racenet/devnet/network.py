@@ -25,12 +25,18 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis, GenesisValidator
+from racenet.chain.modules.bank import Balance, BankGenesis
 from racenet.chain.modules.bank.denom import NICOIN_PER
+from racenet.chain.modules.inference import InferenceGenesis, ModelEntry
 from racenet.chain.modules.race import Params as RaceParams
+from racenet.chain.modules.race import RaceGenesis, RaceNode
+from racenet.chain.modules.validators import ValidatorsGenesis
+from racenet.crypto.address import decode_address
 from racenet.crypto.keyring import Keyring, KeyringError
 from racenet.devnet import cometbft, process
 from racenet.devnet.errors import DevnetError
@@ -50,7 +56,7 @@ POLL_S = 0.25
 LOG_TAIL_LINES = 15
 STOP_ORDER: tuple[Kind, ...] = ("node", "cometbft", "app")
 NODE_NICOIN = 1_000 * NICOIN_PER["icon"]
-DEVNET_RACE = RaceParams(preset="tiny", race_blocks=12, commit_blocks=3, reveal_blocks=4, vote_blocks=4)
+DEVNET_RACE_PARAMS = RaceParams(preset="tiny", race_blocks=12, commit_blocks=3, reveal_blocks=4, vote_blocks=4)
 MODEL = "SmolLM2-135M-Instruct"
 MODEL_UNITS_PER_TOKEN = 1
 
@@ -138,24 +144,23 @@ def config_settings(state: DevnetState, node: NodeRecord) -> cometbft.Settings:
     }
 
 
-def build_genesis(state: DevnetState, race: RaceParams = DEVNET_RACE) -> Genesis:
+def build_genesis(state: DevnetState, race: RaceParams = DEVNET_RACE_PARAMS) -> Genesis:
     """One genesis for all nodes: validator keys at equal power (their genesis Race weight),
     registered Race nodes with funded accounts, and a funded faucet/authority."""
-    balances = [{"address": state.faucet, "amount": FAUCET_NICOIN}]
-    balances += [{"address": n.account, "amount": NODE_NICOIN} for n in state.nodes]
-    race_nodes = [
-        {"address": n.account, "consensus_pub_key": n.pub_key.hex(), "weight": VALIDATOR_POWER} for n in state.nodes
-    ]
+    faucet = decode_address(state.faucet)
+    accounts = [decode_address(n.account) for n in state.nodes]
+    balances = (Balance(faucet, FAUCET_NICOIN), *(Balance(a, NODE_NICOIN) for a in accounts))
+    race_nodes = tuple(RaceNode(a, n.pub_key, VALIDATOR_POWER) for a, n in zip(accounts, state.nodes, strict=True))
     return Genesis(
         chain_id=state.chain_id,
         genesis_time=int(time.time()),
         validators=[GenesisValidator(n.pub_key, VALIDATOR_POWER, n.name) for n in state.nodes],
-        app_state={
-            "bank": {"balances": balances},
-            "validators": {"authority": state.faucet},
-            "race": {"params": asdict(race), "nodes": race_nodes},
-            "inference": {"models": [{"id": MODEL, "units_per_token": MODEL_UNITS_PER_TOKEN}]},
-        },
+        app_state=AppState(
+            bank=BankGenesis(balances=balances),
+            validators=ValidatorsGenesis(authority=faucet),
+            race=RaceGenesis(params=race, nodes=race_nodes),
+            inference=InferenceGenesis(models=(ModelEntry(MODEL, MODEL_UNITS_PER_TOKEN),)),
+        ),
     )
 
 

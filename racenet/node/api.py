@@ -75,11 +75,11 @@ def create_app(agent: TransferAgent, executor: Executor) -> FastAPI:
     def models() -> dict[str, Any]:
         data = [
             {
-                "id": m["id"],
+                "id": m.id,
                 "object": "model",
                 "created": 0,
                 "owned_by": "racenet",
-                "price_per_token_nicoin": m["price_per_token"],
+                "price_per_token_nicoin": m.price_per_token,
             }
             for m in agent.models()
         ]

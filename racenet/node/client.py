@@ -1,4 +1,8 @@
-"""A client for CometBFT's RPC (also served by the embedded engine): queries and transactions."""
+"""A client for CometBFT's RPC (also served by the embedded engine): typed queries and broadcasts.
+
+Queries take the chain's own `QuerySpec`s and answer the same dataclasses the chain built, e.g.
+`client.query(race.CYCLE).phase`. Signing and sending live in `racenet.node.sender.TxSender`.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,18 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar, overload
 
 import httpx
 
 from racenet.chain.errors import Code
-from racenet.chain.module import Msg
-from racenet.chain.tx import build_tx
-from racenet.crypto.address import encode_address
-from racenet.crypto.keys import PrivateKey
+from racenet.chain.modules import auth
+from racenet.chain.query import QuerySpec
 
 DEFAULT_NODE = "http://127.0.0.1:26657"
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 class ClientError(Exception):
@@ -46,11 +51,19 @@ class TxOutcome:
 
 
 class ChainClient:
-    """Typed calls over a node's RPC; every request has a timeout."""
+    """Typed calls over a node's RPC; every request has a timeout. A context manager (closes its pool)."""
 
-    def __init__(self, url: str = DEFAULT_NODE, timeout: float = 10.0) -> None:
+    def __init__(self, url: str = DEFAULT_NODE, timeout: float = 10.0, transport: httpx.BaseTransport | None = None):
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> ChainClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
 
     def call(self, method: str, **params: str) -> Any:
         """One RPC call in URI form; returns `result` or raises ClientError with the node's message."""
@@ -74,7 +87,7 @@ class ChainClient:
         return body["result"]
 
     def status(self) -> dict[str, Any]:
-        """The node's `/status` result."""
+        """CometBFT's `/status` document (node info, sync info)."""
         result: dict[str, Any] = self.call("status")
         return result
 
@@ -86,8 +99,22 @@ class ChainClient:
         """The chain id the node runs."""
         return str(self.status()["node_info"]["network"])
 
-    def query(self, path: str, data: bytes = b"") -> Any:
-        """ABCI query `path` with `data`; returns the decoded JSON value."""
+    @overload
+    def query(self, spec: QuerySpec[None, R]) -> R: ...
+
+    @overload
+    def query(self, spec: QuerySpec[A, R], arg: A) -> R: ...
+
+    def query(self, spec: QuerySpec[Any, R], arg: Any = None) -> R:
+        """The chain's answer to a typed query, as the spec's response dataclass."""
+        doc = self.query_raw(spec.path, spec.arg.encode(arg))
+        try:
+            return spec.decode(doc)
+        except ValueError as e:
+            raise ClientError(f"query {spec.path}: the node answered an unexpected shape: {e}") from e
+
+    def query_raw(self, path: str, data: bytes = b"") -> Any:
+        """ABCI query `path` with `data` (text such as an address); the JSON value as the node sent it."""
         response = self.call("abci_query", path=f'"{path}"', data="0x" + data.hex())["response"]
         if int(response.get("code", 0)) != 0:
             raise ClientError(f"query {path} failed: {response.get('log', '')} (code {response['code']})")
@@ -95,7 +122,7 @@ class ChainClient:
 
     def sequence(self, address: bytes) -> int:
         """The next sequence number the account must use."""
-        return int(self.query("auth/account", encode_address(address).encode())["sequence"])
+        return self.query(auth.ACCOUNT, address).sequence
 
     def broadcast(self, tx: bytes) -> str:
         """Submit a transaction through CheckTx; return its hash or raise TxRejected."""
@@ -117,18 +144,6 @@ class ChainClient:
                 continue
             r = found["tx_result"]
             return TxOutcome(hash_hex, int(found["height"]), int(r.get("code", 0)), str(r.get("log", "")))
-
-    def send(self, key: PrivateKey, msgs: list[Msg], fee: int, memo: str = "", wait: bool = True) -> TxOutcome:
-        """Sign, broadcast and (by default) wait for a transaction; raise TxRejected on failure."""
-        sequence = self.sequence(key.public_key.address)
-        tx = build_tx(key, self.chain_id(), sequence, fee, msgs, memo)
-        hash_hex = self.broadcast(tx)
-        if not wait:
-            return TxOutcome(hash_hex, 0, 0, "")
-        outcome = self.wait_for_tx(hash_hex)
-        if outcome.code != 0:
-            raise TxRejected(outcome.code, outcome.log)
-        return outcome
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import uvicorn
 
-from racenet.chain.modules.inference import ServeModels
-from racenet.crypto.address import encode_address
+from racenet.chain.modules import inference
+from racenet.chain.modules.inference import MsgServeModels
 from racenet.crypto.keys import PrivateKey
 from racenet.node.client import ChainClient
 from racenet.node.compute import ComputeThread
@@ -67,11 +67,11 @@ class Daemon:
 
     def _announce(self, models: list[str], endpoint: str) -> None:
         """Send inference/ServeModels unless the chain already lists this node at this endpoint."""
-        me = encode_address(self.sender.key.public_key.address)
+        me = self.sender.key.public_key.address
         for model in models:
-            servers = self.client.query("inference/servers", model.encode())
-            if not any(s["address"] == me and s["endpoint"] == endpoint for s in servers):
-                self.sender.send([ServeModels(tuple(models), endpoint)])
+            servers = self.client.query(inference.SERVERS, model).servers
+            if not any(s.address == me and s.endpoint == endpoint for s in servers):
+                self.sender.send([MsgServeModels(tuple(models), endpoint)])
                 log.info("serving %s at %s", ", ".join(models), endpoint)
                 return
 

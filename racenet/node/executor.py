@@ -23,8 +23,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from racenet.chain.modules.inference import Finish
-from racenet.crypto.address import address_from_pubkey, encode_address
+from racenet.chain.modules import inference, race
+from racenet.chain.modules.inference import MsgFinishRequest
+from racenet.crypto.address import address_from_pubkey
 from racenet.crypto.keys import PublicKey
 from racenet.ml.backend import Backend, FinishEvent, GenerationEvent, GenerationRequest, TokenEvent, TopLogprob, Usage
 from racenet.node.client import ChainClient, ClientError
@@ -83,7 +84,7 @@ class Executor:
         self.db_lock = threading.Lock()
         self.active = 0
         self.active_lock = threading.Lock()
-        self._nodes: set[str] = set()
+        self._nodes: set[bytes] = set()
         self._nodes_at = 0.0
 
     def busy(self) -> bool:
@@ -95,12 +96,12 @@ class Executor:
         signer = forward_signature_ok(body, pub_hex, sig_hex)
         if signer is None:
             raise ApiError(401, "the forward is not signed by its transfer agent", "authentication_error")
-        if encode_address(signer) not in self._registered_nodes():
+        if signer not in self._registered_nodes():
             raise ApiError(403, "only registered Race nodes may forward requests", "permission_error")
 
-    def _registered_nodes(self) -> set[str]:
+    def _registered_nodes(self) -> set[bytes]:
         if time.monotonic() - self._nodes_at > NODES_CACHE_SECONDS:
-            self._nodes = {n["address"] for n in self.client.query("race/nodes")}
+            self._nodes = {n.address for n in self.client.query(race.NODES).nodes}
             self._nodes_at = time.monotonic()
         return self._nodes
 
@@ -111,8 +112,6 @@ class Executor:
         """
         _, request, _ = parse_request(json.dumps(forward["body"]).encode())
         lines: queue.Queue[bytes | BaseException | None] = queue.Queue()
-        with self.active_lock:
-            self.active += 1
         self.compute.submit(self._generate, request, forward, lines)
         while (line := lines.get()) is not None:
             if isinstance(line, BaseException):
@@ -124,6 +123,8 @@ class Executor:
         request_id, start_tx = str(forward["request_id"]), str(forward["start_tx"])
         tokens: list[TokenEvent] = []
         text: list[str] = []
+        with self.active_lock:
+            self.active += 1
         try:
             for event in self.backend.generate(request):
                 text.append(event.text)
@@ -155,20 +156,26 @@ class Executor:
         """Once the Start is in a block and names this node, report the completion on chain."""
         try:
             self.client.wait_for_tx(start_tx, START_WAIT_SECONDS)
-            record = self.client.query("inference/request", request_id.encode())
-            if not record or record.get("status") != "open" or record["executor"] != encode_address(self.address):
+            record = self.client.query(inference.REQUEST, bytes.fromhex(request_id))
+            request = None if record is None else record.request
+            if request is None or request.executor != self.address:
                 log.warning("request %s is not open for this executor on chain: %s", request_id, record)
                 return
-            if record["prompt_tokens"] != usage.prompt_tokens:
+            if request.prompt_tokens != usage.prompt_tokens:
                 log.warning(
-                    "request %s: the transfer agent declared %s prompt tokens, the model read %d; "
+                    "request %s: the transfer agent declared %d prompt tokens, the model read %d; "
                     "not settling (the developer is refunded at expiry)",
                     request_id,
-                    record["prompt_tokens"],
+                    request.prompt_tokens,
                     usage.prompt_tokens,
                 )
                 return
-            self.sender.send([Finish(bytes.fromhex(request_id), usage.completion_tokens, response_hash(text))])
+            finish = MsgFinishRequest(
+                request_id=bytes.fromhex(request_id),
+                completion_tokens=usage.completion_tokens,
+                response_hash=response_hash(text),
+            )
+            self.sender.send([finish])
         except ClientError as e:
             log.warning("could not settle request %s: %s", request_id, e)
 

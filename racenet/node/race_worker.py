@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from racenet.chain.errors import Code
 from racenet.chain.module import Msg
-from racenet.chain.modules.race import CommitProof, ProofTree, Reveal, Vote
-from racenet.crypto.address import decode_address, encode_address
+from racenet.chain.modules import race
+from racenet.chain.modules.race import CycleInfo, MsgCommitProof, MsgReveal, MsgVote, Phase, ProofTree
+from racenet.crypto.address import encode_address
 from racenet.node.client import ChainClient, ClientError, TxRejected
 from racenet.node.compute import ComputeThread
 from racenet.node.sender import TxSender
@@ -29,9 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.3
-CHUNK_SECONDS = 0.25
-"""Mining runs in chunks this long on the compute thread, so a user request waits at most one chunk."""
-YIELD_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -85,60 +84,62 @@ class RaceWorker:
 
     def step(self) -> None:
         """Do what the current phase asks of this node, if it has not been done yet."""
-        info = self.client.query("race/cycle")
-        state = self._load(info["cycle"])
-        phase = info["phase"]
-        if phase == "race" and info["race_seed"] and info["height"] < info["phase_starts"]["commit"] - 1:
+        info = self.client.query(race.CYCLE)
+        state = self._load(info.cycle)
+        if info.phase == Phase.RACE and info.race_seed and info.height < info.phase_starts[Phase.COMMIT] - 1:
             self._mine(info, state)
-        elif phase == "commit" and state.nonces and not state.committed:
+        elif info.phase == Phase.COMMIT and state.nonces and not state.committed:
             self._commit(state)
-        elif phase == "reveal" and state.committed and not state.revealed:
+        elif info.phase == Phase.REVEAL and state.committed and not state.revealed:
             self._reveal(state)
-        elif phase == "vote":
+        elif info.phase == Phase.VOTE:
             self._vote(info, state)
 
-    def _race_for(self, info: dict[str, Any]) -> Race:
+    def _race_for(self, info: CycleInfo) -> Race:
         """The cycle's Race (model, target, threshold), built once per race seed on the compute thread."""
         from racenet.pow.race import build_race
 
-        seed = bytes.fromhex(info["race_seed"])
-        if self._race is None or self._race.race_seed != seed:
-            self._race = self.compute.run(build_race, info["preset"], seed)
+        if self._race is None or self._race.race_seed != info.race_seed:
+            self._race = self.compute.run(build_race, info.preset, info.race_seed)
         return self._race
 
-    def _mine(self, info: dict[str, Any], state: CycleState) -> None:
-        """Mine until the chain reaches the race window's last block, saving finds as they come."""
-        from racenet.pow.miner import mine
+    def _mine(self, info: CycleInfo, state: CycleState) -> None:
+        """Mine until the chain reaches the race window's last block, saving finds as they come.
 
-        race = self._race_for(info)
-        last_race_block = info["phase_starts"]["commit"] - 1
+        Each batch runs on the compute thread, so a user request waits at most one batch; the budget's rests and
+        the yields to user requests wait on this thread, so inference runs meanwhile.
+        """
+        from racenet.pow.miner import Miner, MiningStats
+
+        def advance(so_far: MiningStats) -> None:
+            state.next_nonce = so_far.next_nonce
+
+        cycle_race = self._race_for(info)
+        last_race_block = info.phase_starts[Phase.COMMIT] - 1
         done = threading.Event()
         watcher = threading.Thread(target=self._watch_race_end, args=(last_race_block, done, state), daemon=True)
         watcher.start()
-        started, tried = time.monotonic(), 0
-        while not done.is_set():
-            if self.should_yield is not None and self.should_yield():
-                done.wait(YIELD_POLL_SECONDS)
-                continue
-            stats = self.compute.run(
-                mine,
-                race,
-                self.key.public_key.raw,
-                CHUNK_SECONDS * self.compute_budget,
-                state.nonces,
-                start_nonce=state.next_nonce,
-                stop=done,
-            )
-            state.next_nonce, tried = stats.next_nonce, tried + stats.tried
-            done.wait(stats.seconds * (1 - self.compute_budget) / self.compute_budget)
-        watcher.join()
-        state.tried += tried
+        try:
+            with Miner(cycle_race, self.key.public_key.raw, execute=self.compute.run) as miner:
+                stats = miner.run(
+                    math.inf,
+                    state.nonces,
+                    start_nonce=state.next_nonce,
+                    stop=done,
+                    should_yield=self.should_yield,
+                    compute_budget=self.compute_budget,
+                    on_batch=advance,
+                )
+        finally:
+            done.set()
+            watcher.join()
+        state.tried += stats.tried
         self._save(state)
         log.info(
             "cycle %d: tried %d nonces (%.0f/s), %d appropriate vectors",
             state.cycle,
-            tried,
-            tried / max(time.monotonic() - started, 1e-9),
+            stats.tried,
+            stats.nonces_per_second,
             len(state.nonces),
         )
 
@@ -161,49 +162,58 @@ class RaceWorker:
 
     def _commit(self, state: CycleState) -> None:
         tree = ProofTree(self.key.public_key.raw, state.nonces)
-        self._send(state, [CommitProof(state.cycle, tree.root, tree.count)], "already committed")
+        self._send(state, [MsgCommitProof(state.cycle, tree.root, tree.count)])
         state.committed = True
         self._save(state)
 
     def _reveal(self, state: CycleState) -> None:
-        challenge = self.client.query("race/challenge", self.address.encode())
-        if not challenge["indices"]:
+        challenge = self.client.query(race.CHALLENGE, self.key.public_key.address)
+        if not challenge.indices:
             return
         tree = ProofTree(self.key.public_key.raw, state.nonces)
-        self._send(state, [Reveal(state.cycle, tree.open(challenge["indices"]))], "already revealed")
+        self._send(state, [MsgReveal(state.cycle, tree.open(list(challenge.indices)))])
         state.revealed = True
         self._save(state)
 
-    def _vote(self, info: dict[str, Any], state: CycleState) -> None:
+    def _vote(self, info: CycleInfo, state: CycleState) -> None:
         """Check every participant this node is assigned to and vote on all of them in one transaction."""
         from racenet.pow.decision import accept
         from racenet.pow.verifier import verify_nonces
 
-        assigned = self.client.query("race/assignments", self.address.encode())["participants"]
-        todo = [p for p in assigned if p not in state.voted]
+        assigned = self.client.query(race.ASSIGNMENTS, self.key.public_key.address).participants
+        todo = [p for p in assigned if encode_address(p) not in state.voted]
         if not todo:
             return
-        race = self._race_for(info)
+        cycle_race = self._race_for(info)
         votes: list[Msg] = []
         for participant in todo:
-            revealed = self.client.query("race/reveal", participant.encode())
+            revealed = self.client.query(race.REVEAL, participant)
             if revealed is None:
                 continue
-            ok = self.compute.run(verify_nonces, race, bytes.fromhex(revealed["pub_key"]), revealed["nonces"])
+            ok = self.compute.run(verify_nonces, cycle_race, revealed.pub_key, list(revealed.nonces))
             failed = ok.count(False)
-            votes.append(Vote(state.cycle, decode_address(participant), accept(len(ok), failed), len(ok), failed))
-            log.info("cycle %d: %s — %d of %d opened nonces failed", state.cycle, participant, failed, len(ok))
+            verdict = accept(len(ok), failed)
+            votes.append(
+                MsgVote(cycle=state.cycle, participant=participant, accept=verdict, checked=len(ok), mismatches=failed)
+            )
+            log.info(
+                "cycle %d: %s — %d of %d opened nonces failed",
+                state.cycle,
+                encode_address(participant),
+                failed,
+                len(ok),
+            )
         if votes:
-            self._send(state, votes, "already voted")
-        state.voted += todo
+            self._send(state, votes)
+        state.voted += [encode_address(p) for p in todo]
         self._save(state)
 
-    def _send(self, state: CycleState, msgs: list[Msg], benign: str) -> None:
-        """Send and wait. A rejection ends the step too (retrying cannot fix it); it is logged unless benign."""
+    def _send(self, state: CycleState, msgs: list[Msg]) -> None:
+        """Send and wait. A rejection ends the step too (retrying cannot fix it); logged unless already done."""
         try:
             self.sender.send(msgs)
         except TxRejected as e:
-            if benign not in e.log:
+            if e.code != Code.ALREADY_DONE:
                 log.warning("cycle %d: %s", state.cycle, e)
 
     def _path(self, cycle: int) -> Path:

@@ -20,7 +20,14 @@ def request_auth(
     chain_id: str, request_id: bytes, developer: bytes, model: str, max_tokens: int, body: bytes
 ) -> RequestAuth:
     """What a developer or its API key signs for one request body."""
-    return RequestAuth(chain_id, request_id, developer, model, max_tokens, hashlib.sha256(body).digest())
+    return RequestAuth(
+        chain_id=chain_id,
+        request_id=request_id,
+        developer=developer,
+        model=model,
+        max_tokens=max_tokens,
+        prompt_hash=hashlib.sha256(body).digest(),
+    )
 
 
 def signed_headers(key: PrivateKey, chain_id: str, body: bytes, request_id: bytes | None = None) -> dict[str, str]:

@@ -17,13 +17,23 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
 
 from racenet.chain.errors import Code
-from racenet.chain.modules.inference import Reassign, Start, auth_sign_bytes, choose_executor
-from racenet.crypto.address import decode_address, encode_address
+from racenet.chain.modules import inference, race
+from racenet.chain.modules.inference import (
+    ModelInfo,
+    MsgReassignRequest,
+    MsgStartRequest,
+    Params,
+    auth_sign_bytes,
+    choose_executor,
+)
+from racenet.chain.query import QuerySpec
+from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey, PublicKey
 from racenet.ml.backend import Backend, GenerationEvent, GenerationRequest
 from racenet.node.client import ChainClient, ClientError, TxRejected
@@ -39,6 +49,7 @@ CONNECT_TIMEOUT = 5.0
 FIRST_TOKEN_TIMEOUT = 60.0
 TOKEN_TIMEOUT = 30.0
 CACHE_SECONDS = 5.0
+R = TypeVar("R")
 
 REJECTIONS: dict[int, tuple[int, str, str]] = {
     Code.INSUFFICIENT_FUNDS: (402, "insufficient_quota", "insufficient_quota"),
@@ -65,90 +76,98 @@ def key_from_api_key(token: str) -> PrivateKey:
     return PrivateKey(seed)
 
 
+@dataclass(frozen=True)
+class Authorization:
+    """Who pays for a request and the signature that lets the chain charge them."""
+
+    request_id: bytes
+    developer: bytes
+    auth_key: bytes
+    signature: bytes
+
+
 class TransferAgent:
     """Authenticates, routes, opens on chain, forwards and relays requests."""
 
-    def __init__(self, client: ChainClient, sender: TxSender, backend: Backend) -> None:
+    def __init__(
+        self, client: ChainClient, sender: TxSender, backend: Backend, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.client = client
         self.sender = sender
         self.backend = backend
-        self.http = httpx.Client(timeout=httpx.Timeout(TOKEN_TIMEOUT, connect=CONNECT_TIMEOUT))
+        timeout = httpx.Timeout(TOKEN_TIMEOUT, connect=CONNECT_TIMEOUT)
+        self.http = httpx.Client(timeout=timeout, transport=transport)
         self.cache: dict[str, tuple[float, Any]] = {}
 
-    def _cached(self, path: str) -> Any:
+    def _cached(self, spec: QuerySpec[None, R]) -> R:
         """A slowly changing chain answer (models, params), re-read after `CACHE_SECONDS`."""
         now = time.monotonic()
-        hit = self.cache.get(path)
+        hit = self.cache.get(spec.path)
         if hit is None or now - hit[0] > CACHE_SECONDS:
-            hit = (now, self.client.query(path))
-            self.cache[path] = hit
-        return hit[1]
+            hit = (now, self.client.query(spec))
+            self.cache[spec.path] = hit
+        value: R = hit[1]
+        return value
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> tuple[ModelInfo, ...]:
         """Registered models with their prices (from the chain)."""
-        result: list[dict[str, Any]] = self._cached("inference/models")
-        return result
+        return self._cached(inference.MODELS).models
+
+    def _params(self) -> Params:
+        return self._cached(inference.PARAMS)
 
     def open(self, raw: bytes, body: dict[str, Any], request: GenerationRequest, headers: dict[str, str]) -> Opened:
         """Authenticate and open the request on chain; ApiError on any rejection (no escrow left behind)."""
         self._check_model(request)
-        request_id, developer, auth_key, signature = self._authenticate(raw, request, headers)
+        auth = self._authenticate(raw, request, headers)
         prompt_tokens = len(self.backend.tokenize_chat(request.messages, model=request.model))
-        cycle_info = self.client.query("race/cycle")
-        servers = self.client.query("inference/servers", request.model.encode())
-        candidates = [(decode_address(s["address"]), int(s["weight"])) for s in servers]
-        seed = bytes.fromhex(cycle_info["race_seed"])
-        executor = choose_executor(seed, request_id, 0, candidates)
+        cycle_info = self.client.query(race.CYCLE)
+        servers = self.client.query(inference.SERVERS, request.model).servers
+        executor = choose_executor(cycle_info.race_seed, auth.request_id, 0, [(s.address, s.weight) for s in servers])
         if executor is None:
             raise ApiError(503, f"no node serves {request.model}", "server_error", "no_executor")
-        start = Start(
-            request_id,
-            developer,
-            request.model,
-            prompt_tokens,
-            request.max_tokens,
-            hashlib.sha256(raw).digest(),
-            int(cycle_info["cycle"]),
-            executor,
-            auth_key,
-            signature,
+        start = MsgStartRequest(
+            request_id=auth.request_id,
+            developer=auth.developer,
+            model=request.model,
+            prompt_tokens=prompt_tokens,
+            max_tokens=request.max_tokens,
+            prompt_hash=hashlib.sha256(raw).digest(),
+            cycle=cycle_info.cycle,
+            executor=executor,
+            auth_key=auth.auth_key,
+            auth_signature=auth.signature,
         )
         try:
             start_tx = self.sender.broadcast([start])
         except TxRejected as e:
             status, type_, code = REJECTIONS.get(e.code, (400, "invalid_request_error", e.name))
             raise ApiError(status, e.log, type_, code) from e
-        endpoints = {s["address"]: s["endpoint"] for s in servers}
-        attempts = int(self._cached("inference/params")["max_attempts"])
-        return Opened(request_id, start_tx, prompt_tokens, body, endpoints, executor, attempts)
+        endpoints = {s.address: s.endpoint for s in servers}
+        return Opened(auth.request_id, start_tx, body, endpoints, executor, self._params().max_attempts)
 
     def _check_model(self, request: GenerationRequest) -> None:
-        known = {m["id"] for m in self.models()}
-        if request.model not in known:
+        if request.model not in {m.id for m in self.models()}:
             raise ApiError(404, f"the model {request.model!r} does not exist", code="model_not_found", param="model")
-        limit = int(self._cached("inference/params")["max_tokens"])
+        limit = self._params().max_tokens
         if request.max_tokens > limit:
             raise ApiError(400, f"max_tokens {request.max_tokens} is over the limit {limit}", param="max_tokens")
 
-    def _authenticate(
-        self, raw: bytes, request: GenerationRequest, headers: dict[str, str]
-    ) -> tuple[bytes, bytes, bytes, bytes]:
-        """(request id, developer, auth key, signature) from an API key or a signed request."""
-        bearer = headers.get("authorization", "")
+    def _authenticate(self, raw: bytes, request: GenerationRequest, headers: dict[str, str]) -> Authorization:
+        """The request's authorization, from an API key or a signed request."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
         chain_id = self.sender.chain_id or self.client.chain_id()
-        if bearer.lower().startswith("bearer "):
-            session = key_from_api_key(bearer[7:].strip())
-            info = self.client.query("inference/apikey", session.public_key.raw.hex().encode())
-            if info is None:
+        if scheme.lower() == "bearer":
+            session = key_from_api_key(token.strip())
+            key = self.client.query(inference.APIKEY, session.public_key.raw)
+            if key is None:
                 raise ApiError(401, "unknown or revoked API key", "authentication_error", "invalid_api_key")
-            developer, request_id = decode_address(info["developer"]), os.urandom(32)
-            auth = request_auth(chain_id, request_id, developer, request.model, request.max_tokens, raw)
-            return request_id, developer, session.public_key.raw, session.sign(auth_sign_bytes(auth))
+            request_id = os.urandom(32)
+            auth = request_auth(chain_id, request_id, key.developer, request.model, request.max_tokens, raw)
+            return Authorization(request_id, key.developer, session.public_key.raw, session.sign(auth_sign_bytes(auth)))
         return self._signed(raw, request, headers, chain_id)
 
-    def _signed(
-        self, raw: bytes, request: GenerationRequest, headers: dict[str, str], chain_id: str
-    ) -> tuple[bytes, bytes, bytes, bytes]:
+    def _signed(self, raw: bytes, request: GenerationRequest, headers: dict[str, str], chain_id: str) -> Authorization:
         """A request signed with the developer's key: X-Racenet-{Request-Id,Public-Key,Signature} headers."""
         try:
             request_id = bytes.fromhex(headers["x-racenet-request-id"])
@@ -166,7 +185,7 @@ class TransferAgent:
         auth = request_auth(chain_id, request_id, developer, request.model, request.max_tokens, raw)
         if len(request_id) != 32 or not PublicKey(pub).verify(auth_sign_bytes(auth), signature):
             raise ApiError(401, "the request signature does not verify", "authentication_error", "invalid_signature")
-        return request_id, developer, pub, signature
+        return Authorization(request_id, developer, pub, signature)
 
     def forward(self, opened: Opened) -> Iterator[GenerationEvent]:
         """The executor's event stream; re-routes to the next executor while none has answered yet."""
@@ -184,15 +203,8 @@ class TransferAgent:
         )
 
     def _stream(self, opened: Opened, executor: bytes) -> Iterator[GenerationEvent]:
-        endpoint = opened.endpoints.get(encode_address(executor), "")
-        payload = json.dumps(
-            {
-                "request_id": opened.id_hex,
-                "start_tx": opened.start_tx,
-                "prompt_tokens": opened.prompt_tokens,
-                "body": opened.body,
-            }
-        ).encode()
+        endpoint = opened.endpoints.get(executor, "")
+        payload = json.dumps({"request_id": opened.id_hex, "start_tx": opened.start_tx, "body": opened.body}).encode()
         headers = {
             "content-type": "application/json",
             "x-racenet-public-key": self.sender.key.public_key.raw.hex(),
@@ -222,40 +234,33 @@ class TransferAgent:
         """Move the request to the next executor on chain and return it."""
         try:
             self.client.wait_for_tx(opened.start_tx, timeout=30)
-            self.sender.send([Reassign(opened.request_id)])
-            record = self.client.query("inference/request", opened.id_hex.encode())
+            self.sender.send([MsgReassignRequest(opened.request_id)])
+            record = self.client.query(inference.REQUEST, opened.request_id)
+            servers = self.client.query(inference.SERVERS, str(opened.body["model"])).servers
         except ClientError as e:
             raise ApiError(503, f"could not re-route the request: {e}", "server_error", "no_executor") from e
-        opened.endpoints = {
-            s["address"]: s["endpoint"]
-            for s in self.client.query("inference/servers", str(opened.body["model"]).encode())
-        }
-        return decode_address(record["executor"])
+        if record is None or record.request is None:
+            raise ApiError(503, "the request is no longer open on chain", "server_error", "no_executor")
+        opened.endpoints = {s.address: s.endpoint for s in servers}
+        return record.request.executor
 
 
 class _NoAnswer(Exception):
     """The executor could not be reached or refused before sending anything."""
 
 
+@dataclass
 class Opened:
-    """A request opened on chain, ready to forward."""
+    """A request opened on chain, ready to forward: its Start tx, body, executors' endpoints and attempts."""
 
-    def __init__(
-        self,
-        request_id: bytes,
-        start_tx: str,
-        prompt_tokens: int,
-        body: dict[str, Any],
-        endpoints: dict[str, str],
-        executor: bytes,
-        max_attempts: int = 3,
-    ) -> None:
-        self.request_id = request_id
-        self.id_hex = request_id.hex()
-        self.start_tx = start_tx
-        self.prompt_tokens = prompt_tokens
-        self.body = body
-        self.endpoints = endpoints
-        self.executor = executor
-        self.max_attempts = max_attempts
-        self.created = int(time.time())
+    request_id: bytes
+    start_tx: str
+    body: dict[str, Any]
+    endpoints: dict[bytes, str]
+    executor: bytes
+    max_attempts: int
+
+    @property
+    def id_hex(self) -> str:
+        """The request id in hex (the chat completion id is `chatcmpl-<id_hex>`)."""
+        return self.request_id.hex()

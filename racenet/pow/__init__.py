@@ -5,7 +5,7 @@ rng         race seed -> weights: ChaCha20 counter mode, chunked, bitwise the sa
 model       the seeded pre-LN transformer
 vectors     node seed, per-nonce input and permutation, target vector, distance
 race        `build_race(preset, race_seed)`: one race's model, target and threshold
-miner       `mine(race, public_key, seconds, found)`: batched, pipelined, yielding, interruptible
+miner       `Miner(race, public_key).run(seconds, found)`: batched, pipelined, yielding, interruptible
 verifier    `verify_nonces(race, public_key, nonces)`: recompute opened nonces
 decision    `accept(checked, failed)`: the binomial test and its constants   (no torch)
 calibrate   how the thresholds and the honest mismatch rate were measured

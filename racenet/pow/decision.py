@@ -28,7 +28,7 @@ Every fp32 variant reproduced every appropriate vector. Their output differences
 differences between CPU instruction sets) move a distance by ~1e-6, against ~7e-4 for bf16, which fails 4% of
 nonces: so fp32 noise should fail about 1e-4 of them. P_HONEST = 1e-3 bounds that with a margin of 10 (and is the
 rule-of-three 95% bound of 0 failures in 3000). bf16 fails far more often, so a bf16 miner confirms its
-candidates in fp32 before committing (`mine(..., confirm=fp32 race)`); unconfirmed bf16 proofs of the paper
+candidates in fp32 before committing (`Miner(..., confirm=fp32 race)`); unconfirmed bf16 proofs of the paper
 preset would be rejected about 14% of the time (P(X >= 3 | 32, 0.04)).
 
 With n = SAMPLE_SIZE = 32 opened nonces, P_HONEST = 1e-3 and ALPHA = 1e-4 a proof passes with at most 2 failures:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from racenet.pow.decision import accept
 from racenet.pow.race import Race
-from racenet.pow.vectors import NONCE_LIMIT
+from racenet.pow.vectors import NONCE_LIMIT, is_appropriate
 
 __all__ = ["accept", "verify_nonces"]  # the verdict lives in decision.py (torch-free); re-exported for callers
 
@@ -21,6 +21,6 @@ def verify_nonces(race: Race, public_key: bytes, nonces: Sequence[int], batch_si
     passed: list[bool] = []
     for start in range(0, len(valid), batch_size):
         distances = race.node_distances(public_key, valid[start : start + batch_size])
-        passed += [d < race.threshold for d in distances.tolist()]
+        passed += [is_appropriate(d, race.threshold) for d in distances.tolist()]
     results = iter(passed)
     return [ok and next(results) for ok in in_range]

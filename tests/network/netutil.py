@@ -9,12 +9,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from racenet.chain.query import QuerySpec
 from racenet.chain.tx import tx_hash
 from racenet.devnet.network import port_in_use
 from racenet.devnet.state import PORTS_PER_NODE, Ports
 from racenet.node.client import ChainClient, ClientError
 
 T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
 POLL_S = 0.2
 LOW_PORT, HIGH_PORT = 20_000, 32_000
 """Below Linux's ephemeral range (32768+), so outgoing connections cannot take our ports."""
@@ -59,11 +62,11 @@ def wait_height(client: ChainClient, height: int, timeout: float = 60.0) -> int:
     )
 
 
-def query_with_height(client: ChainClient, path: str, data: bytes = b"") -> tuple[int, Any]:
-    """An ABCI query's JSON value together with the height the App answered at."""
-    response = client.call("abci_query", path=f'"{path}"', data="0x" + data.hex())["response"]
+def query_with_height(client: ChainClient, spec: QuerySpec[A, R], arg: A) -> tuple[int, R]:
+    """A typed query's answer together with the height the App answered at."""
+    response = client.call("abci_query", path=f'"{spec.path}"', data="0x" + spec.arg.encode(arg).hex())["response"]
     assert int(response.get("code", 0)) == 0, response
-    return int(response["height"]), json.loads(base64.b64decode(response["value"]))
+    return int(response["height"]), spec.decode(json.loads(base64.b64decode(response["value"])))
 
 
 def broadcast_raw(client: ChainClient, tx: bytes) -> dict[str, Any]:

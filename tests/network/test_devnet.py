@@ -14,19 +14,21 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from racenet.chain.app_state import EXPORT
 from racenet.chain.codec import encode
 from racenet.chain.errors import Code
-from racenet.chain.modules.auth.module import Params as AuthParams
-from racenet.chain.modules.bank import Send
-from racenet.chain.modules.validators import SetPower
+from racenet.chain.modules import bank, validators
+from racenet.chain.modules.auth import Params as AuthParams
+from racenet.chain.modules.bank import MsgSend
+from racenet.chain.modules.validators import MsgSetPower
 from racenet.chain.tx import TX_VERSION, AnyMsg, SignedTx, TxBody, build_tx, sign_bytes, tx_hash
 from racenet.cli.devnet import devnet
-from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 from racenet.devnet import CHAIN_ID, Devnet
 from racenet.devnet.network import VALIDATOR_POWER
 from racenet.devnet.state import KINDS
 from racenet.node.client import ChainClient, ClientError
+from racenet.node.sender import TxSender
 from tests.network.netutil import (
     app_hash_after,
     broadcast_raw,
@@ -40,7 +42,7 @@ from tests.network.netutil import (
 
 pytestmark = pytest.mark.network
 
-FEE = 1_000
+FEE = bank.Params().min_fee
 AMOUNT = 123_456_789
 SAMPLE_EVERY_S = 0.2
 MIN_SAMPLED_HEIGHTS = 10
@@ -76,16 +78,15 @@ class SupplySampler(threading.Thread):
 
     def sample(self, client: ChainClient) -> None:
         """Record (supply, balances + escrows) at the node's current height."""
-        height, supply = query_with_height(client, "bank/supply")
+        height, supply = query_with_height(client, bank.SUPPLY, None)
         if (client.url, height) in self.snapshot():
             return
-        export_height, state = query_with_height(client, "app/export")
+        export_height, state = query_with_height(client, EXPORT, None)
         if export_height != height:
             return
-        bank = state["bank"]
-        held = sum(b["amount"] for b in bank["balances"]) + sum(e["amount"] for e in bank["escrows"])
+        held = sum(b.amount for b in state.bank.balances) + sum(e.amount for e in state.bank.escrows)
         with self.lock:
-            self.samples[(client.url, height)] = (int(supply["supply"]), held)
+            self.samples[(client.url, height)] = (supply.supply, held)
 
     def snapshot(self) -> dict[tuple[str, int], tuple[int, int]]:
         """A copy of the samples so far: (node URL, height) → (supply, balances + escrows)."""
@@ -145,11 +146,11 @@ def test_four_validators_reach_height_20_on_one_chain(clients: list[ChainClient]
 def test_transfer_sent_to_node1_is_visible_on_node4(clients: list[ChainClient], faucet: PrivateKey) -> None:
     """A transfer broadcast through node 1 shows up in node 4's state once node 4 has its block."""
     recipient = PrivateKey.generate().public_key.address
-    outcome = clients[0].send(faucet, [Send(recipient, AMOUNT)], FEE)
+    outcome = TxSender(clients[0], faucet).send([MsgSend(recipient, AMOUNT)])
     wait_height(clients[3], outcome.height)
-    height, balance = query_with_height(clients[3], "bank/balance", encode_address(recipient).encode())
+    height, balance = query_with_height(clients[3], bank.BALANCE, recipient)
     assert height >= outcome.height
-    assert balance["amount"] == AMOUNT
+    assert balance.amount == AMOUNT
 
 
 def signed(key: PrivateKey, body: TxBody) -> bytes:
@@ -160,7 +161,7 @@ def signed(key: PrivateKey, body: TxBody) -> bytes:
 
 def bad_tx(case: str, key: PrivateKey, sequence: int) -> bytes:
     """A transaction that CheckTx must reject, of the named kind."""
-    send = AnyMsg(Send.TYPE, encode(Send(b"\x01" * 20, 1)))
+    send = AnyMsg(MsgSend.TYPE, encode(MsgSend(b"\x01" * 20, 1)))
     if case == "garbage":
         return b"\xff\x00 this is not a transaction"
     if case == "no_messages":
@@ -172,7 +173,7 @@ def bad_tx(case: str, key: PrivateKey, sequence: int) -> bytes:
     if case == "wrong_chain_id":
         return signed(key, TxBody("another-chain", sequence, FEE, "", (send,)))
     if case == "bad_signature":
-        good = build_tx(key, CHAIN_ID, sequence, FEE, [Send(b"\x01" * 20, 1)])
+        good = build_tx(key, CHAIN_ID, sequence, FEE, [MsgSend(b"\x01" * 20, 1)])
         return good[:-1] + bytes([good[-1] ^ 1])
     if case == "wrong_sequence":
         return signed(key, TxBody(CHAIN_ID, sequence + 1000, FEE, "", (send,)))
@@ -206,7 +207,7 @@ def test_chain_keeps_going_after_rejections(clients: list[ChainClient], faucet: 
     start = max(heights(clients))
     garbage = bytes(range(256))
     assert int(broadcast_raw(clients[0], garbage)["code"]) == Code.MALFORMED_TX
-    outcome = clients[0].send(faucet, [Send(PrivateKey.generate().public_key.address, 1)], FEE)
+    outcome = TxSender(clients[0], faucet).send([MsgSend(PrivateKey.generate().public_key.address, 1)])
     for client in clients:
         wait_height(client, max(start + 2, outcome.height))
 
@@ -222,13 +223,13 @@ def test_power_change_by_the_app_reaches_cometbft_within_two_blocks(
     key = net.state.node(2).pub_key
     previous = VALIDATOR_POWER
     for power in (12, VALIDATOR_POWER):
-        outcome = clients[0].send(faucet, [SetPower(key, power)], FEE)
+        outcome = TxSender(clients[0], faucet).send([MsgSetPower(key, power)])
         for client in clients:
             wait_height(client, outcome.height + 2)
             assert validator_powers(client, outcome.height + 1)[key] == previous
             assert validator_powers(client, outcome.height + 2)[key] == power
-        _, app_set = query_with_height(clients[0], "validators/list")
-        assert {bytes.fromhex(v["pub_key"]): v["power"] for v in app_set}[key] == power
+        _, app_set = query_with_height(clients[0], validators.LIST, None)
+        assert {v.pub_key: v.power for v in app_set.validators}[key] == power
         previous = power
 
 
@@ -247,14 +248,14 @@ def test_killed_validator_others_continue_restarted_one_catches_up_with_equal_ap
     for client in others:
         wait_height(client, killed_at + 3, timeout=90)
     recipient = PrivateKey.generate().public_key.address
-    sent = clients[0].send(faucet, [Send(recipient, AMOUNT)], FEE)
+    sent = TxSender(clients[0], faucet).send([MsgSend(recipient, AMOUNT)])
 
     assert "node3 restarted" in invoke("restart-node", "--dir", str(devnet_dir), "3")
     target = max(heights(others)) + 2
     for client in clients:
         wait_height(client, target, timeout=120)
-    _, balance = query_with_height(clients[2], "bank/balance", encode_address(recipient).encode())
-    assert balance["amount"] == AMOUNT
+    _, balance = query_with_height(clients[2], bank.BALANCE, recipient)
+    assert balance.amount == AMOUNT
     assert killed_at - 1 < sent.height < target
     for height in range(max(killed_at - 1, 1), target):
         hashes = {app_hash_after(client, height) for client in clients}
@@ -266,8 +267,7 @@ def test_down_then_up_resumes_the_same_chain(devnet_dir: Path, clients: list[Cha
     """`down` stops exactly the recorded processes and keeps the data; `up` resumes the same chain and state."""
     genesis = (devnet_dir / "node1" / "config" / "genesis.json").read_bytes()
     first_block = clients[0].call("block", height="1")["block_id"]["hash"]
-    faucet_address = encode_address(faucet.public_key.address).encode()
-    _, balance = query_with_height(clients[0], "bank/balance", faucet_address)
+    _, balance = query_with_height(clients[0], bank.BALANCE, faucet.public_key.address)
     before = Devnet.open(devnet_dir)
     assert sum(len(node.processes) for node in before.state.nodes) == 8
 
@@ -282,7 +282,7 @@ def test_down_then_up_resumes_the_same_chain(devnet_dir: Path, clients: list[Cha
         wait_height(client, resumed_at + 2)
     assert (devnet_dir / "node1" / "config" / "genesis.json").read_bytes() == genesis
     assert clients[3].call("block", height="1")["block_id"]["hash"] == first_block
-    assert query_with_height(clients[3], "bank/balance", faucet_address)[1] == balance
+    assert query_with_height(clients[3], bank.BALANCE, faucet.public_key.address)[1] == balance
 
 
 def test_supply_invariant_holds_at_every_sampled_height(sampler: SupplySampler, clients: list[ChainClient]) -> None:

@@ -16,15 +16,18 @@ import openai
 import pytest
 from click.testing import CliRunner
 
-from racenet.chain.modules.bank import Send
-from racenet.chain.modules.inference import choose_executor
+from racenet.chain.app_state import EXPORT
+from racenet.chain.modules import bank, inference, race
+from racenet.chain.modules.bank import MsgSend
+from racenet.chain.modules.inference import Receipt, ReceiptStatus, choose_executor
 from racenet.cli.main import cli
-from racenet.crypto.address import decode_address, encode_address
+from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 from racenet.devnet import Devnet
 from racenet.devnet.process import stop as stop_process
 from racenet.node.client import ChainClient
 from racenet.node.request_signing import signed_headers
+from racenet.node.sender import TxSender
 from tests.network.conftest import BLOCK_TIME, stop_devnet
 from tests.network.netutil import free_base_port, wait_for
 
@@ -57,7 +60,7 @@ def net_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         client = ChainClient(net.state.nodes[0].rpc_url)
         wait_for(
             "every node to serve the model",
-            lambda: len(client.query("inference/servers", MODEL.encode())) == 4,
+            lambda: len(client.query(inference.SERVERS, MODEL).servers) == 4,
             timeout=240,
         )
         yield directory
@@ -83,7 +86,7 @@ def developer(net: Devnet, chain: ChainClient) -> PrivateKey:
 
     faucet = Keyring(net.state.dir / "keyring").load(FAUCET_KEY, FAUCET_PASSPHRASE)
     dev = PrivateKey(hashlib.sha256(b"developer").digest())
-    chain.send(faucet, [Send(dev.public_key.address, DEV_FUNDS)], fee=1_000)
+    TxSender(chain, faucet).send([MsgSend(dev.public_key.address, DEV_FUNDS)])
     return dev
 
 
@@ -104,12 +107,13 @@ def api_key(net: Devnet, chain: ChainClient, owner: PrivateKey, name: str) -> st
 
 
 def balance(chain: ChainClient, who: bytes) -> int:
-    return int(chain.query("bank/balance", encode_address(who).encode())["amount"])
+    return chain.query(bank.BALANCE, who).amount
 
 
-def finished(chain: ChainClient, request_id: str) -> dict[str, Any] | None:
-    record = chain.query("inference/request", request_id.encode())
-    return record if record and record.get("status") == "finished" else None
+def finished(chain: ChainClient, request_id: str) -> Receipt | None:
+    record = chain.query(inference.REQUEST, bytes.fromhex(request_id))
+    receipt = None if record is None else record.receipt
+    return receipt if receipt and receipt.status == ReceiptStatus.FINISHED else None
 
 
 def test_openai_client_non_streaming_and_streaming_pay_exactly_the_cost(
@@ -144,16 +148,14 @@ def test_openai_client_non_streaming_and_streaming_pay_exactly_the_cost(
 
     records = [wait_for("the executor's Finish", partial(finished, chain, r), timeout=60) for r in (first, second)]
     costs = [(answer.usage.total_tokens) * PRICE, usage.total_tokens * PRICE]
-    assert [r["cost"] for r in records] == costs
+    assert [r.cost for r in records] == costs
     assert balance(chain, developer.public_key.address) == before - sum(costs)
-    earned: dict[str, int] = {}
+    earned: dict[bytes, int] = {}
     for record in records:
-        earned[record["executor"]] = earned.get(record["executor"], 0) + record["cost"]
+        earned[record.executor] = earned.get(record.executor, 0) + record.cost
     for executor, amount in earned.items():
-        assert chain.query("inference/pending", executor.encode())["amount"] == amount, "the first requests paid"
-    assert (
-        chain.query("inference/request", first.encode())["response_hash"] == hashlib.sha256(text.encode()).hexdigest()
-    )
+        assert chain.query(inference.PENDING, executor).amount == amount, "the first requests paid"
+    assert records[0].response_hash == hashlib.sha256(text.encode()).digest()
 
 
 def signed_request(
@@ -196,15 +198,15 @@ def test_bad_requests_get_openai_errors_and_leave_no_escrow(
     replay = post(net, raw, headers)
     assert (replay.status_code, replay.json()["error"]["code"]) == (409, "duplicate_request")
     wait_for("the first request to settle", lambda: finished(chain, request_id.hex()), timeout=60)
-    assert [e for e in chain.query("app/export")["bank"]["escrows"] if e["id"].startswith(b"req/".hex())] == []
+    assert [e for e in chain.query(EXPORT).bank.escrows if e.id.startswith(b"req/")] == []
 
 
 def test_dead_executor_is_routed_around(net: Devnet, chain: ChainClient, developer: PrivateKey) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 4}
     request_id = os.urandom(32)
-    seed = bytes.fromhex(chain.query("race/cycle")["race_seed"])
-    servers = chain.query("inference/servers", MODEL.encode())
-    executor = choose_executor(seed, request_id, 0, [(decode_address(s["address"]), s["weight"]) for s in servers])
+    seed = chain.query(race.CYCLE).race_seed
+    servers = chain.query(inference.SERVERS, MODEL).servers
+    executor = choose_executor(seed, request_id, 0, [(s.address, s.weight) for s in servers])
     assert executor is not None
     victim = next(n for n in net.state.nodes if n.account == encode_address(executor))
     entry = next(i for i, n in enumerate(net.state.nodes) if n is not victim)
@@ -214,6 +216,6 @@ def test_dead_executor_is_routed_around(net: Devnet, chain: ChainClient, develop
         response = post(net, raw, headers, node=entry)
         assert response.status_code == 200, response.text
         record = wait_for("the rerouted request to settle", lambda: finished(chain, request_id.hex()), timeout=90)
-        assert record["executor"] != victim.account
+        assert encode_address(record.executor) != victim.account
     finally:
         Devnet.open(net.state.dir).start()

@@ -7,12 +7,14 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from racenet.chain.modules import race
+from racenet.chain.modules.race import NodeInfo, Outcome, OutcomeStatus, Phase, Schedule
 from racenet.cli.devnet import devnet
+from racenet.crypto.address import encode_address
 from racenet.devnet import Devnet
 from racenet.node.client import ChainClient
 from tests.network.conftest import BLOCK_TIME, stop_devnet
@@ -37,10 +39,10 @@ def race_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         stop_devnet(directory)
 
 
-def tallied_cycle(client: ChainClient, at_least: int) -> tuple[int, list[dict[str, Any]]] | None:
+def tallied_cycle(client: ChainClient, at_least: int) -> tuple[int, tuple[NodeInfo, ...]] | None:
     """(cycle, nodes) once every node's last outcome is from cycle ≥ at_least."""
-    nodes = client.query("race/nodes")
-    cycles = {n["last_outcome"]["cycle"] if n["last_outcome"] else -1 for n in nodes}
+    nodes = client.query(race.NODES).nodes
+    cycles = {n.last_outcome.cycle if n.last_outcome else -1 for n in nodes}
     if len(cycles) == 1 and min(cycles) >= at_least:
         return cycles.pop(), nodes
     return None
@@ -51,13 +53,13 @@ def test_weights_follow_nonces_tried_and_become_validator_power(race_dir: Path) 
     client = ChainClient(net.state.nodes[0].rpc_url, timeout=10)
     cycle, nodes = wait_for("a fully raced cycle to be tallied", lambda: tallied_cycle(client, 2), timeout=300)
 
-    by_account = {n["address"]: n for n in nodes}
+    outcomes = {encode_address(n.address): n.last_outcome for n in nodes}
     tried, found = [], []
     for record in net.state.nodes:
         state = json.loads((net.state.home(record) / "race" / f"cycle-{cycle}.json").read_text())
-        outcome = by_account[record.account]["last_outcome"]
-        assert outcome["status"] == "accepted", outcome
-        assert outcome["weight"] == outcome["claimed"] == len(state["nonces"]) > 0
+        outcome = outcomes[record.account]
+        assert outcome is not None and outcome.status == OutcomeStatus.ACCEPTED, outcome
+        assert outcome.weight == outcome.claimed == len(state["nonces"]) > 0
         tried.append(state["tried"])
         found.append(len(state["nonces"]))
 
@@ -70,13 +72,17 @@ def test_weights_follow_nonces_tried_and_become_validator_power(race_dir: Path) 
     wait_for("the new powers to reach CometBFT", lambda: client.height() >= effective, timeout=60)
     validators = client.call("validators", height=str(effective))["validators"]
     powers = {base64.b64decode(v["pub_key"]["value"]): int(v["voting_power"]) for v in validators}
-    assert powers == {r.pub_key: by_account[r.account]["last_outcome"]["weight"] for r in net.state.nodes}
+    assert powers == {r.pub_key: weight_of(outcomes[r.account]) for r in net.state.nodes}
     client.close()
+
+
+def weight_of(outcome: Outcome | None) -> int:
+    assert outcome is not None
+    return outcome.weight
 
 
 def tally_height(client: ChainClient, cycle: int) -> int:
     """The height whose end-block tallied `cycle` (CometBFT applies its power changes two heights later)."""
-    params = client.query("race/params")
-    length = sum(int(params[k]) for k in ("race_blocks", "commit_blocks", "reveal_blocks", "vote_blocks"))
-    now = client.query("race/cycle")
-    return int(now["phase_starts"]["race"]) - (int(now["cycle"]) - cycle - 1) * length - 1
+    length = Schedule(client.query(race.PARAMS), 1).length
+    now = client.query(race.CYCLE)
+    return now.phase_starts[Phase.RACE] - (now.cycle - cycle - 1) * length - 1

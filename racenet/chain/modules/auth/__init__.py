@@ -1,5 +1,6 @@
 """auth: accounts (public key, sequence), transaction size limits and the ante checks."""
 
-from racenet.chain.modules.auth.module import Account, AuthModule, Keeper, Params
+from racenet.chain.modules.auth.module import AuthModule, Keeper
+from racenet.chain.modules.auth.types import ACCOUNT, PARAMS, Account, AccountInfo, AuthGenesis, Params
 
-__all__ = ["Account", "AuthModule", "Keeper", "Params"]
+__all__ = ["ACCOUNT", "PARAMS", "Account", "AccountInfo", "AuthGenesis", "AuthModule", "Keeper", "Params"]

@@ -1,74 +1,51 @@
 """auth: accounts and the checks every transaction passes before its messages run.
 
-State keys under `auth/`: `account/<address>` (public key, next sequence), `params`.
-The ante checks, in order: chain id, memo size, signature, sequence, minimum fee,
-then the fee moves to the fee collector and the sequence advances.
+The ante checks, in order: chain id, memo size, signature, sequence, minimum fee; then the fee
+moves to the fee collector and the sequence advances.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import ClassVar, Protocol
 
-from racenet.chain.codec import decode, encode
+from racenet.chain.collections import ADDRESS, Item, Map, Record
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Context, Module, ModuleKeeper, load_params
-from racenet.chain.modules import bank
+from racenet.chain.module import Context, Module, ModuleKeeper, QueryTable
+from racenet.chain.modules.auth.types import ACCOUNT, PARAMS, Account, AccountInfo, AuthGenesis, Params
 from racenet.chain.tx import DecodedTx, sign_bytes
-from racenet.crypto.address import address_from_pubkey, decode_address, encode_address
+from racenet.crypto.address import address_from_pubkey
 from racenet.crypto.keys import PublicKey
 
 NAME = "auth"
 
 
-@dataclass(frozen=True)
-class Params:
-    """auth parameters: size limits for transactions and memos, in bytes."""
+class BankKeeper(Protocol):
+    """What auth needs of bank: the minimum fee and a transfer to the fee collector."""
 
-    max_tx_bytes: int = 65_536
-    max_memo_bytes: int = 256
-
-
-@dataclass(frozen=True)
-class Account:
-    """An account's public key (empty until its first transaction) and next sequence."""
-
-    pub_key: bytes
-    sequence: int
+    def min_fee(self, ctx: Context) -> int: ...
+    def collect_fee(self, ctx: Context, payer: bytes, amount: int) -> None: ...
 
 
 class Keeper(ModuleKeeper):
-    """The only reader and writer of auth keys."""
+    """The only reader and writer of auth state."""
 
     name = NAME
+    params = Item(b"params", Record(Params), Params())
+    accounts = Map(b"account/", ADDRESS, Record(Account))
 
-    def params(self, ctx: Context) -> Params:
-        """Current auth parameters."""
-        return self.load(ctx, b"params", Params) or Params()
-
-    def set_params(self, ctx: Context, params: Params) -> None:
-        """Replace the auth parameters."""
-        self.store(ctx).set(b"params", encode(params))
+    def __init__(self, bank: BankKeeper) -> None:
+        self.bank = bank
 
     def account(self, ctx: Context, address: bytes) -> Account:
         """The account at `address` (a fresh one if it never sent a transaction)."""
-        return self.load(ctx, b"account/" + address, Account) or Account(b"", 0)
+        return self.accounts.get(ctx, address) or Account(b"", 0)
 
-    def set_account(self, ctx: Context, address: bytes, account: Account) -> None:
-        """Store an account."""
-        self.store(ctx).set(b"account/" + address, encode(account))
-
-    def accounts(self, ctx: Context) -> list[tuple[bytes, Account]]:
-        """Every account that has sent a transaction, ordered by address."""
-        n = len(b"account/")
-        return [(k[n:], decode(Account, v)) for k, v in self.store(ctx).iterate(b"account/")]
-
-    def ante(self, ctx: Context, dtx: DecodedTx, bank_keeper: bank.Keeper) -> bytes:
+    def ante(self, ctx: Context, dtx: DecodedTx) -> bytes:
         """Check and charge a transaction before its messages run; return the signer."""
         body, pub = dtx.tx.body, dtx.tx.pub_key
-        if body.chain_id != ctx.chain_id:
-            raise ChainError(Code.WRONG_CHAIN_ID, f"chain id is {body.chain_id!r}, expected {ctx.chain_id!r}")
-        if len(body.memo.encode()) > self.params(ctx).max_memo_bytes:
+        if body.chain_id != ctx.block.chain_id:
+            raise ChainError(Code.WRONG_CHAIN_ID, f"chain id is {body.chain_id!r}, expected {ctx.block.chain_id!r}")
+        if len(body.memo.encode()) > self.params.get(ctx).max_memo_bytes:
             raise ChainError(Code.MALFORMED_TX, "memo too long")
         if not PublicKey(pub).verify(sign_bytes(pub, body), dtx.tx.signature):
             raise ChainError(Code.BAD_SIGNATURE, "signature does not verify")
@@ -76,45 +53,37 @@ class Keeper(ModuleKeeper):
         account = self.account(ctx, signer)
         if body.sequence != account.sequence:
             raise ChainError(Code.WRONG_SEQUENCE, f"sequence is {body.sequence}, expected {account.sequence}")
-        min_fee = bank_keeper.params(ctx).min_fee
+        min_fee = self.bank.min_fee(ctx)
         if body.fee < min_fee:
             raise ChainError(Code.INSUFFICIENT_FEE, f"fee {body.fee} nicoin is below the minimum {min_fee}")
-        bank_keeper.send(ctx, signer, bank.module.FEE_COLLECTOR, body.fee)
-        self.set_account(ctx, signer, Account(pub, account.sequence + 1))
+        self.bank.collect_fee(ctx, signer, body.fee)
+        self.accounts.set(ctx, signer, Account(pub, account.sequence + 1))
         return signer
 
+    def query_account(self, ctx: Context, address: bytes) -> AccountInfo:
+        """An account's public key and next sequence."""
+        account = self.account(ctx, address)
+        return AccountInfo(address, account.pub_key, account.sequence)
 
-class AuthModule(Module):
-    """Module wiring: genesis and queries for auth."""
+    def query_params(self, ctx: Context, _: None) -> Params:
+        """The auth parameters."""
+        return self.params.get(ctx)
+
+
+class AuthModule(Module[Keeper, AuthGenesis]):
+    """Module wiring: genesis and queries for auth (it has no messages)."""
 
     name = NAME
+    genesis_type = AuthGenesis
+    queries: ClassVar[QueryTable] = {ACCOUNT: Keeper.query_account, PARAMS: Keeper.query_params}
 
-    def __init__(self) -> None:
-        self.keeper = Keeper()
-
-    def init_genesis(self, ctx: Context, state: dict[str, Any]) -> None:
+    def init_genesis(self, ctx: Context, state: AuthGenesis) -> None:
         """Set params and any accounts carried over from an export."""
-        self.keeper.set_params(ctx, load_params(Params, state.get("params", {})))
-        for entry in state.get("accounts", []):
-            account = Account(bytes.fromhex(entry["pub_key"]), int(entry["sequence"]))
-            self.keeper.set_account(ctx, decode_address(entry["address"]), account)
+        self.keeper.params.set(ctx, state.params)
+        for entry in state.accounts:
+            self.keeper.accounts.set(ctx, entry.address, Account(entry.pub_key, entry.sequence))
 
-    def export_genesis(self, ctx: Context) -> dict[str, Any]:
+    def export_genesis(self, ctx: Context) -> AuthGenesis:
         """Params and accounts with their sequences."""
-        return {
-            "params": asdict(self.keeper.params(ctx)),
-            "accounts": [
-                {"address": encode_address(a), "pub_key": acc.pub_key.hex(), "sequence": acc.sequence}
-                for a, acc in self.keeper.accounts(ctx)
-            ],
-        }
-
-    def query(self, ctx: Context, path: str, data: bytes) -> Any:
-        """`account` (data: bech32 address) and `params`."""
-        if path == "account":
-            address = decode_address(data.decode())
-            acc = self.keeper.account(ctx, address)
-            return {"address": encode_address(address), "pub_key": acc.pub_key.hex(), "sequence": acc.sequence}
-        if path == "params":
-            return asdict(self.keeper.params(ctx))
-        return super().query(ctx, path, data)
+        accounts = tuple(AccountInfo(a, acc.pub_key, acc.sequence) for a, acc in self.keeper.accounts.items(ctx))
+        return AuthGenesis(params=self.keeper.params.get(ctx), accounts=accounts)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from racenet.chain.scalars import MAX_AMOUNT
+
 NICOIN_PER = {"icon": 10**9, "micoin": 10**6, "uicon": 10**3, "nicoin": 1}
 _AMOUNT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*$")
 
@@ -23,6 +25,8 @@ def parse_amount(text: str) -> int:
         raise ValueError(f"invalid amount {text!r}") from e
     if value != value.to_integral_value():
         raise ValueError(f"{text!r} is not a whole number of nicoin")
+    if value > MAX_AMOUNT:
+        raise ValueError(f"{text!r} is more than the largest amount, {format_amount(MAX_AMOUNT)}")
     return int(value)
 
 

@@ -1,201 +1,181 @@
 """bank: balances, transfers, escrows and the supply they must add up to.
 
-Amounts are integers in nicoin (1 icon = 10**9 nicoin). State keys, all under `bank/`:
-`balance/<address>`, `escrow/<module>/<id>`, `supply`, `burned`, `params`.
+Amounts are `Amount`s in nicoin (1 icon = 10**9 nicoin), checked against u64 overflow.
 Invariant: supply == sum of balances + sum of escrows.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import ClassVar
 
+from racenet.chain.collections import ADDRESS, BYTES, STRING, Item, Record, UintItem, UintMap, pair
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Context, Module, ModuleKeeper, Msg, decode_uint, load_params
-from racenet.crypto.address import decode_address, encode_address, module_address
+from racenet.chain.module import (
+    Context,
+    HandlerTable,
+    Invariant,
+    InvariantBroken,
+    Module,
+    ModuleKeeper,
+    QueryTable,
+    TxContext,
+)
+from racenet.chain.modules.bank.types import (
+    BALANCE,
+    PARAMS,
+    SUPPLY,
+    Balance,
+    BankGenesis,
+    Escrow,
+    MsgSend,
+    Params,
+    Supply,
+)
+from racenet.crypto.address import encode_address, module_address
 
 NAME = "bank"
 FEE_COLLECTOR = module_address("fee_collector")
-NICOIN_PER_ICON = 10**9
-
-
-@dataclass(frozen=True)
-class Params:
-    """bank parameters: the minimum fee every transaction pays, in nicoin."""
-
-    min_fee: int = 1_000
-
-
-@dataclass(frozen=True)
-class Send(Msg):
-    """Move `amount` nicoin from the signer to `to`."""
-
-    TYPE: ClassVar[str] = "bank/Send"
-    to: bytes
-    amount: int
-
-    def validate(self) -> None:
-        """Recipient is a 20-byte address and the amount is positive."""
-        if len(self.to) != 20:
-            raise ChainError(Code.INVALID_MESSAGE, "recipient must be a 20-byte address")
-        if self.amount <= 0:
-            raise ChainError(Code.INVALID_MESSAGE, "amount must be positive")
 
 
 class Keeper(ModuleKeeper):
-    """The only reader and writer of bank keys; other modules call these methods."""
+    """The only reader and writer of bank state; other modules call its methods."""
 
     name = NAME
+    params = Item(b"params", Record(Params), Params())
+    balances = UintMap(b"balance/", ADDRESS)
+    escrows = UintMap(b"escrow/", pair(STRING, BYTES))
+    supply = UintItem(b"supply")
+    burned = UintItem(b"burned")
 
-    def params(self, ctx: Context) -> Params:
-        """Current bank parameters."""
-        return self.load(ctx, b"params", Params) or Params()
-
-    def set_params(self, ctx: Context, params: Params) -> None:
-        """Replace the bank parameters."""
-        self.save(ctx, b"params", params)
+    def min_fee(self, ctx: Context) -> int:
+        """The minimum fee of a transaction, in nicoin."""
+        return self.params.get(ctx).min_fee
 
     def balance(self, ctx: Context, address: bytes) -> int:
         """Spendable nicoin of an address."""
-        return self.load_uint(ctx, b"balance/" + address)
-
-    def supply(self, ctx: Context) -> int:
-        """Total nicoin in existence (balances plus escrows)."""
-        return self.load_uint(ctx, b"supply")
-
-    def burned(self, ctx: Context) -> int:
-        """Total nicoin ever burned."""
-        return self.load_uint(ctx, b"burned")
+        return self.balances.get(ctx, address)
 
     def escrow_balance(self, ctx: Context, module: str, escrow_id: bytes) -> int:
         """nicoin held in one escrow of a module."""
-        return self.load_uint(ctx, _escrow_key(module, escrow_id))
+        return self.escrows.get(ctx, (module, escrow_id))
+
+    def module_escrows(self, ctx: Context, module: str) -> list[tuple[bytes, int]]:
+        """Every non-empty escrow of one module as (id, amount)."""
+        return [(escrow_id, amount) for (_, escrow_id), amount in self.escrows.items(ctx, (module,))]
 
     def _debit(self, ctx: Context, address: bytes, amount: int) -> None:
-        have = self.balance(ctx, address)
+        have = self.balances.get(ctx, address)
         if have < amount:
             raise ChainError(Code.INSUFFICIENT_FUNDS, f"{encode_address(address)} has {have} nicoin, needs {amount}")
-        self.save_uint(ctx, b"balance/" + address, have - amount)
+        self.balances.set(ctx, address, have - amount)
 
     def _credit(self, ctx: Context, address: bytes, amount: int) -> None:
-        self.save_uint(ctx, b"balance/" + address, self.balance(ctx, address) + amount)
+        self.balances.set(ctx, address, self.balances.get(ctx, address) + amount)
+
+    def _take_escrow(self, ctx: Context, module: str, escrow_id: bytes, amount: int) -> None:
+        held = self.escrows.get(ctx, (module, escrow_id))
+        if held < amount:
+            raise ChainError(Code.INSUFFICIENT_FUNDS, f"escrow holds {held} nicoin, needs {amount}")
+        self.escrows.set(ctx, (module, escrow_id), held - amount)
+
+    def _add_escrow(self, ctx: Context, module: str, escrow_id: bytes, amount: int) -> None:
+        self.escrows.set(ctx, (module, escrow_id), self.escrows.get(ctx, (module, escrow_id)) + amount)
 
     def send(self, ctx: Context, sender: bytes, recipient: bytes, amount: int) -> None:
         """Transfer between two addresses; raises INSUFFICIENT_FUNDS and changes nothing."""
         self._debit(ctx, sender, amount)
         self._credit(ctx, recipient, amount)
 
+    def collect_fee(self, ctx: Context, payer: bytes, amount: int) -> None:
+        """Move a transaction's fee to the fee collector."""
+        self.send(ctx, payer, FEE_COLLECTOR, amount)
+
     def mint(self, ctx: Context, recipient: bytes, amount: int) -> None:
         """Create new nicoin (subsidy, genesis) and credit it."""
         self._credit(ctx, recipient, amount)
-        self.save_uint(ctx, b"supply", self.supply(ctx) + amount)
+        self.supply.set(ctx, self.supply.get(ctx) + amount)
 
     def mint_escrow(self, ctx: Context, module: str, escrow_id: bytes, amount: int) -> None:
         """Create nicoin directly inside an escrow (genesis import of open escrows)."""
-        key = _escrow_key(module, escrow_id)
-        self.save_uint(ctx, key, self.load_uint(ctx, key) + amount)
-        self.save_uint(ctx, b"supply", self.supply(ctx) + amount)
+        self._add_escrow(ctx, module, escrow_id, amount)
+        self.supply.set(ctx, self.supply.get(ctx) + amount)
 
     def burn(self, ctx: Context, holder: bytes, amount: int) -> None:
-        """Destroy nicoin held by `holder`."""
+        """Destroy nicoin held by `holder` (for tokenomics; nothing burns yet)."""
         self._debit(ctx, holder, amount)
-        self.save_uint(ctx, b"supply", self.supply(ctx) - amount)
-        self.save_uint(ctx, b"burned", self.burned(ctx) + amount)
+        self.supply.set(ctx, self.supply.get(ctx) - amount)
+        self.burned.set(ctx, self.burned.get(ctx) + amount)
 
     def lock(self, ctx: Context, owner: bytes, module: str, escrow_id: bytes, amount: int) -> None:
         """Move nicoin from `owner` into a module's escrow (e.g. an inference request)."""
         self._debit(ctx, owner, amount)
-        key = _escrow_key(module, escrow_id)
-        self.save_uint(ctx, key, self.load_uint(ctx, key) + amount)
+        self._add_escrow(ctx, module, escrow_id, amount)
 
     def release(self, ctx: Context, module: str, escrow_id: bytes, recipient: bytes, amount: int) -> None:
         """Pay nicoin out of a module's escrow to `recipient` (charge or refund)."""
-        key = _escrow_key(module, escrow_id)
-        held = self.load_uint(ctx, key)
-        if held < amount:
-            raise ChainError(Code.INSUFFICIENT_FUNDS, f"escrow holds {held} nicoin, needs {amount}")
-        self.save_uint(ctx, key, held - amount)
+        self._take_escrow(ctx, module, escrow_id, amount)
         self._credit(ctx, recipient, amount)
 
     def move_escrow(self, ctx: Context, module: str, from_id: bytes, to_id: bytes, amount: int) -> None:
         """Move nicoin between two escrows of one module (e.g. a request's escrow to a pending reward)."""
-        source, target = _escrow_key(module, from_id), _escrow_key(module, to_id)
-        held = self.load_uint(ctx, source)
-        if held < amount:
-            raise ChainError(Code.INSUFFICIENT_FUNDS, f"escrow holds {held} nicoin, needs {amount}")
-        self.save_uint(ctx, source, held - amount)
-        self.save_uint(ctx, target, self.load_uint(ctx, target) + amount)
-
-    def balances(self, ctx: Context) -> list[tuple[bytes, int]]:
-        """Every non-zero balance, ordered by address."""
-        return [(k[len(b"balance/") :], decode_uint(v)) for k, v in self.store(ctx).iterate(b"balance/")]
-
-    def escrows(self, ctx: Context) -> list[tuple[str, bytes, int]]:
-        """Every non-empty escrow as (module, id, amount)."""
-        out = []
-        for k, v in self.store(ctx).iterate(b"escrow/"):
-            module, _, escrow_id = k[len(b"escrow/") :].partition(b"/")
-            out.append((module.decode(), escrow_id, decode_uint(v)))
-        return out
+        self._take_escrow(ctx, module, from_id, amount)
+        self._add_escrow(ctx, module, to_id, amount)
 
     def check_supply(self, ctx: Context) -> None:
-        """Assert the supply invariant: supply == balances + escrows."""
-        held = sum(a for _, a in self.balances(ctx)) + sum(a for _, _, a in self.escrows(ctx))
-        if held != self.supply(ctx):
-            raise AssertionError(f"supply invariant broken: supply {self.supply(ctx)} != held {held}")
+        """The supply invariant: supply == balances + escrows."""
+        held = sum(int(a) for _, a in self.balances.items(ctx)) + sum(int(a) for _, a in self.escrows.items(ctx))
+        if held != self.supply.get(ctx):
+            raise InvariantBroken(f"supply invariant broken: supply {self.supply.get(ctx)} != held {held}")
+
+    def handle_send(self, ctx: TxContext, msg: MsgSend) -> None:
+        """bank/Send: move nicoin from the signer to the recipient."""
+        self.send(ctx, ctx.tx.signer, msg.to, msg.amount)
+        sender, recipient = encode_address(ctx.tx.signer), encode_address(msg.to)
+        ctx.emit("transfer", sender=sender, recipient=recipient, amount=str(msg.amount))
+
+    def query_balance(self, ctx: Context, address: bytes) -> Balance:
+        """An address's spendable balance."""
+        return Balance(address, self.balances.get(ctx, address))
+
+    def query_supply(self, ctx: Context, _: None) -> Supply:
+        """Total supply and total burned."""
+        return Supply(self.supply.get(ctx), self.burned.get(ctx))
+
+    def query_params(self, ctx: Context, _: None) -> Params:
+        """The bank parameters."""
+        return self.params.get(ctx)
 
 
-def _escrow_key(module: str, escrow_id: bytes) -> bytes:
-    return b"escrow/" + module.encode() + b"/" + escrow_id
-
-
-class BankModule(Module):
-    """Module wiring: messages, genesis and queries for bank."""
+class BankModule(Module[Keeper, BankGenesis]):
+    """Module wiring: messages, genesis, queries and the supply invariant."""
 
     name = NAME
-    messages = (Send,)
+    genesis_type = BankGenesis
+    handlers: ClassVar[HandlerTable] = {MsgSend: Keeper.handle_send}
+    queries: ClassVar[QueryTable] = {
+        BALANCE: Keeper.query_balance,
+        SUPPLY: Keeper.query_supply,
+        PARAMS: Keeper.query_params,
+    }
 
-    def __init__(self) -> None:
-        self.keeper = Keeper()
-
-    def init_genesis(self, ctx: Context, state: dict[str, Any]) -> None:
+    def init_genesis(self, ctx: Context, state: BankGenesis) -> None:
         """Set params, then mint every genesis balance and escrow."""
-        self.keeper.set_params(ctx, load_params(Params, state.get("params", {})))
-        for entry in state.get("balances", []):
-            self.keeper.mint(ctx, decode_address(entry["address"]), _amount(entry["amount"]))
-        for entry in state.get("escrows", []):
-            self.keeper.mint_escrow(ctx, entry["module"], bytes.fromhex(entry["id"]), _amount(entry["amount"]))
+        self.keeper.params.set(ctx, state.params)
+        for balance in state.balances:
+            self.keeper.mint(ctx, balance.address, balance.amount)
+        for escrow in state.escrows:
+            self.keeper.mint_escrow(ctx, escrow.module, escrow.id, escrow.amount)
 
-    def export_genesis(self, ctx: Context) -> dict[str, Any]:
+    def export_genesis(self, ctx: Context) -> BankGenesis:
         """Params, balances and escrows (supply is derived from them on import)."""
         k = self.keeper
-        return {
-            "params": asdict(k.params(ctx)),
-            "balances": [{"address": encode_address(a), "amount": n} for a, n in k.balances(ctx)],
-            "escrows": [{"module": m, "id": i.hex(), "amount": n} for m, i, n in k.escrows(ctx)],
-        }
+        return BankGenesis(
+            params=k.params.get(ctx),
+            balances=tuple(Balance(a, n) for a, n in k.balances.items(ctx)),
+            escrows=tuple(Escrow(m, i, n) for (m, i), n in k.escrows.items(ctx)),
+        )
 
-    def handle(self, ctx: Context, msg: Msg) -> bytes:
-        """Execute bank/Send."""
-        assert isinstance(msg, Send)
-        self.keeper.send(ctx, ctx.signer, msg.to, msg.amount)
-        sender, recipient = encode_address(ctx.signer), encode_address(msg.to)
-        ctx.emit("transfer", sender=sender, recipient=recipient, amount=str(msg.amount))
-        return b""
-
-    def query(self, ctx: Context, path: str, data: bytes) -> Any:
-        """`balance` (data: bech32 address), `supply`, `params`."""
-        if path == "balance":
-            address = decode_address(data.decode())
-            return {"address": encode_address(address), "amount": self.keeper.balance(ctx, address)}
-        if path == "supply":
-            return {"supply": self.keeper.supply(ctx), "burned": self.keeper.burned(ctx)}
-        if path == "params":
-            return asdict(self.keeper.params(ctx))
-        return super().query(ctx, path, data)
-
-
-def _amount(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"amount must be a non-negative integer (nicoin), got {value!r}")
-    return value
+    def invariants(self) -> Mapping[str, Invariant]:
+        """supply: supply equals balances plus escrows."""
+        return {"supply": self.keeper.check_supply}

@@ -1,93 +1,137 @@
 """inference: paid LLM requests — model prices, escrow at start, payment at finish, refunds at expiry.
 
-State keys under `inference/`: `params`, `model/<id>` (units of compute per token),
-`serve/<addr>` (models a node serves), `apikey/<key>`, `request/<id>` (open requests),
-`expiry/<height>/<id>`, `receipt/<id>`.
-Escrows (held by bank, module `inference`): `req/<id>` per open request and `reward/<addr>`,
-an executor's pending reward, which the rewards module releases later.
+Escrows (held by bank for module `inference`): `req/<request id>` per open request and
+`reward/<address>`, an executor's pending reward, which the rewards module releases later.
 
 A request's escrow is (prompt + max_tokens) × price; the finish charges
 (prompt + completion) × price to the executor's pending reward and refunds the rest; a request
-not finished within `expiry_blocks` is refunded whole.
+not finished within `expiry_blocks` is refunded whole. Each expiring request is refunded in its
+own isolated step, so one that cannot be refunded never stops the block.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+import dataclasses
+from collections.abc import Mapping
+from typing import ClassVar, Protocol
 
-from racenet.chain.codec import decode
+from racenet.chain.collections import (
+    ADDRESS,
+    HASH,
+    PUBKEY,
+    STRING,
+    U64,
+    EscrowIds,
+    Item,
+    KeySet,
+    Map,
+    Record,
+    UintMap,
+    pair,
+)
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Context, Module, ModuleKeeper, Msg, decode_uint, load_params
-from racenet.chain.modules.bank import Keeper as BankKeeper
+from racenet.chain.module import (
+    Context,
+    HandlerTable,
+    Invariant,
+    InvariantBroken,
+    Module,
+    ModuleKeeper,
+    QueryTable,
+    TxContext,
+    isolated,
+)
 from racenet.chain.modules.inference.routing import choose_executor
 from racenet.chain.modules.inference.types import (
+    APIKEY,
+    MODELS,
+    PARAMS,
+    PENDING,
+    REQUEST,
+    SERVERS,
     ApiKey,
-    AuthorizeKey,
-    Finish,
+    ApiKeyEntry,
+    InferenceGenesis,
+    ModelEntry,
+    ModelInfo,
+    Models,
+    MsgAuthorizeKey,
+    MsgFinishRequest,
+    MsgReassignRequest,
+    MsgRevokeKey,
+    MsgServeModels,
+    MsgStartRequest,
     Params,
-    Reassign,
+    PendingReward,
     Receipt,
+    ReceiptEntry,
+    ReceiptStatus,
     Request,
-    RevokeKey,
-    ServeModels,
-    Start,
+    RequestEntry,
+    RequestInfo,
+    Served,
+    ServerEntry,
+    ServerInfo,
+    Servers,
     auth_sign_bytes,
 )
-from racenet.chain.modules.race.module import Keeper as RaceKeeper
-from racenet.crypto.address import address_from_pubkey, decode_address, encode_address
+from racenet.chain.modules.race.schedule import Schedule
+from racenet.chain.scalars import Amount
+from racenet.crypto.address import address_from_pubkey, encode_address
 from racenet.crypto.keys import PublicKey
 
 NAME = "inference"
-T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Served:
-    """The models a node serves and where transfer agents reach it."""
+class BankKeeper(Protocol):
+    """What inference needs of bank: its escrows."""
 
-    models: tuple[str, ...]
-    endpoint: str
+    def escrow_balance(self, ctx: Context, module: str, escrow_id: bytes) -> int: ...
+    def module_escrows(self, ctx: Context, module: str) -> list[tuple[bytes, int]]: ...
+    def lock(self, ctx: Context, owner: bytes, module: str, escrow_id: bytes, amount: int) -> None: ...
+    def release(self, ctx: Context, module: str, escrow_id: bytes, recipient: bytes, amount: int) -> None: ...
+    def move_escrow(self, ctx: Context, module: str, from_id: bytes, to_id: bytes, amount: int) -> None: ...
+
+
+class RaceKeeper(Protocol):
+    """What inference needs of race: registration, weights, the schedule and race seeds."""
+
+    def consensus_key(self, ctx: Context, address: bytes) -> bytes: ...
+    def weight(self, ctx: Context, address: bytes) -> int: ...
+    def schedule(self, ctx: Context) -> Schedule: ...
+    def seed(self, ctx: Context, cycle: int) -> bytes: ...
 
 
 class Keeper(ModuleKeeper):
-    """The only reader and writer of inference keys."""
+    """The only reader and writer of inference state."""
 
     name = NAME
+    params = Item(b"params", Record(Params), Params())
+    models = UintMap(b"model/", STRING)
+    serving = Map(b"serve/", ADDRESS, Record(Served))
+    api_keys = Map(b"apikey/", PUBKEY, Record(ApiKey))
+    requests = Map(b"request/", HASH, Record(Request))
+    expiries = KeySet(b"expiry/", pair(U64, HASH))
+    receipts = Map(b"receipt/", HASH, Record(Receipt))
+    request_escrows = EscrowIds(b"req/", HASH)
+    reward_escrows = EscrowIds(b"reward/", ADDRESS)
 
     def __init__(self, bank: BankKeeper, race: RaceKeeper) -> None:
         self.bank = bank
         self.race = race
 
-    def params(self, ctx: Context) -> Params:
-        """Current inference parameters."""
-        return self.load(ctx, b"params", Params) or Params()
-
-    def set_params(self, ctx: Context, params: Params) -> None:
-        """Replace the inference parameters."""
-        self.save(ctx, b"params", params)
-
-    def units_per_token(self, ctx: Context, model: str) -> int:
-        """A registered model's units of compute per token (0: not registered)."""
-        return self.load_uint(ctx, b"model/" + model.encode())
-
     def register_model(self, ctx: Context, model: str, units_per_token: int) -> None:
         """Register a model with its units of compute per token."""
         if not model or units_per_token < 1:
             raise ValueError("a model needs a name and at least 1 unit of compute per token")
-        self.save_uint(ctx, b"model/" + model.encode(), units_per_token)
+        self.models.set(ctx, model, units_per_token)
 
-    def models(self, ctx: Context) -> list[tuple[str, int]]:
-        """Registered models and their units per token."""
-        n = len(b"model/")
-        return [(k[n:].decode(), decode_uint(v)) for k, v in self.store(ctx).iterate(b"model/")]
-
-    def price_per_token(self, ctx: Context, model: str) -> int:
+    def price_per_token(self, ctx: Context, model: str) -> Amount:
         """nicoin per token of a model: the unit-of-compute price × its units per token."""
-        units = self.units_per_token(ctx, model)
+        units = self.models.get(ctx, model)
         if not units:
             raise ChainError(Code.NOT_FOUND, f"model {model!r} is not registered")
-        return self.params(ctx).unit_price * units
+        return self.params.get(ctx).unit_price * units
 
     def serve(self, ctx: Context, node: bytes, models: tuple[str, ...], endpoint: str) -> None:
         """Record the models a Race node serves and its endpoint."""
@@ -95,22 +139,15 @@ class Keeper(ModuleKeeper):
             raise ChainError(Code.UNAUTHORIZED, "only a registered Race node can serve models")
         for model in models:
             self.price_per_token(ctx, model)
-        self.save(ctx, b"serve/" + node, Served(tuple(sorted(set(models))), endpoint))
-
-    def endpoint(self, ctx: Context, node: bytes) -> str:
-        """Where a serving node accepts forwarded requests (empty if it serves nothing)."""
-        served = self.load(ctx, b"serve/" + node, Served)
-        return "" if served is None else served.endpoint
+        self.serving.set(ctx, node, Served(tuple(sorted(set(models))), endpoint))
 
     def candidates(self, ctx: Context, model: str) -> list[tuple[bytes, int]]:
         """Nodes serving `model` with their voting weights (the executor draw's input)."""
-        n = len(b"serve/")
-        serving = [k[n:] for k, v in self.store(ctx).iterate(b"serve/") if model in decode(Served, v).models]
-        return [(a, self.race.weight(ctx, a)) for a in serving]
+        return [(a, self.race.weight(ctx, a)) for a, served in self.serving.items(ctx) if model in served.models]
 
     def routing_seed(self, ctx: Context, cycle: int) -> bytes:
         """The seed requests started in `cycle` are routed with (current or previous cycle only)."""
-        current = self.race.schedule(ctx).cycle(ctx.height)
+        current = self.race.schedule(ctx).cycle(ctx.block.height)
         seed = self.race.seed(ctx, cycle) if cycle in (current, current - 1) else b""
         if not seed:
             raise ChainError(Code.INVALID_MESSAGE, f"cycle {cycle} cannot route requests (current cycle {current})")
@@ -125,130 +162,36 @@ class Keeper(ModuleKeeper):
             raise ChainError(Code.NOT_FOUND, f"no node with voting weight serves {model!r}")
         return chosen
 
-    def api_key(self, ctx: Context, key: bytes) -> ApiKey | None:
-        """An API key's authorization."""
-        return self.load(ctx, b"apikey/" + key, ApiKey)
-
-    def authorize_key(self, ctx: Context, developer: bytes, key: bytes, spend_limit: int) -> None:
-        """Authorize (or re-limit) an API key for the developer's account."""
-        existing = self.api_key(ctx, key)
-        if existing is not None and existing.developer != developer:
-            raise ChainError(Code.UNAUTHORIZED, "this key is authorized for another account")
-        self.save(ctx, b"apikey/" + key, ApiKey(developer, spend_limit))
-
-    def revoke_key(self, ctx: Context, developer: bytes, key: bytes) -> None:
-        """Remove an API key of the developer's."""
-        existing = self.api_key(ctx, key)
-        if existing is None or existing.developer != developer:
-            raise ChainError(Code.NOT_FOUND, "no such API key on this account")
-        self.store(ctx).delete(b"apikey/" + key)
-
-    def request(self, ctx: Context, request_id: bytes) -> Request | None:
-        """An open request."""
-        return self.load(ctx, b"request/" + request_id, Request)
-
-    def receipt(self, ctx: Context, request_id: bytes) -> Receipt | None:
-        """A closed request's receipt."""
-        return self.load(ctx, b"receipt/" + request_id, Receipt)
-
     def pending_reward(self, ctx: Context, executor: bytes) -> int:
         """nicoin earned by an executor and not yet released."""
-        return self.bank.escrow_balance(ctx, NAME, b"reward/" + executor)
+        return self.bank.escrow_balance(ctx, NAME, self.reward_escrows.id(executor))
 
-    def start(self, ctx: Context, msg: Start) -> None:
-        """Open a request: check the authorization and the executor, escrow the maximum cost."""
-        params = self.params(ctx)
-        if msg.max_tokens > params.max_tokens:
-            raise ChainError(Code.INVALID_MESSAGE, f"max_tokens {msg.max_tokens} is over the limit {params.max_tokens}")
-        if self.request(ctx, msg.request_id) or self.receipt(ctx, msg.request_id):
-            raise ChainError(Code.DUPLICATE_REQUEST, "this request id was already used (replayed request)")
-        price = self.price_per_token(ctx, msg.model)
-        self._check_auth(ctx, msg)
-        expected = self.executor_for(ctx, msg.request_id, msg.model, msg.cycle, 0)
-        if msg.executor != expected:
-            raise ChainError(Code.INVALID_MESSAGE, f"the routing rule picks {encode_address(expected)}")
-        escrow = (msg.prompt_tokens + msg.max_tokens) * price
-        self._spend_key(ctx, msg.auth_key, msg.developer, escrow)
-        self.bank.lock(ctx, msg.developer, NAME, b"req/" + msg.request_id, escrow)
-        expiry = ctx.height + params.expiry_blocks
-        record = Request(
-            msg.developer,
-            ctx.signer,
-            msg.model,
-            msg.prompt_tokens,
-            msg.max_tokens,
-            msg.prompt_hash,
-            price,
-            escrow,
-            msg.auth_key,
-            msg.cycle,
-            msg.executor,
-            0,
-            (),
-            expiry,
-        )
-        self.save(ctx, b"request/" + msg.request_id, record)
-        self.store(ctx).set(b"expiry/" + expiry.to_bytes(8, "big") + b"/" + msg.request_id, b"")
-        ctx.emit(
-            "inference_start",
-            request_id=msg.request_id.hex(),
-            executor=encode_address(msg.executor),
-            escrow=str(escrow),
-        )
+    def _is_session_key(self, auth_key: bytes, developer: bytes) -> bool:
+        """Whether a request is authorized by an API key rather than the developer's own account key."""
+        return address_from_pubkey(auth_key) != developer
 
-    def _check_auth(self, ctx: Context, msg: Start) -> None:
-        own = address_from_pubkey(msg.auth_key) == msg.developer
-        key = self.api_key(ctx, msg.auth_key)
-        if not own and (key is None or key.developer != msg.developer):
+    def _check_auth(self, ctx: Context, msg: MsgStartRequest) -> None:
+        key = self.api_keys.get(ctx, msg.auth_key)
+        if self._is_session_key(msg.auth_key, msg.developer) and (key is None or key.developer != msg.developer):
             raise ChainError(Code.UNAUTHORIZED, "the request is not signed by the developer or its API key")
-        if not PublicKey(msg.auth_key).verify(auth_sign_bytes(msg.auth(ctx.chain_id)), msg.auth_signature):
+        if not PublicKey(msg.auth_key).verify(auth_sign_bytes(msg.auth(ctx.block.chain_id)), msg.auth_signature):
             raise ChainError(Code.BAD_SIGNATURE, "the request's signature does not verify")
 
-    def _spend_key(self, ctx: Context, auth_key: bytes, developer: bytes, amount: int) -> None:
-        key = self.api_key(ctx, auth_key)
-        if key is None or address_from_pubkey(auth_key) == developer:
+    def _spend_key(self, ctx: Context, auth_key: bytes, developer: bytes, amount: Amount) -> None:
+        key = self.api_keys.get(ctx, auth_key)
+        if key is None or not self._is_session_key(auth_key, developer):
             return
         if key.remaining < amount:
             raise ChainError(Code.INSUFFICIENT_FUNDS, f"API key may escrow {key.remaining} more nicoin, needs {amount}")
-        self.save(ctx, b"apikey/" + auth_key, ApiKey(developer, key.remaining - amount))
+        self.api_keys.set(ctx, auth_key, ApiKey(developer, key.remaining - amount))
 
-    def _refund_key(self, ctx: Context, request: Request, amount: int) -> None:
-        key = self.api_key(ctx, request.auth_key)
-        if key is not None and address_from_pubkey(request.auth_key) != request.developer:
-            self.save(ctx, b"apikey/" + request.auth_key, ApiKey(key.developer, key.remaining + amount))
-
-    def reassign(self, ctx: Context, msg: Reassign) -> bytes:
-        """Move a request to the next executor by the routing rule; return the new executor."""
-        request = self._open(ctx, msg.request_id)
-        if ctx.signer != request.transfer_agent:
-            raise ChainError(Code.UNAUTHORIZED, "only the request's transfer agent can reassign it")
-        attempt = request.attempt + 1
-        if attempt >= self.params(ctx).max_attempts:
-            raise ChainError(Code.INVALID_MESSAGE, "no attempts left; the request will expire and be refunded")
-        tried = (*request.tried, request.executor)
-        executor = self.executor_for(ctx, msg.request_id, request.model, request.cycle, attempt, tried)
-        updated = Request(**{**asdict(request), "executor": executor, "attempt": attempt, "tried": tried})
-        self.save(ctx, b"request/" + msg.request_id, updated)
-        ctx.emit("inference_reassign", request_id=msg.request_id.hex(), executor=encode_address(executor))
-        return executor
-
-    def finish(self, ctx: Context, msg: Finish) -> None:
-        """Charge the actual cost to the executor's pending reward and refund the rest."""
-        request = self._open(ctx, msg.request_id)
-        if ctx.signer != request.executor:
-            raise ChainError(Code.UNAUTHORIZED, "only the request's executor can finish it")
-        if msg.completion_tokens > request.max_tokens:
-            raise ChainError(Code.INVALID_MESSAGE, f"completion_tokens exceeds max_tokens {request.max_tokens}")
-        cost = (request.prompt_tokens + msg.completion_tokens) * request.price_per_token
-        escrow_id = b"req/" + msg.request_id
-        self.bank.move_escrow(ctx, NAME, escrow_id, b"reward/" + request.executor, cost)
-        self.bank.release(ctx, NAME, escrow_id, request.developer, request.escrow - cost)
-        self._refund_key(ctx, request, request.escrow - cost)
-        self._close(ctx, msg.request_id, request, msg.completion_tokens, msg.response_hash, cost, "finished")
-        ctx.emit("inference_finish", request_id=msg.request_id.hex(), cost=str(cost))
+    def _refund_key(self, ctx: Context, request: Request, amount: Amount) -> None:
+        key = self.api_keys.get(ctx, request.auth_key)
+        if key is not None and self._is_session_key(request.auth_key, request.developer):
+            self.api_keys.set(ctx, request.auth_key, ApiKey(key.developer, key.remaining + amount))
 
     def _open(self, ctx: Context, request_id: bytes) -> Request:
-        request = self.request(ctx, request_id)
+        request = self.requests.get(ctx, request_id)
         if request is None:
             raise ChainError(Code.NOT_FOUND, "no open request with this id")
         return request
@@ -258,133 +201,252 @@ class Keeper(ModuleKeeper):
         ctx: Context,
         request_id: bytes,
         request: Request,
+        *,
         completion_tokens: int,
         response_hash: bytes,
-        cost: int,
-        status: str,
+        cost: Amount,
+        status: ReceiptStatus,
     ) -> None:
         """Replace an open request by its receipt."""
-        store = self.store(ctx)
-        store.delete(b"request/" + request_id)
-        store.delete(b"expiry/" + request.expiry_height.to_bytes(8, "big") + b"/" + request_id)
+        self.requests.remove(ctx, request_id)
+        self.expiries.remove(ctx, (request.expiry_height, request_id))
         receipt = Receipt(
-            request.developer,
-            request.executor,
-            request.model,
-            request.prompt_tokens,
-            completion_tokens,
-            request.prompt_hash,
-            response_hash,
-            cost,
-            ctx.height,
-            status,
+            developer=request.developer,
+            executor=request.executor,
+            model=request.model,
+            prompt_tokens=request.prompt_tokens,
+            completion_tokens=completion_tokens,
+            prompt_hash=request.prompt_hash,
+            response_hash=response_hash,
+            cost=cost,
+            height=ctx.block.height,
+            status=status,
         )
-        self.save(ctx, b"receipt/" + request_id, receipt)
+        self.receipts.set(ctx, request_id, receipt)
+
+    def handle_serve_models(self, ctx: TxContext, msg: MsgServeModels) -> None:
+        """inference/ServeModels: a Race node declares its models and endpoint."""
+        self.serve(ctx, ctx.tx.signer, msg.models, msg.endpoint)
+
+    def handle_authorize_key(self, ctx: TxContext, msg: MsgAuthorizeKey) -> None:
+        """inference/AuthorizeKey: authorize (or re-limit) an API key for the signer's account."""
+        existing = self.api_keys.get(ctx, msg.key)
+        if existing is not None and existing.developer != ctx.tx.signer:
+            raise ChainError(Code.UNAUTHORIZED, "this key is authorized for another account")
+        self.api_keys.set(ctx, msg.key, ApiKey(ctx.tx.signer, Amount(msg.spend_limit)))
+
+    def handle_revoke_key(self, ctx: TxContext, msg: MsgRevokeKey) -> None:
+        """inference/RevokeKey: remove one of the signer's API keys."""
+        existing = self.api_keys.get(ctx, msg.key)
+        if existing is None or existing.developer != ctx.tx.signer:
+            raise ChainError(Code.NOT_FOUND, "no such API key on this account")
+        self.api_keys.remove(ctx, msg.key)
+
+    def handle_start_request(self, ctx: TxContext, msg: MsgStartRequest) -> None:
+        """inference/Start: check the authorization and the executor, escrow the maximum cost."""
+        params = self.params.get(ctx)
+        if msg.max_tokens > params.max_tokens:
+            raise ChainError(Code.INVALID_MESSAGE, f"max_tokens {msg.max_tokens} is over the limit {params.max_tokens}")
+        if self.requests.has(ctx, msg.request_id) or self.receipts.has(ctx, msg.request_id):
+            raise ChainError(Code.DUPLICATE_REQUEST, "this request id was already used (replayed request)")
+        price = self.price_per_token(ctx, msg.model)
+        self._check_auth(ctx, msg)
+        expected = self.executor_for(ctx, msg.request_id, msg.model, msg.cycle, 0)
+        if msg.executor != expected:
+            raise ChainError(Code.INVALID_MESSAGE, f"the routing rule picks {encode_address(expected)}")
+        escrow = (msg.prompt_tokens + msg.max_tokens) * price
+        self._spend_key(ctx, msg.auth_key, msg.developer, escrow)
+        self.bank.lock(ctx, msg.developer, NAME, self.request_escrows.id(msg.request_id), escrow)
+        expiry = Amount(ctx.block.height + params.expiry_blocks)
+        request = Request(
+            developer=msg.developer,
+            transfer_agent=ctx.tx.signer,
+            model=msg.model,
+            prompt_tokens=msg.prompt_tokens,
+            max_tokens=msg.max_tokens,
+            prompt_hash=msg.prompt_hash,
+            price_per_token=price,
+            escrow=escrow,
+            auth_key=msg.auth_key,
+            cycle=msg.cycle,
+            executor=msg.executor,
+            attempt=0,
+            tried=(),
+            expiry_height=expiry,
+        )
+        self.requests.set(ctx, msg.request_id, request)
+        self.expiries.add(ctx, (expiry, msg.request_id))
+        ctx.emit(
+            "inference_start",
+            request_id=msg.request_id.hex(),
+            executor=encode_address(msg.executor),
+            escrow=str(escrow),
+        )
+
+    def handle_reassign_request(self, ctx: TxContext, msg: MsgReassignRequest) -> bytes:
+        """inference/Reassign: move a request to the next executor by the routing rule; return it."""
+        request = self._open(ctx, msg.request_id)
+        if ctx.tx.signer != request.transfer_agent:
+            raise ChainError(Code.UNAUTHORIZED, "only the request's transfer agent can reassign it")
+        attempt = request.attempt + 1
+        if attempt >= self.params.get(ctx).max_attempts:
+            raise ChainError(Code.INVALID_MESSAGE, "no attempts left; the request will expire and be refunded")
+        tried = (*request.tried, request.executor)
+        executor = self.executor_for(ctx, msg.request_id, request.model, request.cycle, attempt, tried)
+        self.requests.set(
+            ctx, msg.request_id, dataclasses.replace(request, executor=executor, attempt=attempt, tried=tried)
+        )
+        ctx.emit("inference_reassign", request_id=msg.request_id.hex(), executor=encode_address(executor))
+        return executor
+
+    def handle_finish_request(self, ctx: TxContext, msg: MsgFinishRequest) -> None:
+        """inference/Finish: charge the actual cost to the executor's pending reward and refund the rest."""
+        request = self._open(ctx, msg.request_id)
+        if ctx.tx.signer != request.executor:
+            raise ChainError(Code.UNAUTHORIZED, "only the request's executor can finish it")
+        if msg.completion_tokens > request.max_tokens:
+            raise ChainError(Code.INVALID_MESSAGE, f"completion_tokens exceeds max_tokens {request.max_tokens}")
+        cost = (request.prompt_tokens + msg.completion_tokens) * request.price_per_token
+        escrow_id = self.request_escrows.id(msg.request_id)
+        self.bank.move_escrow(ctx, NAME, escrow_id, self.reward_escrows.id(request.executor), cost)
+        self.bank.release(ctx, NAME, escrow_id, request.developer, request.escrow - cost)
+        self._refund_key(ctx, request, request.escrow - cost)
+        self._close(
+            ctx,
+            msg.request_id,
+            request,
+            completion_tokens=msg.completion_tokens,
+            response_hash=msg.response_hash,
+            cost=cost,
+            status=ReceiptStatus.FINISHED,
+        )
+        ctx.emit("inference_finish", request_id=msg.request_id.hex(), cost=str(cost))
 
     def expire(self, ctx: Context) -> None:
-        """Refund every request whose time ran out at this height."""
-        prefix = b"expiry/" + ctx.height.to_bytes(8, "big") + b"/"
-        for key, _ in list(self.store(ctx).iterate(prefix)):
-            request_id = key[len(prefix) :]
-            request = self._open(ctx, request_id)
-            self.bank.release(ctx, NAME, b"req/" + request_id, request.developer, request.escrow)
-            self._refund_key(ctx, request, request.escrow)
-            self._close(ctx, request_id, request, 0, b"", 0, "expired")
-            ctx.emit("inference_expire", request_id=request_id.hex(), refund=str(request.escrow))
+        """Refund every request whose time ran out at this height, each in its own isolated step."""
+        for _, request_id in self.expiries.keys(ctx, (ctx.block.height,)):
+            with isolated(ctx, NAME, f"expiry of request {request_id.hex()}") as item:
+                self._expire_one(item, request_id)
+
+    def _expire_one(self, ctx: Context, request_id: bytes) -> None:
+        request = self._open(ctx, request_id)
+        self.bank.release(ctx, NAME, self.request_escrows.id(request_id), request.developer, request.escrow)
+        self._refund_key(ctx, request, request.escrow)
+        self._close(
+            ctx,
+            request_id,
+            request,
+            completion_tokens=0,
+            response_hash=b"",
+            cost=Amount(0),
+            status=ReceiptStatus.EXPIRED,
+        )
+        ctx.emit("inference_expire", request_id=request_id.hex(), refund=str(request.escrow))
+
+    def check_escrows(self, ctx: Context) -> None:
+        """Every request escrow belongs to an open request and holds its escrow; every open request has one."""
+        open_requests = dict(self.requests.items(ctx))
+        for escrow_id, amount in self.bank.module_escrows(ctx, NAME):
+            request_id = self.request_escrows.parse(escrow_id)
+            if request_id is None:
+                if self.reward_escrows.parse(escrow_id) is None:
+                    raise InvariantBroken(f"inference escrow {escrow_id!r} is neither a request nor a reward")
+                continue
+            request = open_requests.pop(request_id, None)
+            if request is None or request.escrow != amount:
+                raise InvariantBroken(f"escrow of request {request_id.hex()} ({amount}) has no matching open request")
+        for request_id, request in open_requests.items():
+            if request.escrow:
+                raise InvariantBroken(f"open request {request_id.hex()} has no escrow of {request.escrow}")
+        indexed = {request_id for _, request_id in self.expiries.keys(ctx)}
+        if indexed != set(dict(self.requests.items(ctx))):
+            raise InvariantBroken("the expiry index and the open requests differ")
+
+    def query_params(self, ctx: Context, _: None) -> Params:
+        """The inference parameters."""
+        return self.params.get(ctx)
+
+    def query_models(self, ctx: Context, _: None) -> Models:
+        """Registered models with their prices."""
+        return Models(tuple(ModelInfo(m, u, self.price_per_token(ctx, m)) for m, u in self.models.items(ctx)))
+
+    def query_servers(self, ctx: Context, model: str) -> Servers:
+        """The nodes serving a model, their weights and endpoints."""
+        servers = [ServerInfo(a, w, self._endpoint(ctx, a)) for a, w in self.candidates(ctx, model)]
+        return Servers(tuple(servers))
+
+    def _endpoint(self, ctx: Context, node: bytes) -> str:
+        served = self.serving.get(ctx, node)
+        return "" if served is None else served.endpoint
+
+    def query_request(self, ctx: Context, request_id: bytes) -> RequestInfo | None:
+        """A request's open record or receipt (None if the id was never used)."""
+        request, receipt = self.requests.get(ctx, request_id), self.receipts.get(ctx, request_id)
+        return None if request is None and receipt is None else RequestInfo(request, receipt)
+
+    def query_pending(self, ctx: Context, address: bytes) -> PendingReward:
+        """An executor's pending reward."""
+        return PendingReward(address, self.pending_reward(ctx, address))
+
+    def query_apikey(self, ctx: Context, key: bytes) -> ApiKey | None:
+        """An API key's account and remaining spend (None if unknown or revoked)."""
+        return self.api_keys.get(ctx, key)
 
 
-class InferenceModule(Module):
-    """Module wiring: messages, genesis, expiry hook and queries."""
+class InferenceModule(Module[Keeper, InferenceGenesis]):
+    """Module wiring: messages, genesis, expiry hook, queries and the escrow invariant."""
 
     name = NAME
-    messages = (ServeModels, AuthorizeKey, RevokeKey, Start, Reassign, Finish)
+    genesis_type = InferenceGenesis
+    handlers: ClassVar[HandlerTable] = {
+        MsgServeModels: Keeper.handle_serve_models,
+        MsgAuthorizeKey: Keeper.handle_authorize_key,
+        MsgRevokeKey: Keeper.handle_revoke_key,
+        MsgStartRequest: Keeper.handle_start_request,
+        MsgReassignRequest: Keeper.handle_reassign_request,
+        MsgFinishRequest: Keeper.handle_finish_request,
+    }
+    queries: ClassVar[QueryTable] = {
+        PARAMS: Keeper.query_params,
+        MODELS: Keeper.query_models,
+        SERVERS: Keeper.query_servers,
+        REQUEST: Keeper.query_request,
+        PENDING: Keeper.query_pending,
+        APIKEY: Keeper.query_apikey,
+    }
 
-    def __init__(self, bank: BankKeeper, race: RaceKeeper) -> None:
-        self.keeper = Keeper(bank, race)
-
-    def init_genesis(self, ctx: Context, state: dict[str, Any]) -> None:
-        """Params, registered models and the models genesis nodes serve."""
-        self.keeper.set_params(ctx, load_params(Params, state.get("params", {})))
-        for entry in state.get("models", []):
-            self.keeper.register_model(ctx, str(entry["id"]), int(entry["units_per_token"]))
-        for entry in state.get("servers", []):
-            self.keeper.serve(ctx, decode_address(entry["address"]), tuple(entry["models"]), str(entry["endpoint"]))
-
-    def export_genesis(self, ctx: Context) -> dict[str, Any]:
-        """Params, models and servers (open requests are refunded before an export is used)."""
+    def init_genesis(self, ctx: Context, state: InferenceGenesis) -> None:
+        """Params, models, serving nodes (which must be registered Race nodes), keys, requests and receipts."""
         k = self.keeper
-        n = len(b"serve/")
-        served = [(key[n:], decode(Served, v)) for key, v in ctx.module_store(NAME).iterate(b"serve/")]
-        servers = [{"address": encode_address(a), "models": list(s.models), "endpoint": s.endpoint} for a, s in served]
-        return {
-            "params": asdict(k.params(ctx)),
-            "models": [{"id": m, "units_per_token": u} for m, u in k.models(ctx)],
-            "servers": servers,
-        }
+        k.params.set(ctx, state.params)
+        for model in state.models:
+            k.register_model(ctx, model.id, model.units_per_token)
+        for server in state.servers:
+            k.serve(ctx, server.address, server.models, server.endpoint)
+        for entry in state.api_keys:
+            k.api_keys.set(ctx, entry.key, ApiKey(entry.developer, Amount(entry.remaining)))
+        for open_request in state.requests:
+            k.requests.set(ctx, open_request.id, open_request.request)
+            k.expiries.add(ctx, (open_request.request.expiry_height, open_request.id))
+        for closed in state.receipts:
+            k.receipts.set(ctx, closed.id, closed.receipt)
 
-    def handle(self, ctx: Context, msg: Msg) -> bytes:
-        """Execute an inference message."""
+    def export_genesis(self, ctx: Context) -> InferenceGenesis:
+        """Everything init_genesis loads."""
         k = self.keeper
-        if isinstance(msg, ServeModels):
-            k.serve(ctx, ctx.signer, msg.models, msg.endpoint)
-        elif isinstance(msg, AuthorizeKey):
-            k.authorize_key(ctx, ctx.signer, msg.key, msg.spend_limit)
-        elif isinstance(msg, RevokeKey):
-            k.revoke_key(ctx, ctx.signer, msg.key)
-        elif isinstance(msg, Start):
-            k.start(ctx, msg)
-        elif isinstance(msg, Reassign):
-            return k.reassign(ctx, msg)
-        elif isinstance(msg, Finish):
-            k.finish(ctx, msg)
-        return b""
+        return InferenceGenesis(
+            params=k.params.get(ctx),
+            models=tuple(ModelEntry(m, u) for m, u in k.models.items(ctx)),
+            servers=tuple(ServerEntry(a, s.models, s.endpoint) for a, s in k.serving.items(ctx)),
+            api_keys=tuple(ApiKeyEntry(key, a.developer, a.remaining) for key, a in k.api_keys.items(ctx)),
+            requests=tuple(RequestEntry(i, r) for i, r in k.requests.items(ctx)),
+            receipts=tuple(ReceiptEntry(i, r) for i, r in k.receipts.items(ctx)),
+        )
 
-    def end_block(self, ctx: Context) -> list[Any]:
+    def end_block(self, ctx: Context) -> None:
         """Refund expired requests."""
         self.keeper.expire(ctx)
-        return []
 
-    def query(self, ctx: Context, path: str, data: bytes) -> Any:
-        """`params`, `models`, `servers` (data: model), `request` (data: hex id), `pending` / `apikey`."""
-        k = self.keeper
-        if path == "params":
-            return asdict(k.params(ctx))
-        if path == "models":
-            return [
-                {"id": m, "units_per_token": u, "price_per_token": k.price_per_token(ctx, m)} for m, u in k.models(ctx)
-            ]
-        if path == "servers":
-            return [
-                {"address": encode_address(a), "weight": w, "endpoint": k.endpoint(ctx, a)}
-                for a, w in k.candidates(ctx, data.decode())
-            ]
-        if path == "request":
-            return self._request_info(ctx, bytes.fromhex(data.decode()))
-        if path == "pending":
-            return {"address": data.decode(), "amount": k.pending_reward(ctx, decode_address(data.decode()))}
-        if path == "apikey":
-            key = k.api_key(ctx, bytes.fromhex(data.decode()))
-            return None if key is None else {"developer": encode_address(key.developer), "remaining": key.remaining}
-        return super().query(ctx, path, data)
-
-    def _request_info(self, ctx: Context, request_id: bytes) -> Any:
-        request = self.keeper.request(ctx, request_id)
-        if request is not None:
-            return {"status": "open", **_jsonable(asdict(request))}
-        receipt = self.keeper.receipt(ctx, request_id)
-        return None if receipt is None else _jsonable(asdict(receipt))
-
-
-def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
-    """Addresses as bech32, other bytes as hex, for query answers."""
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        if key in ("developer", "executor", "transfer_agent"):
-            out[key] = encode_address(value)
-        elif isinstance(value, bytes):
-            out[key] = value.hex()
-        elif isinstance(value, tuple):
-            out[key] = [encode_address(v) for v in value]
-        else:
-            out[key] = value
-    return out
+    def invariants(self) -> Mapping[str, Invariant]:
+        """escrows: every request escrow is backed by its open request, and the other way round."""
+        return {"escrows": self.keeper.check_escrows}

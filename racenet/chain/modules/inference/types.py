@@ -1,4 +1,4 @@
-"""inference messages, parameters and records.
+"""inference messages, parameters, records, genesis state and queries.
 
 Prompt and response bodies never reach the chain: it holds their hashes, token counts,
 the escrow and the outcome.
@@ -7,11 +7,14 @@ the escrow and the outcome.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import ClassVar
 
 from racenet.chain.codec import encode
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Msg
+from racenet.chain.module import GenesisState, Msg
+from racenet.chain.query import ADDRESS_ARG, HEX_ARG, NO_ARG, TEXT_ARG, optional_query, query
+from racenet.chain.scalars import Address, Amount
 
 AUTH_DOMAIN = b"racenet/inference/v1\x00"
 MAX_MODELS = 16
@@ -24,14 +27,14 @@ class Params:
     Price per token = `unit_price` (nicoin per unit of compute) × the model's units per token.
     """
 
-    unit_price: int = 1_000
+    unit_price: Amount = Amount(1_000)
     max_tokens: int = 2_048
     expiry_blocks: int = 30
     max_attempts: int = 3
 
 
 @dataclass(frozen=True)
-class ServeModels(Msg):
+class MsgServeModels(Msg):
     """A Race node declares the models it serves and the URL transfer agents forward requests to."""
 
     TYPE: ClassVar[str] = "inference/ServeModels"
@@ -47,7 +50,7 @@ class ServeModels(Msg):
 
 
 @dataclass(frozen=True)
-class AuthorizeKey(Msg):
+class MsgAuthorizeKey(Msg):
     """Let an API key (an ed25519 session key) start requests paid from the signer's account."""
 
     TYPE: ClassVar[str] = "inference/AuthorizeKey"
@@ -61,14 +64,14 @@ class AuthorizeKey(Msg):
 
 
 @dataclass(frozen=True)
-class RevokeKey(Msg):
+class MsgRevokeKey(Msg):
     """Withdraw an API key's authorization."""
 
     TYPE: ClassVar[str] = "inference/RevokeKey"
     key: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RequestAuth:
     """What the developer (or its API key) signs to pay for one request.
 
@@ -89,8 +92,8 @@ def auth_sign_bytes(auth: RequestAuth) -> bytes:
     return AUTH_DOMAIN + encode(auth)
 
 
-@dataclass(frozen=True)
-class Start(Msg):
+@dataclass(frozen=True, kw_only=True)
+class MsgStartRequest(Msg):
     """A transfer agent opens a request: escrow from the developer, executor by the routing rule."""
 
     TYPE: ClassVar[str] = "inference/Start"
@@ -118,19 +121,26 @@ class Start(Msg):
 
     def auth(self, chain_id: str) -> RequestAuth:
         """The authorization this message carries a signature for."""
-        return RequestAuth(chain_id, self.request_id, self.developer, self.model, self.max_tokens, self.prompt_hash)
+        return RequestAuth(
+            chain_id=chain_id,
+            request_id=self.request_id,
+            developer=self.developer,
+            model=self.model,
+            max_tokens=self.max_tokens,
+            prompt_hash=self.prompt_hash,
+        )
 
 
 @dataclass(frozen=True)
-class Reassign(Msg):
+class MsgReassignRequest(Msg):
     """The request's transfer agent moves it to the next executor after the current one failed."""
 
     TYPE: ClassVar[str] = "inference/Reassign"
     request_id: bytes
 
 
-@dataclass(frozen=True)
-class Finish(Msg):
+@dataclass(frozen=True, kw_only=True)
+class MsgFinishRequest(Msg):
     """The executor reports the completion: actual tokens and the response hash; it is paid, the rest refunded."""
 
     TYPE: ClassVar[str] = "inference/Finish"
@@ -145,44 +155,178 @@ class Finish(Msg):
 
 
 @dataclass(frozen=True)
+class Served:
+    """The models a node serves and where transfer agents reach it."""
+
+    models: tuple[str, ...]
+    endpoint: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Request:
     """An open request's record."""
 
-    developer: bytes
-    transfer_agent: bytes
+    developer: Address
+    transfer_agent: Address
     model: str
     prompt_tokens: int
     max_tokens: int
     prompt_hash: bytes
-    price_per_token: int
-    escrow: int
+    price_per_token: Amount
+    escrow: Amount
     auth_key: bytes
     cycle: int
-    executor: bytes
+    executor: Address
     attempt: int
-    tried: tuple[bytes, ...]
+    tried: tuple[Address, ...]
     expiry_height: int
 
 
-@dataclass(frozen=True)
+class ReceiptStatus(StrEnum):
+    """How a request ended."""
+
+    FINISHED = "finished"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Receipt:
     """A finished (or expired) request's outcome, for audits and spot checks."""
 
-    developer: bytes
-    executor: bytes
+    developer: Address
+    executor: Address
     model: str
     prompt_tokens: int
     completion_tokens: int
     prompt_hash: bytes
     response_hash: bytes
-    cost: int
+    cost: Amount
     height: int
-    status: str
+    status: ReceiptStatus
 
 
 @dataclass(frozen=True)
 class ApiKey:
     """An authorized API key: whose account pays and how much it may still escrow."""
 
-    developer: bytes
+    developer: Address
+    remaining: Amount
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model: its units of compute per token and its price per token in nicoin."""
+
+    id: str
+    units_per_token: int
+    price_per_token: int
+
+
+@dataclass(frozen=True)
+class Models:
+    """Every registered model."""
+
+    models: tuple[ModelInfo, ...]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A node serving a model: its Race weight (the executor draw's weight) and its endpoint."""
+
+    address: Address
+    weight: int
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class Servers:
+    """The nodes serving a model, ordered by address."""
+
+    servers: tuple[ServerInfo, ...]
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """A request's on-chain state: the open request, or its receipt once closed."""
+
+    request: Request | None
+    receipt: Receipt | None
+
+
+@dataclass(frozen=True)
+class PendingReward:
+    """nicoin an executor earned and the rewards module has not released yet."""
+
+    address: Address
+    amount: int
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model registered at genesis: its id and units of compute per token."""
+
+    id: str
+    units_per_token: int
+
+
+@dataclass(frozen=True)
+class ServerEntry:
+    """A serving node: its account, models and endpoint."""
+
+    address: Address
+    models: tuple[str, ...]
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class ApiKeyEntry:
+    """An authorized API key."""
+
+    key: bytes
+    developer: Address
     remaining: int
+
+
+@dataclass(frozen=True)
+class RequestEntry:
+    """An open request (its escrow is in bank's genesis)."""
+
+    id: bytes
+    request: Request
+
+
+@dataclass(frozen=True)
+class ReceiptEntry:
+    """A closed request's receipt (kept so its id cannot be replayed)."""
+
+    id: bytes
+    receipt: Receipt
+
+
+@dataclass(frozen=True)
+class InferenceGenesis(GenesisState):
+    """Params, models, servers, API keys, open requests and receipts."""
+
+    params: Params = Params()
+    models: tuple[ModelEntry, ...] = ()
+    servers: tuple[ServerEntry, ...] = ()
+    api_keys: tuple[ApiKeyEntry, ...] = ()
+    requests: tuple[RequestEntry, ...] = ()
+    receipts: tuple[ReceiptEntry, ...] = ()
+
+    def validate(self) -> None:
+        """Models have a name and at least one unit per token; ids are 32 bytes and unique."""
+        for model in self.models:
+            if not model.id or model.units_per_token < 1:
+                raise ValueError("a model needs a name and at least 1 unit of compute per token")
+        ids = [r.id for r in self.requests] + [r.id for r in self.receipts]
+        if any(len(i) != 32 for i in ids) or len(set(ids)) != len(ids):
+            raise ValueError("request ids are 32 bytes and appear once among requests and receipts")
+
+
+PARAMS = query("inference/params", NO_ARG, Params)
+MODELS = query("inference/models", NO_ARG, Models)
+SERVERS = query("inference/servers", TEXT_ARG, Servers)
+REQUEST = optional_query("inference/request", HEX_ARG, RequestInfo)
+PENDING = query("inference/pending", ADDRESS_ARG, PendingReward)
+APIKEY = optional_query("inference/apikey", HEX_ARG, ApiKey)

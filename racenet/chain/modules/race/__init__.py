@@ -1,21 +1,64 @@
 """race: the on-chain half of Proof-of-Work 2.0 — cycles, commitments, challenged reveals,
 weighted validation votes, and Race weights as validator power."""
 
-from racenet.chain.modules.race.module import RaceModule
+from racenet.chain.modules.race.module import Keeper, RaceModule, validator_power
 from racenet.chain.modules.race.proof import ProofTree
-from racenet.chain.modules.race.schedule import Phase, Schedule
-from racenet.chain.modules.race.types import CommitProof, Leaf, Params, RegisterNode, Reveal, Vote, proof_leaf
+from racenet.chain.modules.race.schedule import Schedule
+from racenet.chain.modules.race.types import (
+    ASSIGNMENTS,
+    CHALLENGE,
+    CYCLE,
+    NODES,
+    PARAMS,
+    REVEAL,
+    Assignments,
+    Challenge,
+    CycleInfo,
+    Leaf,
+    MsgCommitProof,
+    MsgRegisterNode,
+    MsgReveal,
+    MsgVote,
+    NodeInfo,
+    Nodes,
+    Outcome,
+    OutcomeStatus,
+    Params,
+    Phase,
+    RaceGenesis,
+    RaceNode,
+    RevealInfo,
+    proof_leaf,
+)
 
 __all__ = [
-    "CommitProof",
+    "ASSIGNMENTS",
+    "CHALLENGE",
+    "CYCLE",
+    "NODES",
+    "PARAMS",
+    "REVEAL",
+    "Assignments",
+    "Challenge",
+    "CycleInfo",
+    "Keeper",
     "Leaf",
+    "MsgCommitProof",
+    "MsgRegisterNode",
+    "MsgReveal",
+    "MsgVote",
+    "NodeInfo",
+    "Nodes",
+    "Outcome",
+    "OutcomeStatus",
     "Params",
     "Phase",
     "ProofTree",
+    "RaceGenesis",
     "RaceModule",
-    "RegisterNode",
-    "Reveal",
+    "RaceNode",
+    "RevealInfo",
     "Schedule",
-    "Vote",
     "proof_leaf",
+    "validator_power",
 ]

@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-from racenet.chain.modules.race.types import Params
-
-
-class Phase(StrEnum):
-    """The phases of a cycle, in order."""
-
-    RACE = "race"
-    COMMIT = "commit"
-    REVEAL = "reveal"
-    VOTE = "vote"
+from racenet.chain.modules.race.types import Params, Phase
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
-"""race messages, parameters and stored records."""
+"""race messages, parameters, records, genesis state and queries."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import ClassVar
 
 from racenet.chain.codec import encode
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Msg
+from racenet.chain.module import GenesisState, Msg
+from racenet.chain.query import ADDRESS_ARG, NO_ARG, optional_query, query
+from racenet.chain.scalars import Address, Amount
 
 MAX_REVEAL_LEAVES = 256
 MAX_PROOF_DEPTH = 40
@@ -34,9 +37,23 @@ class Params:
     quorum_percent: int = 50
     weight_cap: int = 0
 
+    def validate(self) -> None:
+        """Every phase lasts at least one block."""
+        if min(self.race_blocks, self.commit_blocks, self.reveal_blocks, self.vote_blocks) < 1:
+            raise ValueError("every phase needs at least one block")
+
+
+class Phase(StrEnum):
+    """The phases of a cycle, in order."""
+
+    RACE = "race"
+    COMMIT = "commit"
+    REVEAL = "reveal"
+    VOTE = "vote"
+
 
 @dataclass(frozen=True)
-class RegisterNode(Msg):
+class MsgRegisterNode(Msg):
     """Bind the signing account to the ed25519 consensus key its Race weight powers."""
 
     TYPE: ClassVar[str] = "race/RegisterNode"
@@ -49,7 +66,7 @@ class RegisterNode(Msg):
 
 
 @dataclass(frozen=True)
-class CommitProof(Msg):
+class MsgCommitProof(Msg):
     """Commit, before the commit window closes, to `count` appropriate vectors under `root`."""
 
     TYPE: ClassVar[str] = "race/CommitProof"
@@ -73,7 +90,7 @@ class Leaf:
 
 
 @dataclass(frozen=True)
-class Reveal(Msg):
+class MsgReveal(Msg):
     """Open the challenged leaves, each followed by its successor (which proves nonces increase)."""
 
     TYPE: ClassVar[str] = "race/Reveal"
@@ -89,8 +106,8 @@ class Reveal(Msg):
                 raise ChainError(Code.INVALID_MESSAGE, "a Merkle path is at most 40 hashes of 32 bytes")
 
 
-@dataclass(frozen=True)
-class Vote(Msg):
+@dataclass(frozen=True, kw_only=True)
+class MsgVote(Msg):
     """An assigned validator's verdict on one participant's revealed nonces."""
 
     TYPE: ClassVar[str] = "race/Vote"
@@ -113,34 +130,45 @@ class Commitment:
     """A participant's commitment in one cycle."""
 
     root: bytes
-    count: int
+    count: Amount
 
 
 @dataclass(frozen=True)
-class Revealed:
+class RevealedNonces:
     """The challenged nonces a participant opened (in challenge order) and its public key."""
 
     pub_key: bytes
     nonces: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class CastVote:
-    """A stored vote."""
+@dataclass(frozen=True, kw_only=True)
+class Vote:
+    """A validator's stored vote on a participant."""
 
     accept: bool
     checked: int
     mismatches: int
 
 
-@dataclass(frozen=True)
+class OutcomeStatus(StrEnum):
+    """How a proof fared in a tally (the rules are in the race module's docstring)."""
+
+    NO_REVEAL = "no reveal"
+    UNCHECKED = "unchecked"
+    NO_QUORUM = "no quorum"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    ABSENT = "absent"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Outcome:
-    """How a participant's proof fared in a cycle's tally."""
+    """How a participant's proof fared in a cycle's tally: what it claimed and the weight it got."""
 
     cycle: int
-    claimed: int
-    weight: int
-    status: str
+    claimed: Amount
+    weight: Amount
+    status: OutcomeStatus
 
 
 @dataclass(frozen=True)
@@ -156,3 +184,97 @@ class LeafData:
 def proof_leaf(pub_key: bytes, count: int, index: int, nonce: int) -> bytes:
     """The bytes of Merkle leaf `index`: binding each nonce to its node and to the claimed count."""
     return encode(LeafData(pub_key, count, index, nonce))
+
+
+@dataclass(frozen=True)
+class RaceNode:
+    """A registered node: its account, its consensus key and its voting weight (genesis and export)."""
+
+    address: Address
+    consensus_pub_key: bytes
+    weight: int = 0
+
+
+@dataclass(frozen=True)
+class RaceGenesis(GenesisState):
+    """Params, the first cycle's start height (0: the chain's first block) and registered nodes."""
+
+    params: Params = Params()
+    start: int = 0
+    nodes: tuple[RaceNode, ...] = ()
+
+    def validate(self) -> None:
+        """Valid params; each account and each consensus key registered once."""
+        self.params.validate()
+        if len({n.address for n in self.nodes}) != len(self.nodes):
+            raise ValueError("nodes: an account is registered twice")
+        if len({n.consensus_pub_key for n in self.nodes}) != len(self.nodes):
+            raise ValueError("nodes: a consensus key is registered twice")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CycleInfo:
+    """Where the chain is in the Race: cycle, phase, the phases' first heights and the seeds."""
+
+    height: int
+    cycle: int
+    phase: Phase
+    phase_starts: dict[Phase, int]
+    tally_height: int
+    race_seed: bytes
+    challenge_seed: bytes
+    preset: str
+    difficulty: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeInfo:
+    """A registered node's weight, validator power, this cycle's commitment and its last outcome."""
+
+    address: Address
+    consensus_pub_key: bytes
+    weight: int
+    power: int
+    committed: int | None
+    last_outcome: Outcome | None
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """Every registered node, ordered by address."""
+
+    nodes: tuple[NodeInfo, ...]
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """The leaves a participant must open this cycle (empty before the challenge seed exists)."""
+
+    cycle: int
+    indices: tuple[int, ...]
+    count: int
+
+
+@dataclass(frozen=True)
+class RevealInfo:
+    """The nonces a participant opened this cycle, and the key they are bound to."""
+
+    cycle: int
+    pub_key: bytes
+    nonces: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Assignments:
+    """The participants a validator must check this cycle."""
+
+    cycle: int
+    participants: tuple[Address, ...]
+
+
+PARAMS = query("race/params", NO_ARG, Params)
+CYCLE = query("race/cycle", NO_ARG, CycleInfo)
+NODES = query("race/nodes", NO_ARG, Nodes)
+CHALLENGE = query("race/challenge", ADDRESS_ARG, Challenge)
+REVEAL = optional_query("race/reveal", ADDRESS_ARG, RevealInfo)
+ASSIGNMENTS = query("race/assignments", ADDRESS_ARG, Assignments)

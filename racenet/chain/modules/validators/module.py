@@ -1,134 +1,106 @@
 """validators: who signs blocks and with what power.
 
-Power changes are queued and handed to the engine at the end of the block
-(CometBFT applies them two heights later). Today power is set at genesis or by
-the `authority` account with `validators/SetPower`; the Race module sets it from
-Race weights once it exists.
-
-State keys under `validators/`: `power/<pubkey>`, `pending/<pubkey>`, `authority`.
+Power changes are queued and handed to the engine after the block's end-block hooks
+(CometBFT applies them two heights later). The Race module sets power from Race weights at
+each tally; the `authority` account may also set it with `validators/SetPower` (devnet use).
+The total power never exceeds CometBFT's bound (`MAX_TOTAL_POWER`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from racenet.chain.codec import encode_uvarint
+from racenet.chain.collections import PUBKEY, RAW, UVARINT, Item, Map, UintMap
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Context, Module, ModuleKeeper, Msg, decode_uint
+from racenet.chain.module import Context, HandlerTable, Module, ModuleKeeper, QueryTable, TxContext
+from racenet.chain.modules.validators.types import (
+    AUTHORITY,
+    LIST,
+    MAX_TOTAL_POWER,
+    Authority,
+    MsgSetPower,
+    ValidatorPower,
+    ValidatorSet,
+    ValidatorsGenesis,
+)
 from racenet.chain.types import ValidatorUpdate
-from racenet.crypto.address import decode_address, encode_address
 
 NAME = "validators"
-MAX_POWER = 2**60
-
-
-@dataclass(frozen=True)
-class SetPower(Msg):
-    """Set a validator's power (0 removes it); only the authority account may send it."""
-
-    TYPE: ClassVar[str] = "validators/SetPower"
-    pub_key: bytes
-    power: int
-
-    def validate(self) -> None:
-        """The key is a 32-byte ed25519 key and the power is in range."""
-        if len(self.pub_key) != 32:
-            raise ChainError(Code.INVALID_MESSAGE, "validator key must be a 32-byte ed25519 public key")
-        if self.power > MAX_POWER:
-            raise ChainError(Code.INVALID_MESSAGE, f"power must be at most {MAX_POWER}")
 
 
 class Keeper(ModuleKeeper):
-    """The only reader and writer of validators keys."""
+    """The only reader and writer of validators state."""
 
     name = NAME
+    powers = UintMap(b"power/", PUBKEY)
+    pending = Map(b"pending/", PUBKEY, UVARINT)
+    authority = Item(b"authority", RAW, b"")
 
-    def powers(self, ctx: Context) -> list[ValidatorUpdate]:
+    def validator_set(self, ctx: Context) -> list[ValidatorUpdate]:
         """The current validator set, ordered by key."""
-        n = len(b"power/")
-        return [ValidatorUpdate(k[n:], decode_uint(v)) for k, v in self.store(ctx).iterate(b"power/")]
+        return [ValidatorUpdate(k, p) for k, p in self.powers.items(ctx)]
 
     def power(self, ctx: Context, pub_key: bytes) -> int:
         """A validator's current power (0: not a validator)."""
-        return self.load_uint(ctx, b"power/" + pub_key)
+        return self.powers.get(ctx, pub_key)
 
     def set_power(self, ctx: Context, pub_key: bytes, power: int) -> None:
-        """Change a validator's power; the engine learns it at the end of the block (no-op if unchanged)."""
-        if power == self.power(ctx, pub_key):
+        """Change a validator's power; the engine learns it after the block (no-op if unchanged)."""
+        if power == self.powers.get(ctx, pub_key):
             return
-        self.save_uint(ctx, b"power/" + pub_key, power)
-        self.store(ctx).set(b"pending/" + pub_key, encode_uvarint(power))
+        self.powers.set(ctx, pub_key, power)
+        self.pending.set(ctx, pub_key, power)
         ctx.emit("validator_power", pub_key=pub_key.hex(), power=str(power))
 
     def set_genesis_power(self, ctx: Context, pub_key: bytes, power: int) -> None:
         """Record a genesis validator without queueing an update (the engine already has it)."""
-        if len(pub_key) != 32 or not 0 < power <= MAX_POWER:
-            raise ValueError("a validator needs a 32-byte key and a power in 1..2**60")
-        self.save_uint(ctx, b"power/" + pub_key, power)
+        if len(pub_key) != 32 or not 0 < power <= MAX_TOTAL_POWER:
+            raise ValueError(f"a validator needs a 32-byte key and a power in 1..{MAX_TOTAL_POWER}")
+        self.powers.set(ctx, pub_key, power)
 
     def take_pending(self, ctx: Context) -> list[ValidatorUpdate]:
         """The block's queued power changes, cleared once read."""
-        store = self.store(ctx)
-        n = len(b"pending/")
-        pending = [ValidatorUpdate(k[n:], decode_uint(v)) for k, v in store.iterate(b"pending/")]
-        for update in pending:
-            store.delete(b"pending/" + update.pub_key)
+        pending = [ValidatorUpdate(k, p) for k, p in self.pending.items(ctx)]
+        self.pending.clear(ctx)
         return pending
 
-    def authority(self, ctx: Context) -> bytes:
-        """The account allowed to send SetPower (empty: nobody)."""
-        return self.store(ctx).get(b"authority") or b""
+    def handle_set_power(self, ctx: TxContext, msg: MsgSetPower) -> None:
+        """validators/SetPower, for the authority account only."""
+        authority = self.authority.get(ctx)
+        if not authority or ctx.tx.signer != authority:
+            raise ChainError(Code.UNAUTHORIZED, "only the validators authority may set validator power")
+        if msg.power == 0 and len(self.powers.keys(ctx)) <= 1:
+            raise ChainError(Code.INVALID_MESSAGE, "cannot remove the last validator")
+        others = sum(int(p) for k, p in self.powers.items(ctx) if k != msg.pub_key)
+        if others + msg.power > MAX_TOTAL_POWER:
+            raise ChainError(Code.INVALID_MESSAGE, f"the total power would exceed {MAX_TOTAL_POWER}")
+        self.set_power(ctx, msg.pub_key, msg.power)
 
-    def set_authority(self, ctx: Context, address: bytes) -> None:
-        """Name the account allowed to send SetPower."""
-        self.store(ctx).set(b"authority", address)
+    def query_list(self, ctx: Context, _: None) -> ValidatorSet:
+        """The validator set."""
+        return ValidatorSet(tuple(ValidatorPower(k, p) for k, p in self.powers.items(ctx)))
+
+    def query_authority(self, ctx: Context, _: None) -> Authority:
+        """The SetPower authority."""
+        return Authority(self.authority.get(ctx) or None)
 
 
-class ValidatorsModule(Module):
-    """Module wiring: genesis, SetPower, end-block updates and queries."""
+class ValidatorsModule(Module[Keeper, ValidatorsGenesis]):
+    """Module wiring: genesis, SetPower and queries."""
 
     name = NAME
-    messages = (SetPower,)
+    genesis_type = ValidatorsGenesis
+    handlers: ClassVar[HandlerTable] = {MsgSetPower: Keeper.handle_set_power}
+    queries: ClassVar[QueryTable] = {LIST: Keeper.query_list, AUTHORITY: Keeper.query_authority}
 
-    def __init__(self) -> None:
-        self.keeper = Keeper()
-
-    def init_genesis(self, ctx: Context, state: dict[str, Any]) -> None:
+    def init_genesis(self, ctx: Context, state: ValidatorsGenesis) -> None:
         """Load the authority and any validators carried over from an export."""
-        if state.get("authority"):
-            self.keeper.set_authority(ctx, decode_address(state["authority"]))
-        for entry in state.get("validators", []):
-            self.keeper.set_genesis_power(ctx, bytes.fromhex(entry["pub_key"]), int(entry["power"]))
+        if state.authority:
+            self.keeper.authority.set(ctx, state.authority)
+        for v in state.validators:
+            self.keeper.set_genesis_power(ctx, v.pub_key, v.power)
 
-    def export_genesis(self, ctx: Context) -> dict[str, Any]:
+    def export_genesis(self, ctx: Context) -> ValidatorsGenesis:
         """Authority and the validator set."""
-        authority = self.keeper.authority(ctx)
-        return {
-            "authority": encode_address(authority) if authority else "",
-            "validators": [{"pub_key": v.pub_key.hex(), "power": v.power} for v in self.keeper.powers(ctx)],
-        }
-
-    def handle(self, ctx: Context, msg: Msg) -> bytes:
-        """Execute validators/SetPower for the authority account."""
-        assert isinstance(msg, SetPower)
-        authority = self.keeper.authority(ctx)
-        if not authority or ctx.signer != authority:
-            raise ChainError(Code.UNAUTHORIZED, "only the validators authority may set validator power")
-        if msg.power == 0 and len(self.keeper.powers(ctx)) <= 1:
-            raise ChainError(Code.INVALID_MESSAGE, "cannot remove the last validator")
-        self.keeper.set_power(ctx, msg.pub_key, msg.power)
-        return b""
-
-    def end_block(self, ctx: Context) -> list[ValidatorUpdate]:
-        """Hand this block's power changes to the engine."""
-        return self.keeper.take_pending(ctx)
-
-    def query(self, ctx: Context, path: str, data: bytes) -> Any:
-        """`list` (the validator set) and `authority`."""
-        if path == "list":
-            return [{"pub_key": v.pub_key.hex(), "power": v.power} for v in self.keeper.powers(ctx)]
-        if path == "authority":
-            authority = self.keeper.authority(ctx)
-            return {"authority": encode_address(authority) if authority else ""}
-        return super().query(ctx, path, data)
+        validators = tuple(ValidatorPower(k, p) for k, p in self.keeper.powers.items(ctx))
+        return ValidatorsGenesis(authority=self.keeper.authority.get(ctx) or None, validators=validators)

@@ -1,0 +1,38 @@
+"""The genesis file's `app_state`: every module's typed genesis state.
+
+Devnets and tests build an `AppState` (`AppState(bank=BankGenesis(balances=...))`), the genesis
+file holds its JSON form (`racenet.chain.jsonform`), and `app/export` answers one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from racenet.chain.modules.auth import AuthGenesis
+from racenet.chain.modules.bank import BankGenesis
+from racenet.chain.modules.inference import InferenceGenesis
+from racenet.chain.modules.race import RaceGenesis
+from racenet.chain.modules.validators import ValidatorsGenesis
+from racenet.chain.query import NO_ARG, query
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppState:
+    """One genesis state per module; a module left out starts empty."""
+
+    auth: AuthGenesis = field(default_factory=AuthGenesis)
+    bank: BankGenesis = field(default_factory=BankGenesis)
+    validators: ValidatorsGenesis = field(default_factory=ValidatorsGenesis)
+    race: RaceGenesis = field(default_factory=RaceGenesis)
+    inference: InferenceGenesis = field(default_factory=InferenceGenesis)
+
+    def validate(self) -> None:
+        """Validate every module's state; ValueError names the module."""
+        for f in fields(self):
+            try:
+                getattr(self, f.name).validate()
+            except ValueError as e:
+                raise ValueError(f"{f.name}: {e}") from e
+
+
+EXPORT = query("app/export", NO_ARG, AppState)

@@ -1,0 +1,80 @@
+"""bank messages, parameters, genesis state and queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from racenet.chain.errors import ChainError, Code
+from racenet.chain.module import GenesisState, Msg
+from racenet.chain.query import ADDRESS_ARG, NO_ARG, query
+from racenet.chain.scalars import Address, Amount
+
+
+@dataclass(frozen=True)
+class Params:
+    """bank parameters: the minimum fee every transaction pays, in nicoin."""
+
+    min_fee: Amount = Amount(1_000)
+
+
+@dataclass(frozen=True)
+class MsgSend(Msg):
+    """Move `amount` nicoin from the signer to `to`."""
+
+    TYPE: ClassVar[str] = "bank/Send"
+    to: bytes
+    amount: int
+
+    def validate(self) -> None:
+        """Recipient is a 20-byte address and the amount is positive."""
+        if len(self.to) != 20:
+            raise ChainError(Code.INVALID_MESSAGE, "recipient must be a 20-byte address")
+        if self.amount <= 0:
+            raise ChainError(Code.INVALID_MESSAGE, "amount must be positive")
+
+
+@dataclass(frozen=True)
+class Balance:
+    """The nicoin an address holds (a balance, or a pending reward)."""
+
+    address: Address
+    amount: int
+
+
+@dataclass(frozen=True)
+class Supply:
+    """Total nicoin in existence (balances plus escrows) and total ever burned."""
+
+    supply: int
+    burned: int
+
+
+@dataclass(frozen=True)
+class Escrow:
+    """nicoin a module holds in escrow under an id of its own (e.g. inference `req/<request id>`)."""
+
+    module: str
+    id: bytes
+    amount: int
+
+
+@dataclass(frozen=True)
+class BankGenesis(GenesisState):
+    """Params, balances and escrows; supply is their sum, minted at genesis."""
+
+    params: Params = Params()
+    balances: tuple[Balance, ...] = ()
+    escrows: tuple[Escrow, ...] = ()
+
+    def validate(self) -> None:
+        """Each address and each escrow appears once."""
+        if len({b.address for b in self.balances}) != len(self.balances):
+            raise ValueError("balances: an address is listed twice")
+        if len({(e.module, e.id) for e in self.escrows}) != len(self.escrows):
+            raise ValueError("escrows: an escrow is listed twice")
+
+
+BALANCE = query("bank/balance", ADDRESS_ARG, Balance)
+SUPPLY = query("bank/supply", NO_ARG, Supply)
+PARAMS = query("bank/params", NO_ARG, Params)
