@@ -246,7 +246,7 @@ def status(node: str, as_json: bool) -> None:
         f"height {cycle.height}: cycle {cycle.cycle}, phase {cycle.phase} "
         f"(race {starts[Phase.RACE]}, commit {starts[Phase.COMMIT]}, reveal {starts[Phase.REVEAL]}, "
         f"vote {starts[Phase.VOTE]}, tally {cycle.tally_height}); preset {cycle.preset}, "
-        f"difficulty 1/{cycle.difficulty}"
+        f"difficulty 1/{DIFFICULTY}"
     )
     table = Table()
     table.add_column("node", no_wrap=True)

@@ -154,8 +154,7 @@ class Keeper(ModuleKeeper):
         """The validators that must check a participant's reveal."""
         seed = self.challenges.get(ctx, cycle)
         k = self.params.get(ctx).validators_per_participant
-        weights = [(a, int(w)) for a, w in self.weights.items(ctx)]
-        return assign_validators(weights, seed, participant, k) if seed else []
+        return assign_validators(self.weights.items(ctx), seed, participant, k) if seed else []
 
     def begin_cycle_phase(self, ctx: Context) -> None:
         """Fix the race seed at a cycle's first block and the challenge seed at its reveal window."""
@@ -316,7 +315,6 @@ class Keeper(ModuleKeeper):
             race_seed=self.seed(ctx, cycle),
             challenge_seed=self.challenges.get(ctx, cycle) or b"",
             preset=params.preset,
-            difficulty=params.difficulty,
         )
 
     def query_nodes(self, ctx: Context, _: None) -> Nodes:

@@ -20,6 +20,9 @@ MAX_PROOF_DEPTH = 40
 class Params:
     """The Race schedule (in blocks) and its validation rules.
 
+    `preset` names the Race model; its distance threshold (calibrated for one appropriate vector per
+    900 nonces) comes with the preset, off chain.
+
     A cycle is `race_blocks` of mining, `commit_blocks` to commit a Merkle root of the
     appropriate vectors found, `reveal_blocks` to open the challenged leaves and
     `vote_blocks` for assigned validators to vote; the tally at the cycle's last block
@@ -27,7 +30,6 @@ class Params:
     """
 
     preset: str = "tiny"
-    difficulty: int = 900
     race_blocks: int = 10
     commit_blocks: int = 3
     reveal_blocks: int = 3
@@ -224,7 +226,6 @@ class CycleInfo:
     race_seed: bytes
     challenge_seed: bytes
     preset: str
-    difficulty: int
 
 
 @dataclass(frozen=True, kw_only=True)
