@@ -23,13 +23,13 @@ from racenet.abci.server import (
     MAX_FRAME_BYTES,
     AbciServer,
     encode_frame,
-    encode_uvarint,
     from_pb_validator,
     parse_address,
     read_frame,
     to_block_request,
     to_finalize_block_response,
 )
+from racenet.chain.codec import encode_uvarint
 from racenet.chain.types import (
     BlockRequest,
     Event,

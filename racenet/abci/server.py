@@ -24,11 +24,12 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from google.protobuf.message import Message
 
+from racenet.chain.codec import encode_uvarint
 from racenet.chain.types import (
     BlockRequest,
     Event,
@@ -91,18 +92,8 @@ class FrameError(ValueError):
     """A malformed or oversized length prefix: the stream cannot be resynchronized."""
 
 
-def encode_uvarint(value: int) -> bytes:
-    """Encode a non-negative int as a protobuf unsigned varint (Go's `binary.PutUvarint`)."""
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def encode_frame(message: Message) -> bytes:
-    """Serialize a message with CometBFT's uvarint length prefix."""
+    """Serialize a message with CometBFT's uvarint length prefix (the same LEB128 as Go's `binary.PutUvarint`)."""
     body = message.SerializeToString()
     return encode_uvarint(len(body)) + body
 
@@ -161,26 +152,25 @@ def to_pb_events(events: Iterable[Event]) -> list[pb.Event]:
     ]
 
 
+def _tx_fields(result: TxResult) -> dict[str, Any]:
+    """The fields ExecTxResult and ResponseCheckTx share."""
+    return {
+        "code": result.code,
+        "data": result.data,
+        "log": result.log,
+        "events": to_pb_events(result.events),
+        "codespace": result.codespace,
+    }
+
+
 def to_exec_tx_result(result: TxResult) -> pb.ExecTxResult:
     """Map one executed transaction's result to FinalizeBlock's ExecTxResult."""
-    return pb.ExecTxResult(
-        code=result.code,
-        data=result.data,
-        log=result.log,
-        events=to_pb_events(result.events),
-        codespace=result.codespace,
-    )
+    return pb.ExecTxResult(**_tx_fields(result))
 
 
 def to_check_tx_response(result: TxResult) -> pb.ResponseCheckTx:
     """Map a mempool admission result to ResponseCheckTx."""
-    return pb.ResponseCheckTx(
-        code=result.code,
-        data=result.data,
-        log=result.log,
-        events=to_pb_events(result.events),
-        codespace=result.codespace,
-    )
+    return pb.ResponseCheckTx(**_tx_fields(result))
 
 
 def to_query_response(result: QueryResult) -> pb.ResponseQuery:
@@ -188,7 +178,6 @@ def to_query_response(result: QueryResult) -> pb.ResponseQuery:
     return pb.ResponseQuery(
         code=result.code,
         log=result.log,
-        key=result.key,
         value=result.value,
         height=result.height,
     )

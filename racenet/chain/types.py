@@ -6,7 +6,7 @@ types, so the state machine never depends on a wire format.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -84,4 +84,3 @@ class QueryResult:
     log: str = ""
     value: bytes = b""
     height: int = 0
-    key: bytes = field(default=b"")

@@ -9,10 +9,38 @@ from types import FrameType
 
 import click
 
-from racenet.cli.common import chain_client, fail, home_option, node_option, read_passphrase
-from racenet.crypto.keyring import Keyring, KeyringError
+from racenet.cli.common import chain_client, fail, home_option, load_key, node_option
+from racenet.ml.errors import MLError
 from racenet.node.client import ClientError
 from racenet.node.sender import TxSender
+
+
+class HostPort(click.ParamType[tuple[str, int]]):
+    """`host:port` (host defaults to 127.0.0.1)."""
+
+    name = "host:port"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        host, _, port = str(value).rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail(f"expected host:port, got {value!r}", param, ctx)
+        return host or "127.0.0.1", int(port)
+
+
+class BackendSpec(click.ParamType[str]):
+    """`transformers` or `openai:<base URL>`."""
+
+    name = "backend"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from racenet.node.daemon import check_backend_spec
+
+        try:
+            return check_backend_spec(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
 
 
 @click.group()
@@ -38,7 +66,15 @@ def node() -> None:
     help="Fraction of time the miner computes (the rest it rests).",
 )
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for torch [default: all cores].")
-@click.option("--api", help="host:port to serve the OpenAI-compatible API on (and execute requests).")
+@click.option("--api", type=HostPort(), help="host:port to serve the OpenAI-compatible API on (and execute requests).")
+@click.option(
+    "--backend",
+    type=BackendSpec(),
+    default="transformers",
+    show_default=True,
+    help="What runs requests: `transformers` (SmolLM2 in-process, CPU) or `openai:<URL>` of an "
+    "OpenAI-compatible server with logprobs, e.g. openai:http://127.0.0.1:8000/v1 (vLLM).",
+)
 def run(
     home: Path,
     node: str,
@@ -46,24 +82,16 @@ def run(
     state_dir: Path | None,
     compute_budget: float,
     threads: int | None,
-    api: str | None,
+    api: tuple[str, int] | None,
+    backend: str,
 ) -> None:
     """Race every cycle with no manual step: mine, commit, reveal, validate others; serve the API (Ctrl-C stops)."""
     from racenet.node.daemon import Daemon
 
+    key = load_key(home, key_name)
     try:
-        key = Keyring(home / "keyring").load(key_name, read_passphrase())
-    except KeyringError as e:
-        fail(str(e))
-    address = None
-    if api is not None:
-        host, _, port = api.rpartition(":")
-        if not port.isdigit():
-            fail(f"--api takes host:port, got {api!r}")
-        address = (host or "127.0.0.1", int(port))
-    try:
-        daemon = Daemon(node, key, state_dir or home / "race" / key_name, compute_budget, address, threads)
-    except ClientError as e:
+        daemon = Daemon(node, key, state_dir or home / "race" / key_name, compute_budget, api, threads, backend)
+    except (ClientError, MLError) as e:
         fail(str(e))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -71,7 +99,8 @@ def run(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    click.echo(f"racing as {daemon.worker.address} against {node}" + (f", API on {api}" if api else ""), err=True)
+    serving = f", API on {api[0]}:{api[1]} ({backend})" if api else ""
+    click.echo(f"racing as {daemon.worker.address} against {node}{serving}", err=True)
     thread = threading.Thread(target=daemon.run, name="race")
     thread.start()
     while thread.is_alive():
@@ -92,13 +121,12 @@ def run(
 def register(home: Path, node: str, key_name: str, cometbft_home: Path) -> None:
     """Join the Race: bind your account to your validator's consensus key (once)."""
     from racenet.chain.modules.race import MsgRegisterNode
-    from racenet.devnet.cometbft import validator_pubkey
-    from racenet.devnet.errors import DevnetError
+    from racenet.crypto.consensus_key import ConsensusKeyError, validator_pubkey
 
+    key = load_key(home, key_name)
     try:
-        key = Keyring(home / "keyring").load(key_name, read_passphrase())
         consensus_key = validator_pubkey(cometbft_home)
-    except (KeyringError, DevnetError) as e:
+    except ConsensusKeyError as e:
         fail(str(e))
     with chain_client(node) as client:
         outcome = TxSender(client, key).send([MsgRegisterNode(consensus_key)])

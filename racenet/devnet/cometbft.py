@@ -6,7 +6,6 @@ and files (`priv_validator_key.json`, `config.toml`), so nothing here depends on
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import racenet
+from racenet.crypto import consensus_key
 from racenet.devnet.errors import DevnetError
 
 SUPPORTED_SERIES = "0.38."
@@ -85,17 +85,11 @@ def node_id(binary: Path, home: Path) -> str:
 
 
 def validator_pubkey(home: Path) -> bytes:
-    """The raw ed25519 consensus key from a home's `priv_validator_key.json`."""
-    path = home / "config" / "priv_validator_key.json"
+    """The consensus key of a home (DevnetError if it cannot be read)."""
     try:
-        doc = json.loads(path.read_text())
-        key_type, value = doc["pub_key"]["type"], doc["pub_key"]["value"]
-        raw = base64.b64decode(value, validate=True)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DevnetError(f"cannot read the validator key in {path}: {e}") from e
-    if key_type != "tendermint/PubKeyEd25519" or len(raw) != 32:
-        raise DevnetError(f"{path} does not hold an ed25519 validator key")
-    return raw
+        return consensus_key.validator_pubkey(home)
+    except consensus_key.ConsensusKeyError as e:
+        raise DevnetError(str(e)) from e
 
 
 def toml_value(value: TomlValue) -> str:

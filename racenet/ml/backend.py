@@ -26,6 +26,8 @@ from racenet.ml.errors import InvalidRequestError
 
 FinishReason = Literal["stop", "length"]
 
+DEFAULT_MAX_TOKENS = 256
+"""The completion budget of a request that names none (OpenAI leaves it to the server)."""
 MAX_TOP_LOGPROBS = 20
 MAX_STOP_STRINGS = 4
 MAX_TEMPERATURE = 2.0
@@ -49,7 +51,7 @@ class GenerationRequest:
 
     model: str
     messages: Sequence[ChatMessage]
-    max_tokens: int = 256
+    max_tokens: int = DEFAULT_MAX_TOKENS
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None

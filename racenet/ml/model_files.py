@@ -145,11 +145,6 @@ def ensure_cached(model: PackagedModel = SMOLLM2, cache_dir: str | os.PathLike[s
     return final
 
 
-def load_packaged(name: str = SMOLLM2.name, cache_dir: str | os.PathLike[str] | None = None) -> LoadedModel:
-    """Load a packaged model from its safetensors cache, building the cache on first use."""
-    return load_pretrained(ensure_cached(packaged_model(name), cache_dir))
-
-
 def _hub_offline() -> None:
     """Switch the Hugging Face hub off before transformers is first imported, unless the caller decided otherwise."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

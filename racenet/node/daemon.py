@@ -16,6 +16,7 @@ import uvicorn
 from racenet.chain.modules import inference
 from racenet.chain.modules.inference import MsgServeModels
 from racenet.crypto.keys import PrivateKey
+from racenet.ml.backend import Backend
 from racenet.node.client import ChainClient
 from racenet.node.compute import ComputeThread
 from racenet.node.executor import Executor
@@ -23,6 +24,28 @@ from racenet.node.race_worker import RaceWorker
 from racenet.node.sender import TxSender
 
 log = logging.getLogger(__name__)
+
+TRANSFORMERS = "transformers"
+OPENAI_PREFIX = "openai:"
+
+
+def check_backend_spec(spec: str) -> str:
+    """A backend spec as given: `transformers`, or `openai:<base URL>` of an OpenAI-compatible server."""
+    url = spec.removeprefix(OPENAI_PREFIX)
+    if spec == TRANSFORMERS or (spec.startswith(OPENAI_PREFIX) and url.startswith(("http://", "https://"))):
+        return spec
+    raise ValueError(f"use {TRANSFORMERS!r} or 'openai:http://host:port/v1', got {spec!r}")
+
+
+def make_backend(spec: str, compute: ComputeThread) -> Backend:
+    """The inference backend a spec names: SmolLM2 in-process (loaded on the compute thread) or an HTTP server."""
+    if check_backend_spec(spec) == TRANSFORMERS:
+        from racenet.ml.transformers_backend import TransformersBackend
+
+        return compute.run(TransformersBackend.packaged)
+    from racenet.ml.openai_http import OpenAIHTTPBackend
+
+    return OpenAIHTTPBackend(spec.removeprefix(OPENAI_PREFIX))
 
 
 class Daemon:
@@ -36,6 +59,7 @@ class Daemon:
         compute_budget: float,
         api: tuple[str, int] | None,
         threads: int | None = None,
+        backend: str = TRANSFORMERS,
     ) -> None:
         self.client = ChainClient(node_url)
         self.sender = TxSender(self.client, key)
@@ -45,19 +69,18 @@ class Daemon:
         self.executor: Executor | None = None
         self.server: uvicorn.Server | None = None
         if api is not None:
-            self._start_api(*api)
+            self._start_api(api, make_backend(backend, self.compute))
         busy = self.executor.busy if self.executor is not None else None
         self.worker = RaceWorker(
             self.client, self.sender, self.compute, state_dir, compute_budget=compute_budget, should_yield=busy
         )
 
-    def _start_api(self, host: str, port: int) -> None:
-        """Load the model, start the API server, and tell the chain this node serves the model here."""
-        from racenet.ml.transformers_backend import TransformersBackend
+    def _start_api(self, api: tuple[str, int], backend: Backend) -> None:
+        """Start the API server on `backend` and tell the chain this node serves its models there."""
         from racenet.node.api import create_app
         from racenet.node.transfer_agent import TransferAgent
 
-        backend = self.compute.run(TransformersBackend.packaged)
+        host, port = api
         executor = Executor(backend, self.client, self.sender, self.state_dir / "executor", self.compute)
         app = create_app(TransferAgent(self.client, self.sender, backend), executor)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))

@@ -6,9 +6,16 @@ import json
 import time
 from typing import Any
 
-from racenet.ml.backend import ChatMessage, Completion, FinishEvent, GenerationRequest, TokenEvent, Usage
+from racenet.ml.backend import (
+    DEFAULT_MAX_TOKENS,
+    ChatMessage,
+    Completion,
+    FinishEvent,
+    GenerationRequest,
+    TokenEvent,
+    Usage,
+)
 from racenet.ml.errors import InvalidRequestError
-from racenet.node.request_signing import DEFAULT_MAX_TOKENS
 
 
 class ApiError(Exception):

@@ -12,8 +12,7 @@ import os
 
 from racenet.chain.modules.inference import RequestAuth, auth_sign_bytes
 from racenet.crypto.keys import PrivateKey
-
-DEFAULT_MAX_TOKENS = 256
+from racenet.ml.backend import DEFAULT_MAX_TOKENS
 
 
 def request_auth(

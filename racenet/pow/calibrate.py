@@ -18,8 +18,6 @@ Reproduce (2 cores; the shipped numbers are in presets.py and decision.py):
     racenet race calibrate --preset paper --seeds 1 --nonces 256 --noise --noise-nonces 512
 
 On a quiet 2-core machine: tiny 10 s, small 2 minutes, paper 2 minutes (threshold) and 8 minutes (noise).
-
-Until `racenet race` is wired into the `racenet` command: python -c "from racenet.cli.race import race; race()" ...
 """
 
 from __future__ import annotations

@@ -1,0 +1,41 @@
+"""`racenet node run` options: the inference backend is selectable, bad values are one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from racenet.cli.main import cli
+from racenet.ml.openai_http import OpenAIHTTPBackend
+from racenet.node.compute import ComputeThread
+from racenet.node.daemon import check_backend_spec, make_backend
+
+
+@pytest.mark.parametrize("spec", ["transformers", "openai:http://127.0.0.1:8000/v1", "openai:https://gpu.example/v1"])
+def test_backend_specs_that_name_a_backend(spec: str) -> None:
+    assert check_backend_spec(spec) == spec
+
+
+@pytest.mark.parametrize("spec", ["", "vllm", "openai:", "openai:127.0.0.1:8000", "transformers:x"])
+def test_backend_specs_that_do_not(spec: str) -> None:
+    with pytest.raises(ValueError, match="openai:http"):
+        check_backend_spec(spec)
+
+
+def test_openai_spec_makes_the_http_backend_for_that_server() -> None:
+    backend = make_backend("openai:http://127.0.0.1:8000/v1/", ComputeThread())
+    assert isinstance(backend, OpenAIHTTPBackend) and backend.base_url == "http://127.0.0.1:8000/v1"
+    backend.close()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backend", "vllm"], "Invalid value for '--backend'"),
+        (["--api", "8080x"], "expected host:port"),
+        (["--api", "127.0.0.1:70000"], "expected host:port"),
+    ],
+)
+def test_bad_options_are_one_line_errors(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["node", "run", "--key", "nobody", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
