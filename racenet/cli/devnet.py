@@ -17,6 +17,7 @@ from rich.table import Table
 
 from racenet.cli.common import echo_json, fail, json_option
 from racenet.devnet import FAUCET_KEY, Devnet, DevnetError, NodeStatus
+from racenet.devnet.network import tail_lines
 from racenet.devnet.state import KINDS, Kind, NodeRecord
 from racenet.devnet.state import exists as devnet_exists
 
@@ -84,7 +85,7 @@ def devnet() -> None:
 @click.option(
     "--base-port",
     type=click.IntRange(1024, 65000),
-    help=f"First port; node i uses base+10(i-1) + 0 P2P, 1 RPC, 2 ABCI [default: {DEFAULT_BASE_PORT}].",
+    help=f"First port; node i uses base+10(i-1) + 0 P2P, 1 RPC, 2 ABCI, 3 API [default: {DEFAULT_BASE_PORT}].",
 )
 @click.option("--block-time", callback=_block_time, help=f"Time between blocks [default: {DEFAULT_BLOCK_TIME}].")
 @click.option(
@@ -221,7 +222,7 @@ def status(directory: Path, as_json: bool) -> None:
 
 
 def _status_json(s: NodeStatus) -> dict[str, Any]:
-    """One node's `status --json` entry; `api` stays null until nodes serve an HTTP API."""
+    """One node's `status --json` entry."""
     return {
         "name": s.node.name,
         "height": s.height,
@@ -269,7 +270,7 @@ def down(directory: Path, purge: bool, kill: bool) -> None:
 @click.option("--kill", is_flag=True, help="SIGKILL at once (a crash) instead of SIGTERM first.")
 @click.argument("index", type=int)
 def stop_node(directory: Path, kill: bool, index: int) -> None:
-    """Stop node INDEX (1-based): its CometBFT and App processes."""
+    """Stop node INDEX (1-based): its daemon, CometBFT and App processes."""
     with _user_errors():
         net = Devnet.open(directory)
         for line in net.stop_node(net.state.node(index), hard=kill) or [f"node{index} was not running"]:
@@ -297,6 +298,7 @@ def restart_node(directory: Path, timeout: float, index: int) -> None:
 @dir_option
 @click.option("--app", "kinds", flag_value="app", help="Only the racenet App logs.")
 @click.option("--cometbft", "kinds", flag_value="cometbft", help="Only the CometBFT logs.")
+@click.option("--daemon", "kinds", flag_value="node", help="Only the node daemon logs (Race loop, API).")
 @click.option("-n", "--lines", default=40, show_default=True, help="Lines to show from the end of each log.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
 @click.argument("node", required=False)
@@ -309,7 +311,7 @@ def logs(directory: Path, kinds: str | None, lines: int, follow: bool, node: str
     paths = {f"{n.name} {k}": net.state.log_path(n, k) for n in nodes for k in selected}
     prefix = len(paths) > 1
     for label, path in paths.items():
-        for line in _tail_lines(path, lines):
+        for line in tail_lines(path, lines):
             click.echo(f"{label} | {line}" if prefix else line)
     if follow:
         _follow(paths, prefix)
@@ -321,14 +323,6 @@ def _node_index(text: str) -> int:
     if not digits.isdigit():
         fail(f"{text!r} is not a node: use its number (2) or name (node2)")
     return int(digits)
-
-
-def _tail_lines(path: Path, count: int) -> list[str]:
-    """The last `count` lines of a log ([] if it does not exist yet)."""
-    try:
-        return path.read_text(errors="replace").splitlines()[-count:] if count > 0 else []
-    except FileNotFoundError:
-        return []
 
 
 def _follow(paths: dict[str, Path], prefix: bool) -> None:

@@ -47,7 +47,7 @@ from racenet.node.client import ChainClient, ClientError
 CHAIN_ID = "racenet-devnet"
 VALIDATOR_POWER = 10
 FAUCET_KEY = "faucet"
-FAUCET_PASSPHRASE = ""
+DEVNET_PASSPHRASE = ""
 FAUCET_NICOIN = 10**9 * NICOIN_PER["icon"]
 APP_READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -117,12 +117,12 @@ def accepts_connections(port: int) -> bool:
         return False
 
 
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a log file (empty if it does not exist)."""
+def tail_lines(path: Path, count: int = LOG_TAIL_LINES) -> list[str]:
+    """The last `count` lines of a log file ([] if it does not exist yet)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return path.read_text(errors="replace").splitlines()[-count:] if count > 0 else []
     except OSError:
-        return ""
+        return []
 
 
 def config_settings(state: DevnetState, node: NodeRecord) -> cometbft.Settings:
@@ -211,8 +211,8 @@ class Devnet:
         """Write homes, keys, configs and genesis into an empty directory; record them last."""
         keyring = Keyring(directory / "keyring")
         try:
-            faucet, _ = keyring.add(FAUCET_KEY, FAUCET_PASSPHRASE)
-            accounts = [keyring.add(f"node{i}", FAUCET_PASSPHRASE)[0].address for i in range(1, len(ports) + 1)]
+            faucet, _ = keyring.add(FAUCET_KEY, DEVNET_PASSPHRASE)
+            accounts = [keyring.add(f"node{i}", DEVNET_PASSPHRASE)[0].address for i in range(1, len(ports) + 1)]
         except KeyringError as e:
             raise DevnetError(f"cannot create the devnet keys: {e}") from e
         nodes = []
@@ -292,7 +292,7 @@ class Devnet:
 
     def _spawn(self, node: NodeRecord, kind: Kind, argv: list[str]) -> None:
         """Start one process and record it at once, so `down` can stop it whatever happens next."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "RACENET_PASSPHRASE": FAUCET_PASSPHRASE}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "RACENET_PASSPHRASE": DEVNET_PASSPHRASE}
         node.processes[kind] = process.spawn(argv, self.state.log_path(node, kind), env)
         self.state.save()
 
@@ -312,7 +312,7 @@ class Devnet:
         """DevnetError with the end of its log if a process this devnet started has died."""
         if not self.running(node, kind):
             log = self.state.log_path(node, kind)
-            raise DevnetError(f"{node.name} {kind} exited; last lines of {log}:\n{tail(log)}")
+            raise DevnetError(f"{node.name} {kind} exited; last lines of {log}:\n" + "\n".join(tail_lines(log)))
 
     def _see(self, node: NodeRecord) -> str:
         """A hint naming a node's log files."""
@@ -357,7 +357,8 @@ class Devnet:
             time.sleep(POLL_S)
 
     def stop_node(self, node: NodeRecord, hard: bool = False) -> list[str]:
-        """Stop a node's processes (CometBFT first, so it never sees its App vanish mid-block)."""
+        """Stop a node's processes in STOP_ORDER: the daemon, then CometBFT (so it never sees its App vanish
+        mid-block), then the App."""
         report = []
         for kind in STOP_ORDER:
             record = node.processes.get(kind)

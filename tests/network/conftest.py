@@ -13,7 +13,7 @@ from racenet.cli.chain import CHECK_INVARIANTS_ENV
 from racenet.cli.devnet import devnet
 from racenet.crypto.keyring import Keyring
 from racenet.crypto.keys import PrivateKey
-from racenet.devnet import FAUCET_KEY, FAUCET_PASSPHRASE, Devnet
+from racenet.devnet import DEVNET_PASSPHRASE, FAUCET_KEY, Devnet
 from racenet.devnet.state import exists
 from racenet.node.client import ChainClient
 from tests.network.netutil import free_base_port
@@ -67,4 +67,4 @@ def clients(devnet_dir: Path) -> Iterator[list[ChainClient]]:
 @pytest.fixture(scope="module")
 def faucet(devnet_dir: Path) -> PrivateKey:
     """The devnet's funded key, which is also the validators authority."""
-    return Keyring(devnet_dir / "keyring").load(FAUCET_KEY, FAUCET_PASSPHRASE)
+    return Keyring(devnet_dir / "keyring").load(FAUCET_KEY, DEVNET_PASSPHRASE)

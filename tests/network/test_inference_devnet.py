@@ -82,9 +82,9 @@ def chain(net: Devnet) -> ChainClient:
 def developer(net: Devnet, chain: ChainClient) -> PrivateKey:
     """A funded developer account (from the faucet)."""
     from racenet.crypto.keyring import Keyring
-    from racenet.devnet import FAUCET_KEY, FAUCET_PASSPHRASE
+    from racenet.devnet import DEVNET_PASSPHRASE, FAUCET_KEY
 
-    faucet = Keyring(net.state.dir / "keyring").load(FAUCET_KEY, FAUCET_PASSPHRASE)
+    faucet = Keyring(net.state.dir / "keyring").load(FAUCET_KEY, DEVNET_PASSPHRASE)
     dev = PrivateKey(hashlib.sha256(b"developer").digest())
     TxSender(chain, faucet).send([MsgSend(dev.public_key.address, DEV_FUNDS)])
     return dev
