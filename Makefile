@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python bench/abci_roundtrip.py
 	$(BIN)/python bench/race.py
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/backend.py
 
 clean:
 	rm -rf $(VENV) .bin racenet/abci/pb $(DEVNET) .mypy_cache .ruff_cache .pytest_cache

@@ -15,7 +15,7 @@ CometBFT's bound (`validator_power`). A cycle's proofs and votes are cleared at 
 race seed one cycle later, as inference routing still uses it.
 
 Until the random beacon exists, the race seed and the challenge seed are hashes of the
-previous app hash: a proposer could grind them by choosing transactions (DESIGN.md §3).
+previous app hash: a proposer could grind them by choosing transactions (docs/race.md, "Seeds and draws").
 """
 
 from __future__ import annotations
