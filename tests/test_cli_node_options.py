@@ -9,6 +9,7 @@ from racenet.cli.main import cli
 from racenet.ml.openai_http import OpenAIHTTPBackend
 from racenet.node.compute import ComputeThread
 from racenet.node.daemon import check_backend_spec, make_backend
+from tests.test_ml_openai_http import MODEL, Canned, running_fake
 
 
 @pytest.mark.parametrize("spec", ["transformers", "openai:http://127.0.0.1:8000/v1", "openai:https://gpu.example/v1"])
@@ -16,7 +17,7 @@ def test_backend_specs_that_name_a_backend(spec: str) -> None:
     assert check_backend_spec(spec) == spec
 
 
-@pytest.mark.parametrize("spec", ["", "vllm", "openai:", "openai:127.0.0.1:8000", "transformers:x"])
+@pytest.mark.parametrize("spec", ["", "vllm", "openai:", "openai:127.0.0.1:8000", "openai:http://", "transformers:x"])
 def test_backend_specs_that_do_not(spec: str) -> None:
     with pytest.raises(ValueError, match="openai:http"):
         check_backend_spec(spec)
@@ -26,6 +27,16 @@ def test_openai_spec_makes_the_http_backend_for_that_server() -> None:
     backend = make_backend("openai:http://127.0.0.1:8000/v1/", ComputeThread())
     assert isinstance(backend, OpenAIHTTPBackend) and backend.base_url == "http://127.0.0.1:8000/v1"
     backend.close()
+
+
+def test_openai_backend_sends_the_api_key_to_its_server() -> None:
+    with running_fake() as fake:
+        fake.routes["GET", "/v1/models"] = Canned(body={"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+        backend = make_backend(f"openai:{fake.url}", ComputeThread(), api_key="sk-local")
+        assert isinstance(backend, OpenAIHTTPBackend)
+        with backend:
+            assert backend.models() == [MODEL]
+    assert fake.authorization == ["Bearer sk-local"]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -35,6 +36,7 @@ class FakeServer:
     url: str
     routes: dict[tuple[str, str], Canned] = field(default_factory=dict)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    authorization: list[str | None] = field(default_factory=list)
 
 
 def make_handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
@@ -51,6 +53,7 @@ def make_handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
 
         def answer(self, method: str, body: Any) -> None:
             server.requests.append((method, self.path, body))
+            server.authorization.append(self.headers.get("Authorization"))
             canned = server.routes.get((method, self.path))
             if canned is None:
                 canned = Canned(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
@@ -79,16 +82,25 @@ class QuietServer(ThreadingHTTPServer):
         """A client that timed out and hung up is expected here; keep test output quiet."""
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeServer]:
+@contextmanager
+def running_fake() -> Iterator[FakeServer]:
+    """A fake OpenAI-compatible server on a free 127.0.0.1 port, shut down on exit."""
     state = FakeServer(url="")
     httpd = QuietServer(("127.0.0.1", 0), make_handler(state))
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    with running_fake() as state:
+        yield state
 
 
 def entry(token: str, logprob: float, top: list[tuple[str, float]], token_id: int | None = None) -> dict[str, Any]:

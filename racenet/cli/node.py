@@ -21,6 +21,7 @@ class HostPort(click.ParamType[tuple[str, int]]):
     name = "host:port"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, int]:
+        """Split `value` into (host, port); a one-line usage error if the port is missing or out of range."""
         if isinstance(value, tuple):
             return value
         host, _, port = str(value).rpartition(":")
@@ -35,6 +36,7 @@ class BackendSpec(click.ParamType[str]):
     name = "backend"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """`value` if it names a backend; a one-line usage error otherwise."""
         from racenet.node.daemon import check_backend_spec
 
         try:
@@ -75,6 +77,13 @@ def node() -> None:
     help="What runs requests: `transformers` (SmolLM2 in-process, CPU) or `openai:<URL>` of an "
     "OpenAI-compatible server with logprobs, e.g. openai:http://127.0.0.1:8000/v1 (vLLM).",
 )
+@click.option(
+    "--backend-api-key",
+    envvar="RACENET_BACKEND_API_KEY",
+    show_envvar=True,
+    help="Bearer token for an `openai:` backend that asks for one (vLLM's --api-key); prefer the environment "
+    "variable, since other users can see command lines.",
+)
 def run(
     home: Path,
     node: str,
@@ -84,13 +93,15 @@ def run(
     threads: int | None,
     api: tuple[str, int] | None,
     backend: str,
+    backend_api_key: str | None,
 ) -> None:
     """Race every cycle with no manual step: mine, commit, reveal, validate others; serve the API (Ctrl-C stops)."""
     from racenet.node.daemon import Daemon
 
     key = load_key(home, key_name)
     try:
-        daemon = Daemon(node, key, state_dir or home / "race" / key_name, compute_budget, api, threads, backend)
+        state = state_dir or home / "race" / key_name
+        daemon = Daemon(node, key, state, compute_budget, api, threads, backend, backend_api_key)
     except (ClientError, MLError) as e:
         fail(str(e))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -31,21 +32,24 @@ OPENAI_PREFIX = "openai:"
 
 def check_backend_spec(spec: str) -> str:
     """A backend spec as given: `transformers`, or `openai:<base URL>` of an OpenAI-compatible server."""
-    url = spec.removeprefix(OPENAI_PREFIX)
-    if spec == TRANSFORMERS or (spec.startswith(OPENAI_PREFIX) and url.startswith(("http://", "https://"))):
+    url = urlsplit(spec.removeprefix(OPENAI_PREFIX))
+    if spec == TRANSFORMERS or (spec.startswith(OPENAI_PREFIX) and url.scheme in ("http", "https") and url.netloc):
         return spec
     raise ValueError(f"use {TRANSFORMERS!r} or 'openai:http://host:port/v1', got {spec!r}")
 
 
-def make_backend(spec: str, compute: ComputeThread) -> Backend:
-    """The inference backend a spec names: SmolLM2 in-process (loaded on the compute thread) or an HTTP server."""
+def make_backend(spec: str, compute: ComputeThread, api_key: str | None = None) -> Backend:
+    """The inference backend a spec names: SmolLM2 in-process (loaded on the compute thread) or an HTTP server.
+
+    `api_key` is the bearer token an `openai:` server asks for (vLLM's `--api-key`); `transformers` ignores it.
+    """
     if check_backend_spec(spec) == TRANSFORMERS:
         from racenet.ml.transformers_backend import TransformersBackend
 
         return compute.run(TransformersBackend.packaged)
     from racenet.ml.openai_http import OpenAIHTTPBackend
 
-    return OpenAIHTTPBackend(spec.removeprefix(OPENAI_PREFIX))
+    return OpenAIHTTPBackend(spec.removeprefix(OPENAI_PREFIX), api_key=api_key)
 
 
 class Daemon:
@@ -60,6 +64,7 @@ class Daemon:
         api: tuple[str, int] | None,
         threads: int | None = None,
         backend: str = TRANSFORMERS,
+        backend_api_key: str | None = None,
     ) -> None:
         self.client = ChainClient(node_url)
         self.sender = TxSender(self.client, key)
@@ -69,7 +74,7 @@ class Daemon:
         self.executor: Executor | None = None
         self.server: uvicorn.Server | None = None
         if api is not None:
-            self._start_api(api, make_backend(backend, self.compute))
+            self._start_api(api, make_backend(backend, self.compute, backend_api_key))
         busy = self.executor.busy if self.executor is not None else None
         self.worker = RaceWorker(
             self.client, self.sender, self.compute, state_dir, compute_budget=compute_budget, should_yield=busy
