@@ -148,7 +148,7 @@ def test_start_escrows_and_finish_pays_actual_cost(chain: InferenceChain) -> Non
 @pytest.mark.parametrize(
     "case, code, message",
     [
-        ("wrong executor", Code.INVALID_MESSAGE, "routing rule"),
+        ("wrong executor", Code.WRONG_EXECUTOR, "routing rule"),
         ("max_tokens over limit", Code.INVALID_MESSAGE, "over the limit"),
         ("signed by a stranger", Code.UNAUTHORIZED, "not signed by the developer"),
         ("bad signature", Code.BAD_SIGNATURE, "does not verify"),

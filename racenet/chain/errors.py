@@ -29,6 +29,7 @@ class Code(IntEnum):
     DUPLICATE_REQUEST = 14
     OUT_OF_RANGE = 15
     ALREADY_DONE = 16
+    WRONG_EXECUTOR = 17
     INTERNAL = 99
 
 

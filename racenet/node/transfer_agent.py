@@ -2,11 +2,12 @@
 
 For each request it authenticates the developer (an API key, or a request signed with the
 developer's account key), counts the prompt's tokens, picks the executor with the chain's
-routing rule, opens the request on chain (`inference/Start`: escrow from the developer; the TA
-does not wait for the block, CheckTx has already vetted balance, signature and replay), forwards
-it to the executor and relays the answer. If the executor does not answer, the TA waits for the
-Start to be in a block, moves the request to the next executor (`inference/Reassign`) and tries
-again; when no executor answers, the caller gets a 503 and the escrow is refunded at expiry.
+routing rule, opens the request on chain (`inference/Start`: escrow from the developer) and waits
+until the Start is in a block, so no executor works for a request the chain refused (a replay, or
+a Start routed with weights a tally has just changed: that one is routed again once). Then it
+forwards the request to the executor and relays the answer. If the executor does not answer, the
+TA moves the request to the next executor (`inference/Reassign`) and tries again; when no executor
+answers, the caller gets a 503 and the escrow is refunded at expiry.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from racenet.chain.modules.inference import (
     MsgReassignRequest,
     MsgStartRequest,
     Params,
+    ServerInfo,
     auth_sign_bytes,
     choose_executor,
 )
@@ -49,6 +51,8 @@ CONNECT_TIMEOUT = 5.0
 FIRST_TOKEN_TIMEOUT = 60.0
 TOKEN_TIMEOUT = 30.0
 CACHE_SECONDS = 5.0
+START_TIMEOUT = 30.0
+"""How long the TA waits for its Start to be in a block."""
 R = TypeVar("R")
 
 REJECTIONS: dict[int, tuple[int, str, str]] = {
@@ -121,6 +125,20 @@ class TransferAgent:
         self._check_model(request)
         auth = self._authenticate(raw, request, headers)
         prompt_tokens = len(self.backend.tokenize_chat(request.messages, model=request.model))
+        for attempt in (1, 2):
+            try:
+                start_tx, executor, servers = self._start(auth, request, raw, prompt_tokens)
+                break
+            except TxRejected as e:
+                if e.code != Code.WRONG_EXECUTOR or attempt == 2:
+                    raise _rejection(e) from e
+        endpoints = {s.address: s.endpoint for s in servers}
+        return Opened(auth.request_id, start_tx, body, endpoints, executor, self._params().max_attempts)
+
+    def _start(
+        self, auth: Authorization, request: GenerationRequest, raw: bytes, prompt_tokens: int
+    ) -> tuple[str, bytes, tuple[ServerInfo, ...]]:
+        """Route the request and send its Start; (tx hash, executor, servers) once it is in a block."""
         cycle_info = self.client.query(race.CYCLE)
         servers = self.client.query(inference.SERVERS, request.model).servers
         executor = choose_executor(cycle_info.race_seed, auth.request_id, 0, [(s.address, s.weight) for s in servers])
@@ -139,12 +157,11 @@ class TransferAgent:
             auth_signature=auth.signature,
         )
         try:
-            start_tx = self.sender.broadcast([start])
-        except TxRejected as e:
-            status, type_, code = REJECTIONS.get(e.code, (400, "invalid_request_error", e.name))
-            raise ApiError(status, e.log, type_, code) from e
-        endpoints = {s.address: s.endpoint for s in servers}
-        return Opened(auth.request_id, start_tx, body, endpoints, executor, self._params().max_attempts)
+            return self.sender.send([start], timeout=START_TIMEOUT).hash, executor, servers
+        except TxRejected:
+            raise  # the chain's answer, mapped by the caller; other ClientErrors mean it did not answer
+        except ClientError as e:
+            raise ApiError(503, f"the request was not opened on chain: {e}", "server_error") from e
 
     def _check_model(self, request: GenerationRequest) -> None:
         if request.model not in {m.id for m in self.models()}:
@@ -233,7 +250,6 @@ class TransferAgent:
     def _reassign(self, opened: Opened) -> bytes:
         """Move the request to the next executor on chain and return it."""
         try:
-            self.client.wait_for_tx(opened.start_tx, timeout=30)
             self.sender.send([MsgReassignRequest(opened.request_id)])
             record = self.client.query(inference.REQUEST, opened.request_id)
             servers = self.client.query(inference.SERVERS, str(opened.body["model"])).servers
@@ -243,6 +259,12 @@ class TransferAgent:
             raise ApiError(503, "the request is no longer open on chain", "server_error", "no_executor")
         opened.endpoints = {s.address: s.endpoint for s in servers}
         return record.request.executor
+
+
+def _rejection(e: TxRejected) -> ApiError:
+    """The OpenAI-shaped error for a Start the chain refused."""
+    status, type_, code = REJECTIONS.get(e.code, (400, "invalid_request_error", e.name))
+    return ApiError(status, e.log, type_, code)
 
 
 class _NoAnswer(Exception):

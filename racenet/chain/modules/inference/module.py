@@ -253,7 +253,7 @@ class Keeper(ModuleKeeper):
         self._check_auth(ctx, msg)
         expected = self.executor_for(ctx, msg.request_id, msg.model, msg.cycle, 0)
         if msg.executor != expected:
-            raise ChainError(Code.INVALID_MESSAGE, f"the routing rule picks {encode_address(expected)}")
+            raise ChainError(Code.WRONG_EXECUTOR, f"the routing rule picks {encode_address(expected)}")
         escrow = (msg.prompt_tokens + msg.max_tokens) * price
         self._spend_key(ctx, msg.auth_key, msg.developer, escrow)
         self.bank.lock(ctx, msg.developer, NAME, self.request_escrows.id(msg.request_id), escrow)
