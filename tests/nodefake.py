@@ -6,12 +6,14 @@ that is not in a block yet, it produces the next block first, so `wait_for_tx` r
 the test decides when blocks happen; it counts the transactions broadcast. `Executors` routes a
 transfer agent's forwards to the nodes' executor apps (FastAPI, through its test client) by host
 name, and can make a node unreachable. `FakeBackend` is a deterministic stand-in for an LLM: a fixed
-token stream with log-probabilities.
+token stream with log-probabilities. `join_settlements` waits for executors' settlement threads, so a test
+sees an executor's decision (settle or not) before it moves the chain on.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
@@ -34,6 +36,7 @@ from racenet.ml.backend import (
 )
 from racenet.node.client import ChainClient
 from racenet.node.embedded import EmbeddedNode, RpcError
+from racenet.node.executor import settlement_thread_name
 from racenet.node.rpc_server import dispatch, dispatch_jsonrpc
 
 CHAIN_URL = "http://chain.test"
@@ -159,3 +162,13 @@ def wait_until(what: str, ready: Callable[[], Any], chain: FakeChain, timeout: f
         chain.block()
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def join_settlements(request_id: bytes | None = None, timeout: float = 60.0) -> None:
+    """Wait until the executors' settlement threads (of one request, or all) have finished."""
+    prefix = settlement_thread_name(request_id.hex() if request_id is not None else "")
+    for thread in threading.enumerate():
+        if thread.name.startswith(prefix):
+            thread.join(timeout)
+            if thread.is_alive():
+                raise AssertionError(f"{thread.name} did not finish")

@@ -1,16 +1,24 @@
-"""The node's Race loop and its sender against the real chain, without sockets.
+"""The node's Race loop against the real chain, without sockets.
 
-Three `RaceWorker`s mine the tiny Race, commit, reveal and vote through the mock RPC; one is stopped in
-the middle of mining and replaced by a new worker on the same state directory, which goes on from the
-saved nonces and never sends a step twice. At the tally each node's weight is what it found.
+Three `RaceWorker`s mine the tiny Race, commit, reveal and vote through the mock RPC. Two of them are killed
+while mining: a kill leaves on disk exactly what the worker had saved, so each is modelled by copying its
+`cycle-0.json` at that moment to the directory of a new worker (the dead one's later writes go elsewhere).
+One comes back while the race is still on and mines onward from where it stopped; the other only comes back
+in the commit phase and commits what it had saved. After every phase every worker is replaced by a new one
+on the same state directory, which sends nothing again. At the tally each node's weight is what it found:
+its distinct saved nonces (a kill between a batch's finds and its next-nonce update makes the restarted
+worker find those again; the proof counts each nonce once).
+Blocks are made by the test (and when a worker waits for its transaction), so mining ends when the test
+closes the race window.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +26,27 @@ import pytest
 
 from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis, GenesisValidator
-from racenet.chain.modules import auth
-from racenet.chain.modules.bank import BankGenesis, MsgSend
-from racenet.chain.modules.race import OutcomeStatus, Phase, RaceGenesis, RaceNode
+from racenet.chain.modules.bank import BankGenesis
+from racenet.chain.modules.race import OutcomeStatus, Phase, ProofTree, RaceGenesis, RaceNode
 from racenet.chain.modules.race import Params as RaceParams
+from racenet.chain.modules.race.schedule import Schedule
 from racenet.crypto.keys import PrivateKey
 from racenet.node.compute import ComputeThread
 from racenet.node.race_worker import RaceWorker
 from racenet.node.sender import TxSender
-from tests.chain import CHAIN_ID, FEE, GENESIS_TIME, balances, key
+from tests.chain import CHAIN_ID, GENESIS_TIME, balances, key
 from tests.nodefake import FakeChain
 
 NODES = [key(1), key(2), key(3)]
 PARAMS = RaceParams(
-    race_blocks=2, commit_blocks=4, reveal_blocks=4, vote_blocks=4, sample_size=4, validators_per_participant=2
+    race_blocks=2, commit_blocks=4, reveal_blocks=4, vote_blocks=5, sample_size=4, validators_per_participant=2
 )
-"""Phases long enough for three workers to send one transaction each, one block apiece."""
+"""Phases long enough for three workers to send one transaction each, one block apiece, with the phase still
+open afterwards (the vote phase one block longer: its last block is the tally, which closes the cycle)."""
 
 
 def genesis() -> Genesis:
+    """Three Race nodes of equal weight on the small Race parameters."""
     nodes = tuple(RaceNode(k.public_key.address, key(100 + i).public_key.raw, 10) for i, k in enumerate(NODES))
     return Genesis(
         chain_id=CHAIN_ID,
@@ -46,103 +56,146 @@ def genesis() -> Genesis:
     )
 
 
+class Fleet:
+    """The workers a test starts, on one compute thread; `stop()` ends every one (also when a test fails)."""
+
+    def __init__(self, chain: FakeChain) -> None:
+        self.chain = chain
+        self.compute = ComputeThread(2)
+        self.workers: list[RaceWorker] = []
+        self.threads: list[threading.Thread] = []
+
+    def new(self, node: PrivateKey, state_dir: Path, should_yield: Callable[[], bool] | None = None) -> RaceWorker:
+        """A new worker process for `node`: its own client and sender, the given state directory."""
+        client = self.chain.client()
+        made = RaceWorker(client, TxSender(client, node), self.compute, state_dir, should_yield=should_yield)
+        self.workers.append(made)
+        return made
+
+    def in_background(self, worker: RaceWorker) -> threading.Thread:
+        """Run one step of `worker` (mining runs until the race window closes) on its own thread."""
+        thread = threading.Thread(target=worker.step)
+        thread.start()
+        self.threads.append(thread)
+        return thread
+
+    def stop(self) -> None:
+        """Stop every worker and wait for its thread."""
+        for made in self.workers:
+            made.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+
 @pytest.fixture
 def chain(tmp_path: Path) -> Iterator[FakeChain]:
+    """The chain of `genesis()`."""
     made = FakeChain(tmp_path / "chain", genesis())
     yield made
     made.close()
 
 
-def worker(chain: FakeChain, node: PrivateKey, state_dir: Path, compute: ComputeThread) -> RaceWorker:
-    client = chain.client()
-    return RaceWorker(client, TxSender(client, node), compute, state_dir)
+@pytest.fixture
+def fleet(chain: FakeChain) -> Iterator[Fleet]:
+    """Workers on `chain`, all stopped before it closes."""
+    made = Fleet(chain)
+    yield made
+    made.stop()
 
 
-def saved(state_dir: Path, cycle: int = 0) -> dict[str, Any]:
-    path = state_dir / f"cycle-{cycle}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def saved(state_dir: Path) -> dict[str, Any]:
+    """The cycle-0 state a worker saved (empty if none yet)."""
+    path = state_dir / "cycle-0.json"
+    doc: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    return doc
 
 
-def sequence(chain: FakeChain, node: PrivateKey) -> int:
-    return chain.client().query(auth.ACCOUNT, node.public_key.address).sequence
-
-
-def phase(chain: FakeChain) -> Phase:
+def schedule(chain: FakeChain) -> Schedule:
+    """The chain's cycle schedule."""
     app = chain.node.app
-    return app.race.keeper.schedule(app.read_context()).phase(app.height)
+    return app.race.keeper.schedule(app.read_context())
 
 
-def mine_in_background(workers: list[RaceWorker]) -> list[threading.Thread]:
-    threads = [threading.Thread(target=w.step) for w in workers]
-    for t in threads:
-        t.start()
-    return threads
-
-
-def wait_for_nonces(state_dir: Path, timeout: float = 60.0) -> list[int]:
-    """The worker's saved nonces once it has saved some (it saves each new find within its poll interval)."""
+def wait_for(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll until `ready()` (the workers mine meanwhile); the timeout only bounds a hang."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        nonces = saved(state_dir).get("nonces")
-        if isinstance(nonces, list) and nonces:
-            return nonces
+    while not ready():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-    raise AssertionError("the worker saved no nonce")
 
 
-def test_three_workers_race_a_cycle_and_a_restarted_one_resumes_without_loss(chain: FakeChain, tmp_path: Path) -> None:
-    compute = ComputeThread(2)
+def kill_while_mining(dead: RaceWorker, thread: threading.Thread, restart_dir: Path) -> dict[str, Any]:
+    """Once `dead` has saved a nonce, keep what its disk holds for the restart, then stop it for good."""
+    wait_for("a saved nonce", lambda: bool(saved(dead.state_dir).get("nonces")))
+    restart_dir.mkdir(parents=True)
+    shutil.copy(dead.state_dir / "cycle-0.json", restart_dir / "cycle-0.json")
+    dead.stop.set()
+    thread.join()
+    return saved(restart_dir)
+
+
+def test_workers_race_a_cycle_and_killed_ones_resume_without_loss_or_resending(
+    chain: FakeChain, fleet: Fleet, tmp_path: Path
+) -> None:
+    """Mining, commit, reveal and vote survive kills: saved nonces are all committed, mining goes on from the
+    saved next nonce, no step is sent twice, and at the tally each node's weight equals its accepted count."""
     dirs = [tmp_path / f"race{i}" for i in range(len(NODES))]
     chain.block()
-    first = worker(chain, NODES[0], dirs[0], compute)
-    [interrupted] = mine_in_background([first])
-    before_restart = wait_for_nonces(dirs[0])
-    first.stop.set()
-    interrupted.join()
-    kept = saved(dirs[0])
-    assert set(before_restart) <= set(kept["nonces"]), "found nonces survive the stop"
+    starts = schedule(chain).phase_starts(0)
+    first = [fleet.new(k, tmp_path / f"dead{i}") for i, k in enumerate(NODES[:2])]
+    first.append(fleet.new(NODES[2], dirs[2]))
+    threads = [fleet.in_background(w) for w in first]
+    snapshots = [kill_while_mining(first[i], threads[i], dirs[i]) for i in (0, 1)]
 
-    workers = [worker(chain, k, d, compute) for k, d in zip(NODES, dirs, strict=True)]
-    threads = mine_in_background(workers)
-    for d in dirs:
-        wait_for_nonces(d)
-    chain.block()
-    for t in threads:
+    batches_after_restart: list[None] = []
+
+    def count_batch() -> bool:
+        batches_after_restart.append(None)
+        return False
+
+    resumed = fleet.new(NODES[0], dirs[0], should_yield=count_batch)
+    threads[0] = fleet.in_background(resumed)
+    wait_for("a batch mined after the restart", lambda: len(batches_after_restart) >= 2)
+    wait_for("node 3's first nonce", lambda: bool(saved(dirs[2]).get("nonces")))
+    chain.until(starts[Phase.COMMIT] - 1)
+    for t in (threads[0], threads[2]):
         t.join()
-    resumed = saved(dirs[0])
-    assert set(kept["nonces"]) <= set(resumed["nonces"]) and resumed["next_nonce"] >= kept["next_nonce"]
-    assert len(set(resumed["nonces"])) == len(resumed["nonces"]), "no nonce mined twice"
 
-    for step_phase in (Phase.COMMIT, Phase.REVEAL, Phase.VOTE):
-        chain.until(chain.node.app.race.keeper.schedule(chain.node.app.read_context()).phase_starts(0)[step_phase])
-        for w in workers:
-            w.step()
-        assert phase(chain) == step_phase, "each worker's step took one block of the phase"
-        sent = chain.broadcasts
-        replacement = worker(chain, NODES[0], dirs[0], compute)
-        replacement.step()
-        for w in workers:
-            w.step()
-        assert chain.broadcasts == sent, "a step already done is never sent again, not even by a restarted worker"
+    before, after = snapshots[0], saved(dirs[0])
+    assert after["nonces"][: len(before["nonces"])] == before["nonces"], "nothing found before the kill is lost"
+    assert after["next_nonce"] > before["next_nonce"], "the restarted worker mined"
+    assert all(n >= before["next_nonce"] for n in after["nonces"][len(before["nonces"]) :]), (
+        "it mined on from the saved next nonce, not over again"
+    )
 
+    workers = [resumed, fleet.new(NODES[1], dirs[1]), first[2]]
     app = chain.node.app
-    chain.until(app.race.keeper.schedule(app.read_context()).tally_height(0))
+    for step_phase in (Phase.COMMIT, Phase.REVEAL, Phase.VOTE):
+        chain.until(starts[step_phase])
+        for w in workers:
+            w.step()
+        assert schedule(chain).phase(app.height) == step_phase, "each worker's step took one block of the phase"
+        sent = chain.broadcasts
+        workers = [fleet.new(k, d) for k, d in zip(NODES, dirs, strict=True)]
+        for w in workers:
+            w.step()
+        assert chain.broadcasts == sent, "a step already done is never sent again by a restarted worker"
+        if step_phase == Phase.COMMIT:
+            ctx = app.read_context()
+            for node, d in zip(NODES, dirs, strict=True):
+                nonces = set(saved(d)["nonces"])
+                commitment = app.race.keeper.commitments.get(ctx, (0, node.public_key.address))
+                assert commitment is not None
+                tree = ProofTree(node.public_key.raw, list(nonces))
+                assert (commitment.root, commitment.count) == (tree.root, len(nonces)), "every saved nonce committed"
+            assert saved(dirs[1])["nonces"] == snapshots[1]["nonces"], "node 2 committed what it had saved"
+
+    chain.until(schedule(chain).tally_height(0))
     ctx = app.read_context()
     for node, d in zip(NODES, dirs, strict=True):
         outcome = app.race.keeper.outcomes.get(ctx, node.public_key.address)
-        found = saved(d)["nonces"]
-        assert isinstance(found, list) and outcome is not None
+        found = set(saved(d)["nonces"])
+        assert outcome is not None
         assert (outcome.status, outcome.weight) == (OutcomeStatus.ACCEPTED, len(found))
         assert app.race.keeper.weight(ctx, node.public_key.address) == len(found)
-
-
-def test_sender_recovers_from_a_sequence_used_elsewhere_and_pays_the_chain_fee(chain: FakeChain) -> None:
-    ours, theirs = TxSender(chain.client(), NODES[0]), TxSender(chain.client(), NODES[0])
-    app = chain.node.app
-    start = app.bank.keeper.balance(app.read_context(), NODES[0].public_key.address)
-    to = NODES[1].public_key.address
-    ours.send([MsgSend(to, 1)])
-    theirs.send([MsgSend(to, 2)])
-    ours.send([MsgSend(to, 3)])
-    assert sequence(chain, NODES[0]) == 3
-    assert app.bank.keeper.balance(app.read_context(), NODES[0].public_key.address) == start - 6 - 3 * FEE

@@ -43,7 +43,7 @@ from racenet.node.request_signing import signed_headers
 from racenet.node.sender import TxSender
 from racenet.node.transfer_agent import TransferAgent, api_key_for
 from tests.chain import CHAIN_ID, GENESIS_TIME, balances, key
-from tests.nodefake import WORDS, Executors, FakeBackend, FakeChain, wait_until
+from tests.nodefake import WORDS, Executors, FakeBackend, FakeChain, join_settlements, wait_until
 
 MODEL = "fake-model"
 NODES = [key(1), key(2), key(3)]
@@ -56,6 +56,7 @@ PROMPT_TOKENS = 3
 
 
 def host(i: int) -> str:
+    """The host name node `i`'s executor is reached at."""
     return f"node{i}.test"
 
 
@@ -93,6 +94,7 @@ class Network:
     api: TestClient
 
     def receipt(self, request_id: bytes) -> Receipt | None:
+        """The request's receipt on chain, if it is closed."""
         info = self.chain.client().query(inference.REQUEST, request_id)
         return None if info is None else info.receipt
 
@@ -102,16 +104,20 @@ class Network:
         return receipt
 
     def finished(self, request_id: bytes) -> Receipt | None:
+        """The request's receipt if its executor finished it."""
         receipt = self.receipt(request_id)
         return receipt if receipt is not None and receipt.status == ReceiptStatus.FINISHED else None
 
     def balance(self, who: PrivateKey) -> int:
+        """A key's committed balance, through the RPC."""
         return self.chain.client().query(bank.BALANCE, who.public_key.address).amount
 
     def pending(self, address: bytes) -> int:
+        """An executor's pending reward (`inference/pending`)."""
         return self.chain.client().query(inference.PENDING, address).amount
 
     def request_escrows(self) -> list[bytes]:
+        """The ids of the inference module's request escrows (`req/…`) in the bank."""
         app = self.chain.node.app
         return [i for i, _ in app.bank.keeper.module_escrows(app.read_context(), "inference") if i.startswith(b"req/")]
 
@@ -121,15 +127,18 @@ class Network:
         return app.inference.keeper.executor_for(app.read_context(), request_id, MODEL, 0, attempt, tried)
 
     def post(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        """POST a chat completion to node 1's API with the given headers."""
         return self.api.post("/v1/chat/completions", content=json.dumps(body).encode(), headers=headers)
 
     def signed(self, body: dict[str, Any], signer: PrivateKey = DEV, request_id: bytes | None = None) -> Any:
+        """POST a chat completion signed with `signer`'s account key."""
         raw = json.dumps(body).encode()
         headers = signed_headers(signer, CHAIN_ID, raw, request_id)
         return self.api.post("/v1/chat/completions", content=raw, headers=headers)
 
 
 def build(tmp_path: Path, executor_backend: FakeBackend) -> Iterator[Network]:
+    """The network with every executor on `executor_backend`; on teardown, settlements end before the chain closes."""
     chain = FakeChain(tmp_path / "chain", genesis())
     chain.block()
     executors, compute = Executors(), ComputeThread()
@@ -142,15 +151,18 @@ def build(tmp_path: Path, executor_backend: FakeBackend) -> Iterator[Network]:
         apps.append(create_app(agent, executor))
         executors.add(host(i), apps[-1])
     yield Network(chain, executors, TestClient(apps[0]))
+    join_settlements()
     chain.close()
 
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Network]:
+    """Three nodes whose models count tokens like the agent's."""
     yield from build(tmp_path, FakeBackend(MODEL))
 
 
 def body(max_tokens: int = 4, **extra: Any) -> dict[str, Any]:
+    """A chat completion request for the fake model."""
     return {"model": MODEL, "messages": PROMPT, "max_tokens": max_tokens, **extra}
 
 
@@ -161,6 +173,8 @@ def authorize_session(net: Network) -> str:
 
 
 def test_api_key_request_pays_exactly_the_tokens_to_the_executor(net: Network) -> None:
+    """A non-streaming request with an API key: the executor answers and settles; the developer pays
+    (prompt + completion) × price, which becomes the executor's pending reward, and the escrow is gone."""
     token = authorize_session(net)
     before = net.balance(DEV)
     answer = net.post(body(), {"authorization": f"Bearer {token}"})
@@ -179,6 +193,7 @@ def test_api_key_request_pays_exactly_the_tokens_to_the_executor(net: Network) -
 
 
 def test_streamed_signed_request_is_settled_the_same_way(net: Network) -> None:
+    """A streamed request signed with the account key: SSE chunks with usage, then the same exact settlement."""
     before = net.balance(DEV)
     request_id = os.urandom(32)
     answer = net.signed(body(max_tokens=6, stream=True, stream_options={"include_usage": True}), request_id=request_id)
@@ -191,9 +206,12 @@ def test_streamed_signed_request_is_settled_the_same_way(net: Network) -> None:
     assert chunks[-1]["usage"]["total_tokens"] == PROMPT_TOKENS + 6
     receipt = net.settled(request_id)
     assert net.balance(DEV) == before - (PROMPT_TOKENS + 6) * PRICE == before - receipt.cost
+    assert net.pending(receipt.executor) == receipt.cost
+    assert net.request_escrows() == []
 
 
 def test_a_dead_executor_is_reassigned_and_the_next_one_is_paid(net: Network) -> None:
+    """The chosen executor refuses connections: the agent reassigns on chain and the next executor is paid."""
     request_id = os.urandom(32)
     first = net.executor_of(request_id)
     net.executors.down.add(host(next(i for i, k in enumerate(NODES) if k.public_key.address == first)))
@@ -203,9 +221,11 @@ def test_a_dead_executor_is_reassigned_and_the_next_one_is_paid(net: Network) ->
     receipt = net.settled(request_id)
     assert receipt.executor == second != first
     assert net.pending(second) == receipt.cost and net.pending(first) == 0
+    assert net.request_escrows() == []
 
 
 def test_no_executor_answering_is_503_and_the_escrow_comes_back_at_expiry(net: Network) -> None:
+    """Every executor is down: 503 in OpenAI's shape, and the escrow is held until expiry, then refunded in full."""
     net.executors.down.update(host(i) for i in range(len(NODES)))
     before = net.balance(DEV)
     request_id = os.urandom(32)
@@ -230,7 +250,11 @@ def test_an_executor_that_counts_the_prompt_otherwise_does_not_settle(tmp_path: 
     for net in build(tmp_path, FakeBackend(MODEL, extra_prompt_tokens=1)):
         before = net.balance(DEV)
         request_id = os.urandom(32)
-        assert net.signed(body(), request_id=request_id).status_code == 200
+        answer = net.signed(body(), request_id=request_id)
+        assert answer.status_code == 200 and answer.json()["usage"]["prompt_tokens"] == PROMPT_TOKENS + 1
+        join_settlements(request_id)
+        info = net.chain.client().query(inference.REQUEST, request_id)
+        assert info is not None and info.request is not None, "the executor decided and left the request open"
         net.chain.until(net.chain.height() + EXPIRY + 1)
         receipt = net.receipt(request_id)
         assert receipt is not None and receipt.status == ReceiptStatus.EXPIRED
@@ -238,6 +262,7 @@ def test_an_executor_that_counts_the_prompt_otherwise_does_not_settle(tmp_path: 
 
 
 def _tampered(net: Network, payload: dict[str, Any]) -> Any:
+    """A signed request whose signature is replaced by zeros."""
     raw = json.dumps(payload).encode()
     headers = signed_headers(DEV, CHAIN_ID, raw)
     headers["x-racenet-signature"] = bytes(64).hex()
@@ -245,6 +270,7 @@ def _tampered(net: Network, payload: dict[str, Any]) -> Any:
 
 
 def _revoked(net: Network, payload: dict[str, Any]) -> Any:
+    """A request with an API key its developer has revoked on chain."""
     token = authorize_session(net)
     TxSender(net.chain.client(), DEV).send([MsgRevokeKey(SESSION.public_key.raw)])
     return net.post(payload, {"authorization": f"Bearer {token}"})
@@ -264,6 +290,7 @@ def _revoked(net: Network, payload: dict[str, Any]) -> Any:
     ],
 )
 def test_rejected_requests_leave_no_escrow(net: Network, case: str, status: int, code: str | None) -> None:
+    """Each way a request is refused before execution has its status and error code, and escrows nothing."""
     calls = {
         "no credentials": lambda: net.post(body(), {}),
         "API key of the wrong format": lambda: net.post(body(), {"authorization": "Bearer sk-not-ours"}),
@@ -282,17 +309,21 @@ def test_rejected_requests_leave_no_escrow(net: Network, case: str, status: int,
 
 
 def test_a_replayed_signed_request_is_refused(net: Network) -> None:
+    """Sending the same signed request twice: 409 duplicate_request, and the developer pays once."""
     request_id = os.urandom(32)
     payload = json.dumps(body()).encode()
     headers = signed_headers(DEV, CHAIN_ID, payload, request_id)
+    before = net.balance(DEV)
     assert net.api.post("/v1/chat/completions", content=payload, headers=headers).status_code == 200
-    net.settled(request_id)
+    receipt = net.settled(request_id)
     replay = net.api.post("/v1/chat/completions", content=payload, headers=headers)
     assert (replay.status_code, replay.json()["error"]["code"]) == (409, "duplicate_request")
-    assert net.request_escrows() == []
+    net.chain.block()
+    assert net.request_escrows() == [] and net.balance(DEV) == before - receipt.cost
 
 
 def test_the_executor_serves_only_forwards_signed_by_a_registered_node(net: Network) -> None:
+    """A forward signed by a non-node is 403, one with a forged node signature 401."""
     executor = net.executors.apps[host(1)]
     forward = json.dumps({"request_id": "00" * 32, "start_tx": "00" * 32, "body": body()}).encode()
     outsider = {"x-racenet-public-key": DEV.public_key.raw.hex(), "x-racenet-signature": ""}

@@ -133,7 +133,10 @@ class Executor:
                 else:
                     self._record(request_id, event.usage, tokens, "".join(text))
                     threading.Thread(
-                        target=self._settle, args=(request_id, start_tx, event.usage, "".join(text)), daemon=True
+                        target=self._settle,
+                        args=(request_id, start_tx, event.usage, "".join(text)),
+                        name=settlement_thread_name(request_id),
+                        daemon=True,
                     ).start()
                 lines.put(json.dumps(event_json(event)).encode() + b"\n")
         except BaseException as e:
@@ -178,6 +181,11 @@ class Executor:
             self.sender.send([finish])
         except ClientError as e:
             log.warning("could not settle request %s: %s", request_id, e)
+
+
+def settlement_thread_name(request_id: str) -> str:
+    """The name of the thread that settles a request (hex id), so a thread dump or a test can find and join it."""
+    return f"settle-{request_id}"
 
 
 def response_hash(text: str) -> bytes:
