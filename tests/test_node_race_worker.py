@@ -6,8 +6,8 @@ while mining: a kill leaves on disk exactly what the worker had saved, so each i
 One comes back while the race is still on and mines onward from where it stopped; the other only comes back
 in the commit phase and commits what it had saved. After every phase every worker is replaced by a new one
 on the same state directory, which sends nothing again. At the tally each node's weight is what it found:
-its distinct saved nonces (a kill between a batch's finds and its next-nonce update makes the restarted
-worker find those again; the proof counts each nonce once).
+its saved nonces, each once (a kill between a batch's finds and its next-nonce update would make a restarted
+worker find them again; it resumes after its last find instead).
 Blocks are made by the test (and when a worker waits for its transaction), so mining ends when the test
 closes the race window.
 """
@@ -195,7 +195,8 @@ def test_workers_race_a_cycle_and_killed_ones_resume_without_loss_or_resending(
     ctx = app.read_context()
     for node, d in zip(NODES, dirs, strict=True):
         outcome = app.race.keeper.outcomes.get(ctx, node.public_key.address)
-        found = set(saved(d)["nonces"])
+        found = saved(d)["nonces"]
+        assert len(set(found)) == len(found), "no nonce found twice"
         assert outcome is not None
         assert (outcome.status, outcome.weight) == (OutcomeStatus.ACCEPTED, len(found))
         assert app.race.keeper.weight(ctx, node.public_key.address) == len(found)

@@ -224,12 +224,14 @@ def test_a_dead_executor_is_reassigned_and_the_next_one_is_paid(net: Network) ->
     assert net.request_escrows() == []
 
 
-def test_no_executor_answering_is_503_and_the_escrow_comes_back_at_expiry(net: Network) -> None:
-    """Every executor is down: 503 in OpenAI's shape, and the escrow is held until expiry, then refunded in full."""
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_executor_answering_is_503_and_the_escrow_comes_back_at_expiry(net: Network, stream: bool) -> None:
+    """Every executor is down: 503 in OpenAI's shape (a stream too: no event has been sent yet), and the
+    escrow is held until expiry, then refunded in full."""
     net.executors.down.update(host(i) for i in range(len(NODES)))
     before = net.balance(DEV)
     request_id = os.urandom(32)
-    answer = net.signed(body(), request_id=request_id)
+    answer = net.signed(body(stream=stream), request_id=request_id)
     assert answer.status_code == 503
     assert answer.json()["error"] == {
         "message": answer.json()["error"]["message"],

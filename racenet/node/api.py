@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from racenet import __version__
-from racenet.ml.backend import collect
+from racenet.ml.backend import GenerationEvent, collect
 from racenet.node.client import ClientError
 from racenet.node.executor import Executor
 from racenet.node.openai_format import (
@@ -106,8 +107,11 @@ def create_app(agent: TransferAgent, executor: Executor) -> FastAPI:
         logprobs = bool(body.get("logprobs"))
         if stream:
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            events = agent.forward(opened)
+            first = await run_in_threadpool(next, events)
             return StreamingResponse(
-                _sse(agent, opened, generation.model, logprobs, usage), media_type="text/event-stream"
+                _sse(opened, generation.model, logprobs, usage, itertools.chain([first], events)),
+                media_type="text/event-stream",
             )
         completion = await run_in_threadpool(lambda: collect(agent.forward(opened)))
         return completion_json("chatcmpl-" + opened.id_hex, generation.model, completion, logprobs)
@@ -123,12 +127,15 @@ def create_app(agent: TransferAgent, executor: Executor) -> FastAPI:
     return app
 
 
-def _sse(agent: TransferAgent, opened: Opened, model: str, logprobs: bool, include_usage: bool) -> Iterator[bytes]:
-    """The SSE stream of a chat completion; an error after the headers went out becomes an error event."""
+def _sse(
+    opened: Opened, model: str, logprobs: bool, include_usage: bool, events: Iterator[GenerationEvent]
+) -> Iterator[bytes]:
+    """The SSE stream of a chat completion whose first event has arrived (so an executor answered: until then
+    errors are plain HTTP errors); an error after the headers went out becomes an error event."""
     request_id, created = "chatcmpl-" + opened.id_hex, int(time.time())
     yield sse(chunk_json(request_id, model, created, {"role": "assistant", "content": ""}))
     try:
-        for event in agent.forward(opened):
+        for event in events:
             yield sse(stream_chunks(request_id, model, event, logprobs, created))
             if include_usage and hasattr(event, "usage"):
                 yield sse(

@@ -220,10 +220,14 @@ class RaceWorker:
         return self.state_dir / f"cycle-{cycle}.json"
 
     def _load(self, cycle: int) -> CycleState:
+        """The saved state of a cycle. Nonces are mined in order and a batch's finds are saved together, so mining
+        resumes after the last find even if a kill came before that batch's next nonce was saved."""
         path = self._path(cycle)
         if not path.exists():
             return CycleState(cycle)
-        return CycleState(**json.loads(path.read_text()))
+        state = CycleState(**json.loads(path.read_text()))
+        state.next_nonce = max([state.next_nonce, *(n + 1 for n in state.nonces)])
+        return state
 
     def _save(self, state: CycleState) -> None:
         """Write the cycle's state atomically."""
