@@ -30,12 +30,13 @@ from racenet.chain.app import App
 from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis
 from racenet.chain.modules.bank import Balance, BankGenesis, MsgSend
+from racenet.chain.modules.bank import Params as BankParams
 from racenet.chain.tx import build_tx
 from racenet.crypto.keys import PrivateKey
 
 CHAIN_ID = "bench"
 GENESIS_TIME = 1_700_000_000
-FEE = 1_000
+FEE = BankParams().required_fee(1024, [0])
 HOST = "127.0.0.1"
 IO_TIMEOUT_S = 30.0
 

@@ -22,10 +22,13 @@ from racenet.chain.app_state import AppState
 from racenet.chain.codec import encode
 from racenet.chain.genesis import Genesis
 from racenet.chain.modules.bank import Balance, BankGenesis, MsgSend
+from racenet.chain.modules.bank import Params as BankParams
 from racenet.chain.tx import AnyMsg, TxBody, build_tx, sign_bytes
 from racenet.crypto.keys import PrivateKey
 
 CHAIN_ID = "bench"
+FEE = BankParams().required_fee(1024, [0])
+"""Covers a transfer of up to 1 KiB under the default fee schedule."""
 
 
 def verify_rate(seconds: float = 2.0) -> float:
@@ -69,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         driver = make_chain(Path(tmp), senders)
         txs = [
-            build_tx(senders[i % len(senders)], CHAIN_ID, i // len(senders), 1000, [MsgSend(os.urandom(20), 1 + i % 7)])
+            build_tx(senders[i % len(senders)], CHAIN_ID, i // len(senders), FEE, [MsgSend(os.urandom(20), 1 + i % 7)])
             for i in range(args.txs)
         ]
         blocks = [txs[i : i + args.block] for i in range(0, len(txs), args.block)]

@@ -18,7 +18,8 @@ from racenet.crypto.keys import PrivateKey
 
 CHAIN_ID = "racenet-test"
 GENESIS_TIME = 1_750_000_000
-FEE = BankParams().min_fee
+FEE = BankParams().required_fee(65_536, [0] * 64)
+"""A fee that covers any transaction of the default size limits, so tests need not size their fees."""
 INITIAL_BALANCE = 10**12
 
 

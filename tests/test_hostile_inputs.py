@@ -1,7 +1,7 @@
 """Every message type and every hook against extreme integers and random fields.
 
 Hypothesis writes blocks of messages from every kind of sender (registered nodes, a developer, a
-transfer agent, the validators authority, an API key) whose integers are 0, 1, 2**64 - 1, 2**64 or
+transfer agent, the validators authority, an API key's gateway) whose integers are 0, 1, 2**64 - 1, 2**64 or
 random, and whose other fields are either plausible (the right executor, a real proof, an open
 request) or random. The chain runs them as decided blocks (as a Byzantine proposer could force)
 through whole Race cycles and request expiries. After every block: no exception left the App,
@@ -36,10 +36,11 @@ from racenet.chain.modules.inference import (
     MsgStartRequest,
     RequestAuth,
     ServerEntry,
+    api_key_id,
     auth_sign_bytes,
-    choose_executor,
 )
 from racenet.chain.modules.inference import Params as InferenceParams
+from racenet.chain.modules.inference.types import MAX_SPEND_LIMIT
 from racenet.chain.modules.race import (
     Leaf,
     MsgCommitProof,
@@ -61,8 +62,9 @@ from tests.chain import CHAIN_ID, FEE, GENESIS_TIME, Chain, balances, key
 MODEL = "m"
 NODES = [key(1), key(2), key(3)]
 CONSENSUS = [key(101), key(102), key(103)]
-DEV, TA, AUTHORITY, SESSION = key(50), key(51), key(60), key(52)
-SIGNERS = [*NODES, DEV, TA, AUTHORITY, SESSION]
+DEV, TA, AUTHORITY, OTHER = key(50), key(51), key(60), key(52)
+SIGNERS = [*NODES, DEV, TA, AUTHORITY, OTHER]
+KEY_ID = api_key_id(b"hostile test key")
 TOO_BIG = 2**64
 """Cannot be encoded: such a field is sent as the 10-byte varint of 2**64, which decoding rejects."""
 EXTREMES = [0, 1, MAX_AMOUNT, TOO_BIG]
@@ -87,7 +89,14 @@ def hostile_genesis() -> Genesis:
                 ),
             ),
             inference=InferenceGenesis(
-                params=InferenceParams(unit_price=Amount(1), max_tokens=MAX_AMOUNT, expiry_blocks=4),
+                params=InferenceParams(
+                    unit_price=Amount(1),
+                    max_tokens=MAX_AMOUNT,
+                    max_prompt_tokens=MAX_AMOUNT,
+                    expiry_blocks=4,
+                    max_auth_blocks=MAX_AMOUNT,
+                    allow_private_endpoints=True,
+                ),
                 models=(ModelEntry(MODEL, 1),),
                 servers=tuple(ServerEntry(k.public_key.address, (MODEL,), "http://127.0.0.1:9") for k in NODES),
             ),
@@ -154,9 +163,13 @@ class World:
         if a.kind == "serve":
             return signer, MsgServeModels((MODEL,) if a.flag else ("x" * (1 + a.pick),), "http://127.0.0.1:9")
         if a.kind == "authorize":
-            return DEV if a.flag else signer, MsgAuthorizeKey(SESSION.public_key.raw if a.flag else bytes(32), n0)
+            gateway = (TA if a.flag else signer).public_key.address
+            authorize = MsgAuthorizeKey(
+                key_id=KEY_ID if a.flag else bytes(32), spend_limit=n0, expiry_height=a.numbers[1], gateways=(gateway,)
+            )
+            return DEV if a.flag else signer, authorize
         if a.kind == "revoke":
-            return DEV if a.flag else signer, MsgRevokeKey(SESSION.public_key.raw)
+            return DEV if a.flag else signer, MsgRevokeKey(KEY_ID)
         if a.kind == "start":
             return TA if a.flag else signer, self.start(a)
         return self.request_step(a)
@@ -198,25 +211,35 @@ class World:
         return executor, MsgFinishRequest(request_id=request_id, completion_tokens=n0, response_hash=bytes(32))
 
     def start(self, a: Action) -> MsgStartRequest:
-        """A Start signed by the developer or its API key, routed by the rule (or not, if the flag is off)."""
+        """A Start paid by the API key (its gateway sends it) or signed by the developer, with extreme counts."""
         n0, n1, n2 = a.numbers
+        if a.pick % 2:
+            return MsgStartRequest(
+                request_id=b"",
+                developer=DEV.public_key.address,
+                model=MODEL,
+                prompt_tokens=n0,
+                max_tokens=n1,
+                prompt_hash=bytes(32),
+                expiry_height=0,
+                signer_key=b"",
+                signature=b"",
+                api_key_id=KEY_ID,
+            )
         self.made += 1
         request_id = hashlib.sha256(self.made.to_bytes(8, "big")).digest()
         self.requests.append(request_id)
-        payer = SESSION if a.pick % 2 else DEV
-        cycle = self.cycle() if a.flag else n2
+        expiry = self.chain.app.height + 1 + n2 % 8 if a.flag else n2
         auth = RequestAuth(
             chain_id=CHAIN_ID,
             request_id=request_id,
             developer=DEV.public_key.address,
             model=MODEL,
+            prompt_tokens=n0,
             max_tokens=n1,
             prompt_hash=bytes(32),
+            expiry_height=expiry,
         )
-        seed = self.chain.app.race.keeper.seed(self.ctx(), cycle)
-        candidates = self.chain.app.inference.keeper.candidates(self.ctx(), MODEL)
-        chosen = choose_executor(seed, request_id, 0, candidates) if seed else None
-        executor = chosen if a.flag and chosen is not None else NODES[0].public_key.address
         return MsgStartRequest(
             request_id=request_id,
             developer=DEV.public_key.address,
@@ -224,10 +247,10 @@ class World:
             prompt_tokens=n0,
             max_tokens=n1,
             prompt_hash=bytes(32),
-            cycle=cycle,
-            executor=executor,
-            auth_key=payer.public_key.raw,
-            auth_signature=payer.sign(auth_sign_bytes(auth)),
+            expiry_height=expiry,
+            signer_key=DEV.public_key.raw,
+            signature=DEV.sign(auth_sign_bytes(auth)),
+            api_key_id=b"",
         )
 
 
@@ -305,18 +328,23 @@ def test_the_race_and_expiry_hooks_run_in_these_blocks(tmp_path: Path) -> None:
     assert world.chain.app.race.keeper.outcomes.items(world.ctx()), "a tally ran"
 
 
-def test_a_refund_that_overflows_fails_alone_and_the_chain_goes_on(tmp_path: Path) -> None:
-    """C1: re-authorizing an API key at 2**64 - 1 makes the expiry refund overflow. That one expiry fails with
-    an event and changes nothing; the block, the other hooks and the invariants are unaffected."""
+def test_api_key_refunds_never_overflow_and_never_exceed_the_limit(tmp_path: Path) -> None:
+    """C1 (security review): authorize an API key at 2**64 - 1, start a request with it, re-authorize, let it
+    expire. Limits above `MAX_SPEND_LIMIT` are refused; at the largest allowed limit the expiry refund neither
+    fails nor overflows (on 480aad9 it raised out of end_block and halted every node), and what the key may
+    spend never rises above its limit."""
     world = World(Chain.start(tmp_path / "a", hostile_genesis()))
     world.chain.block()
-    authorize = Action("authorize", 3, [MAX_AMOUNT, 0, 0], 0, True)
+    too_much = Action("authorize", 3, [MAX_AMOUNT, 0, 0], 0, True)
+    assert world.chain.decided_block(*build_block(world, [too_much])).tx_results[0].code == Code.INVALID_MESSAGE
+    authorize = Action("authorize", 3, [MAX_SPEND_LIMIT, 0, 0], 0, True)
     start = Action("start", 4, [3, 5, 0], 1, True)
     codes = [r.code for r in world.chain.decided_block(*build_block(world, [authorize, start])).tx_results]
     assert codes == [0, 0]
     assert world.chain.decided_block(*build_block(world, [authorize])).tx_results[0].code == 0
-    failures: set[str] = set()
-    for _ in range(3):
-        failures |= {dict(e.attributes)["item"] for e in world.chain.decided_block().events if e.type == "hook_failed"}
-    assert any(item.startswith("expiry of request") for item in failures)
-    assert world.chain.app.inference.keeper.requests.items(world.ctx()), "the request is still open, escrow intact"
+    events = [e for _ in range(4) for e in world.chain.decided_block().events]
+    assert "hook_failed" not in {e.type for e in events}
+    assert "inference_expire" in {e.type for e in events}
+    assert not world.chain.app.inference.keeper.requests.items(world.ctx()), "the request expired and was refunded"
+    key = world.chain.app.inference.keeper.api_keys.get(world.ctx(), KEY_ID)
+    assert key is not None and (key.spent, key.remaining()) == (0, MAX_SPEND_LIMIT)

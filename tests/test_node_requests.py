@@ -38,16 +38,17 @@ from racenet.chain.scalars import Amount
 from racenet.crypto.keys import PrivateKey
 from racenet.node.api import create_app
 from racenet.node.compute import ComputeThread
-from racenet.node.executor import Executor
+from racenet.node.executor import Executor, forward_headers
+from racenet.node.openai_format import parse_request
 from racenet.node.request_signing import signed_headers
 from racenet.node.sender import TxSender
-from racenet.node.transfer_agent import TransferAgent, api_key_for
+from racenet.node.transfer_agent import TransferAgent, new_api_key
 from tests.chain import CHAIN_ID, GENESIS_TIME, balances, key
 from tests.nodefake import WORDS, Executors, FakeBackend, FakeChain, join_settlements, wait_until
 
 MODEL = "fake-model"
 NODES = [key(1), key(2), key(3)]
-DEV, POOR, SESSION = key(50), key(51), key(52)
+DEV, POOR = key(50), key(51)
 UNIT_PRICE, UNITS = 1_000, 2
 PRICE = UNIT_PRICE * UNITS
 MAX_TOKENS, EXPIRY = 64, 6
@@ -75,7 +76,13 @@ def genesis() -> Genesis:
             bank=BankGenesis(balances=(*balances([*NODES, DEV]), *balances([POOR], 5_000))),
             race=RaceGenesis(params=RaceParams(race_blocks=1_000), nodes=nodes),
             inference=InferenceGenesis(
-                params=InferenceParams(unit_price=Amount(UNIT_PRICE), max_tokens=MAX_TOKENS, expiry_blocks=EXPIRY),
+                params=InferenceParams(
+                    unit_price=Amount(UNIT_PRICE),
+                    max_tokens=MAX_TOKENS,
+                    expiry_blocks=EXPIRY,
+                    reassign_delay_blocks=1,  # blocks come only when a test asks: reassign at the next one
+                    allow_private_endpoints=True,
+                ),
                 models=(ModelEntry(MODEL, UNITS),),
                 servers=tuple(
                     ServerEntry(k.public_key.address, (MODEL,), f"http://{host(i)}") for i, k in enumerate(NODES)
@@ -92,6 +99,8 @@ class Network:
     chain: FakeChain
     executors: Executors
     api: TestClient
+    agents: list[TransferAgent]
+    executor_objects: list[Executor]
 
     def receipt(self, request_id: bytes) -> Receipt | None:
         """The request's receipt on chain, if it is closed."""
@@ -122,19 +131,35 @@ class Network:
         return [i for i, _ in app.bank.keeper.module_escrows(app.read_context(), "inference") if i.startswith(b"req/")]
 
     def executor_of(self, request_id: bytes, attempt: int = 0, tried: tuple[bytes, ...] = ()) -> bytes:
-        """The executor the routing rule picks for a request started now."""
+        """The executor the routing rule picks for a request node 1 (the transfer agent) opens now."""
         app = self.chain.node.app
-        return app.inference.keeper.executor_for(app.read_context(), request_id, MODEL, 0, attempt, tried)
+        exclude = (*tried, NODES[0].public_key.address)
+        return app.inference.keeper.executor_for(app.read_context(), request_id, MODEL, 0, attempt, exclude)
 
     def post(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
         """POST a chat completion to node 1's API with the given headers."""
         return self.api.post("/v1/chat/completions", content=json.dumps(body).encode(), headers=headers)
 
-    def signed(self, body: dict[str, Any], signer: PrivateKey = DEV, request_id: bytes | None = None) -> Any:
-        """POST a chat completion signed with `signer`'s account key."""
+    def signed(
+        self,
+        body: dict[str, Any],
+        signer: PrivateKey = DEV,
+        request_id: bytes | None = None,
+        prompt_tokens: int = PROMPT_TOKENS,
+    ) -> Any:
+        """POST a chat completion signed with `signer`'s account key, valid for 20 blocks."""
         raw = json.dumps(body).encode()
-        headers = signed_headers(signer, CHAIN_ID, raw, request_id)
+        headers = self.signed_headers(raw, signer, request_id, prompt_tokens)
         return self.api.post("/v1/chat/completions", content=raw, headers=headers)
+
+    def signed_headers(
+        self, raw: bytes, signer: PrivateKey = DEV, request_id: bytes | None = None, prompt_tokens: int = PROMPT_TOKENS
+    ) -> dict[str, str]:
+        """The headers that sign `raw` for `signer`, valid for 20 blocks."""
+        expiry = self.chain.height() + 20
+        return signed_headers(
+            signer, CHAIN_ID, raw, prompt_tokens=prompt_tokens, expiry_height=expiry, request_id=request_id
+        )
 
 
 def build(tmp_path: Path, executor_backend: FakeBackend) -> Iterator[Network]:
@@ -142,15 +167,17 @@ def build(tmp_path: Path, executor_backend: FakeBackend) -> Iterator[Network]:
     chain = FakeChain(tmp_path / "chain", genesis())
     chain.block()
     executors, compute = Executors(), ComputeThread()
-    apps = []
+    apps, agents, executor_objects = [], [], []
     for i, node_key in enumerate(NODES):
         client = chain.client()
         sender = TxSender(client, node_key)
         executor = Executor(executor_backend, client, sender, tmp_path / f"executor{i}", compute)
         agent = TransferAgent(client, sender, FakeBackend(MODEL), transport=executors.transport)
+        agents.append(agent)
+        executor_objects.append(executor)
         apps.append(create_app(agent, executor))
         executors.add(host(i), apps[-1])
-    yield Network(chain, executors, TestClient(apps[0]))
+    yield Network(chain, executors, TestClient(apps[0]), agents, executor_objects)
     join_settlements()
     chain.close()
 
@@ -166,16 +193,20 @@ def body(max_tokens: int = 4, **extra: Any) -> dict[str, Any]:
     return {"model": MODEL, "messages": PROMPT, "max_tokens": max_tokens, **extra}
 
 
-def authorize_session(net: Network) -> str:
-    """An API key for DEV's account, as `racenet api-key create` makes one."""
-    TxSender(net.chain.client(), DEV).send([MsgAuthorizeKey(SESSION.public_key.raw, 10**12)])
-    return api_key_for(SESSION.seed)
+def authorize_key(net: Network, gateway: PrivateKey = NODES[0]) -> tuple[str, bytes]:
+    """An API key for DEV's account usable at `gateway`, as `racenet api-key create` makes one: (token, id)."""
+    token, key_id = new_api_key()
+    authorize = MsgAuthorizeKey(
+        key_id=key_id, spend_limit=10**12, expiry_height=0, gateways=(gateway.public_key.address,)
+    )
+    TxSender(net.chain.client(), DEV).send([authorize])
+    return token, key_id
 
 
 def test_api_key_request_pays_exactly_the_tokens_to_the_executor(net: Network) -> None:
     """A non-streaming request with an API key: the executor answers and settles; the developer pays
     (prompt + completion) × price, which becomes the executor's pending reward, and the escrow is gone."""
-    token = authorize_session(net)
+    token, _ = authorize_key(net)
     before = net.balance(DEV)
     answer = net.post(body(), {"authorization": f"Bearer {token}"})
     assert answer.status_code == 200, answer.text
@@ -246,35 +277,49 @@ def test_no_executor_answering_is_503_and_the_escrow_comes_back_at_expiry(net: N
     assert net.balance(DEV) == before and net.request_escrows() == []
 
 
-def test_an_executor_that_counts_the_prompt_otherwise_does_not_settle(tmp_path: Path) -> None:
-    """The agent declares 3 prompt tokens; the executor's model reads 4: it refuses to be paid, and the
-    developer gets everything back at expiry (nobody is charged more than its own model counted)."""
+def test_an_executor_whose_model_counts_otherwise_refuses_before_generating(tmp_path: Path) -> None:
+    """H1 (security review): the Start says 3 prompt tokens (as the developer signed); the executors' model reads 4.
+    Each executor refuses the forward before it generates (nobody works for, or is paid at, a count the model
+    did not read), the caller gets a 503, and the developer gets everything back at expiry."""
     for net in build(tmp_path, FakeBackend(MODEL, extra_prompt_tokens=1)):
         before = net.balance(DEV)
         request_id = os.urandom(32)
         answer = net.signed(body(), request_id=request_id)
-        assert answer.status_code == 200 and answer.json()["usage"]["prompt_tokens"] == PROMPT_TOKENS + 1
-        join_settlements(request_id)
-        info = net.chain.client().query(inference.REQUEST, request_id)
-        assert info is not None and info.request is not None, "the executor decided and left the request open"
+        assert answer.status_code == 503, answer.text
+        assert not any(e.executed(request_id) for e in net.executor_objects), "refused before generating"
         net.chain.until(net.chain.height() + EXPIRY + 1)
         receipt = net.receipt(request_id)
         assert receipt is not None and receipt.status == ReceiptStatus.EXPIRED
         assert net.balance(DEV) == before
 
 
+def test_a_signed_prompt_count_the_agent_reads_otherwise_is_refused_before_any_escrow(net: Network) -> None:
+    """H1: a developer that signs 5 prompt tokens for a 3-token prompt gets a 400 from the transfer agent, and
+    nothing is escrowed."""
+    answer = net.signed(body(), prompt_tokens=PROMPT_TOKENS + 2)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "prompt_tokens_mismatch")
+    net.chain.block()
+    assert net.request_escrows() == []
+
+
 def _tampered(net: Network, payload: dict[str, Any]) -> Any:
     """A signed request whose signature is replaced by zeros."""
     raw = json.dumps(payload).encode()
-    headers = signed_headers(DEV, CHAIN_ID, raw)
+    headers = net.signed_headers(raw)
     headers["x-racenet-signature"] = bytes(64).hex()
     return net.api.post("/v1/chat/completions", content=raw, headers=headers)
 
 
 def _revoked(net: Network, payload: dict[str, Any]) -> Any:
     """A request with an API key its developer has revoked on chain."""
-    token = authorize_session(net)
-    TxSender(net.chain.client(), DEV).send([MsgRevokeKey(SESSION.public_key.raw)])
+    token, key_id = authorize_key(net)
+    TxSender(net.chain.client(), DEV).send([MsgRevokeKey(key_id)])
+    return net.post(payload, {"authorization": f"Bearer {token}"})
+
+
+def _elsewhere(net: Network, payload: dict[str, Any]) -> Any:
+    """A request with an API key whose only gateway is another node than the one called (H2)."""
+    token, _ = authorize_key(net, gateway=NODES[1])
     return net.post(payload, {"authorization": f"Bearer {token}"})
 
 
@@ -285,6 +330,7 @@ def _revoked(net: Network, payload: dict[str, Any]) -> Any:
         ("API key of the wrong format", 401, "invalid_api_key"),
         ("unknown API key", 401, "invalid_api_key"),
         ("revoked API key", 401, "invalid_api_key"),
+        ("API key of another gateway", 401, None),
         ("signature that does not verify", 401, "invalid_signature"),
         ("unknown model", 404, "model_not_found"),
         ("max_tokens over the chain's limit", 400, None),
@@ -296,8 +342,9 @@ def test_rejected_requests_leave_no_escrow(net: Network, case: str, status: int,
     calls = {
         "no credentials": lambda: net.post(body(), {}),
         "API key of the wrong format": lambda: net.post(body(), {"authorization": "Bearer sk-not-ours"}),
-        "unknown API key": lambda: net.post(body(), {"authorization": f"Bearer {api_key_for(os.urandom(32))}"}),
+        "unknown API key": lambda: net.post(body(), {"authorization": f"Bearer {new_api_key()[0]}"}),
         "revoked API key": lambda: _revoked(net, body()),
+        "API key of another gateway": lambda: _elsewhere(net, body()),
         "signature that does not verify": lambda: _tampered(net, body()),
         "unknown model": lambda: net.signed({**body(), "model": "gpt-9"}),
         "max_tokens over the chain's limit": lambda: net.signed(body(max_tokens=MAX_TOKENS + 1)),
@@ -314,7 +361,7 @@ def test_a_replayed_signed_request_is_refused(net: Network) -> None:
     """Sending the same signed request twice: 409 duplicate_request, and the developer pays once."""
     request_id = os.urandom(32)
     payload = json.dumps(body()).encode()
-    headers = signed_headers(DEV, CHAIN_ID, payload, request_id)
+    headers = net.signed_headers(payload, request_id=request_id)
     before = net.balance(DEV)
     assert net.api.post("/v1/chat/completions", content=payload, headers=headers).status_code == 200
     receipt = net.settled(request_id)
@@ -324,12 +371,45 @@ def test_a_replayed_signed_request_is_refused(net: Network) -> None:
     assert net.request_escrows() == [] and net.balance(DEV) == before - receipt.cost
 
 
-def test_the_executor_serves_only_forwards_signed_by_a_registered_node(net: Network) -> None:
-    """A forward signed by a non-node is 403, one with a forged node signature 401."""
-    executor = net.executors.apps[host(1)]
-    forward = json.dumps({"request_id": "00" * 32, "start_tx": "00" * 32, "body": body()}).encode()
-    outsider = {"x-racenet-public-key": DEV.public_key.raw.hex(), "x-racenet-signature": ""}
-    outsider["x-racenet-signature"] = DEV.sign(hashlib.sha256(forward).digest()).hex()
-    assert executor.post("/racenet/v1/execute", content=forward, headers=outsider).status_code == 403
-    forged = {"x-racenet-public-key": NODES[0].public_key.raw.hex(), "x-racenet-signature": bytes(64).hex()}
-    assert executor.post("/racenet/v1/execute", content=forward, headers=forged).status_code == 401
+def _opened(net: Network, raw: bytes) -> tuple[bytes, bytes]:
+    """Open a signed request on chain through node 1's agent without forwarding it: (request id, executor)."""
+    agent = net.agents[0]
+    request_id = os.urandom(32)
+    headers = net.signed_headers(raw, request_id=request_id)
+    _, generation, _ = parse_request(raw)
+    opened = agent.open(raw, generation, headers)
+    return opened.request_id, opened.executor
+
+
+def test_the_executor_serves_only_committed_requests_forwarded_for_it_once(net: Network) -> None:
+    """H3, M1, L8 (security review): on 480aad9 the executor ran any forward signed by any registered node, before
+    the chain had the request, and replays too. Now a forward must be signed for this executor and chain, name a
+    committed request routed to it by this transfer agent, carry the exact body the developer signed with the
+    Start's max_tokens, and be new; every refusal comes before any generation."""
+    raw = json.dumps(body()).encode()
+    request_id, executor = _opened(net, raw)
+    index = next(i for i, k in enumerate(NODES) if k.public_key.address == executor)
+    app, agent_key = net.executors.apps[host(index)], NODES[0]
+
+    def post(content: bytes, headers: dict[str, str]) -> int:
+        return app.post("/racenet/v1/execute", content=content, headers=headers).status_code
+
+    good = forward_headers(agent_key, CHAIN_ID, request_id, executor, raw)
+    forged = {**good, "x-racenet-signature": bytes(64).hex()}
+    other_chain = forward_headers(agent_key, "other-chain", request_id, executor, raw)
+    not_the_agent = forward_headers(NODES[2 if index == 1 else 1], CHAIN_ID, request_id, executor, raw)
+    unpaid = os.urandom(32)
+    never_started = forward_headers(agent_key, CHAIN_ID, unpaid, executor, raw)
+    longer = json.dumps(body(max_tokens=6)).encode()
+    altered = json.dumps({**body(), "messages": [{"role": "user", "content": "Other words here."}]}).encode()
+    assert post(raw, forged) == 401
+    assert post(raw, other_chain) == 401, "the signature names the chain"
+    assert post(raw, not_the_agent) == 403, "signed by a node that is not this request's transfer agent"
+    assert post(raw, never_started) == 403, "nobody paid for this request id"
+    assert post(longer, forward_headers(agent_key, CHAIN_ID, request_id, executor, longer)) == 409, "L8"
+    assert post(altered, forward_headers(agent_key, CHAIN_ID, request_id, executor, altered)) == 409
+    assert not net.executor_objects[index].executed(request_id), "nothing was generated for a refused forward"
+    assert post(raw, good) == 200
+    assert post(raw, good) == 409, "a forward is served once"
+    receipt = net.settled(request_id)
+    assert receipt.executor == executor and receipt.completion_tokens == 4

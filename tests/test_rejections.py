@@ -1,4 +1,6 @@
-"""Every rejected transaction gets its code and message and changes no state."""
+"""Every rejected transaction gets its code and message. A rejection by the ante checks (decode,
+signature, chain id, sequence, fee) changes no state; a message that fails in a block changes only
+the signer's fee and sequence (security review M3)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,25 @@ import pytest
 
 from racenet.chain.codec import decode, encode
 from racenet.chain.errors import Code
+from racenet.chain.modules.auth import Params as AuthParams
 from racenet.chain.modules.bank import MsgSend
+from racenet.chain.modules.bank import Params as BankParams
+from racenet.chain.modules.bank.module import FEE_COLLECTOR
 from racenet.chain.modules.validators import MsgSetPower
 from racenet.chain.tx import AnyMsg, SignedTx, TxBody, build_tx, sign_bytes
-from tests.chain import CHAIN_ID, FEE, INITIAL_BALANCE, Chain, genesis_for, key
+from racenet.chain.types import BlockRequest
+from tests.chain import CHAIN_ID, FEE, GENESIS_TIME, INITIAL_BALANCE, Chain, genesis_for, key
 
 ALICE, BOB, MALLORY = key(1), key(2), key(3)
 TO_BOB = MsgSend(BOB.public_key.address, 5)
+
+
+def _least_fee(msgs: list[MsgSend]) -> int:
+    """The least fee the default schedule takes for a transaction of `msgs` from ALICE at sequence 0."""
+    for fee in range(BankParams().min_fee, FEE):
+        if BankParams().required_fee(len(build_tx(ALICE, CHAIN_ID, 0, fee, list(msgs))), [0] * len(msgs)) <= fee:
+            return fee
+    raise AssertionError("no fee below FEE covers the transaction")
 
 
 def _tamper_fee(raw: bytes) -> bytes:
@@ -65,14 +79,19 @@ CASES: list[Case] = [
         Code.WRONG_SEQUENCE,
         "expected 0",
     ),
-    (
-        "insufficient funds",
-        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [MsgSend(BOB.public_key.address, INITIAL_BALANCE)]),
-        Code.INSUFFICIENT_FUNDS,
-        "has",
-    ),
     ("fee above balance", lambda: build_tx(MALLORY, CHAIN_ID, 0, FEE, [TO_BOB]), Code.INSUFFICIENT_FUNDS, "has 0"),
-    ("fee below minimum", lambda: build_tx(ALICE, CHAIN_ID, 0, FEE - 1, [TO_BOB]), Code.INSUFFICIENT_FEE, "minimum"),
+    (
+        "fee below the schedule",
+        lambda: build_tx(ALICE, CHAIN_ID, 0, _least_fee([TO_BOB]) - 1, [TO_BOB]),
+        Code.INSUFFICIENT_FEE,
+        "required",
+    ),
+    (
+        "too many messages",
+        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB] * (AuthParams().max_msgs_per_tx + 1)),
+        Code.MALFORMED_TX,
+        "messages",
+    ),
     ("random bytes", lambda: b"\x07garbage", Code.MALFORMED_TX, "malformed"),
     ("empty", lambda: b"", Code.MALFORMED_TX, "malformed"),
     ("trailing byte", lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB]) + b"\x00", Code.MALFORMED_TX, "trailing"),
@@ -95,7 +114,7 @@ CASES: list[Case] = [
         Code.MALFORMED_TX,
         "bank/Send",
     ),
-    ("no messages", lambda: _resign(TxBody(CHAIN_ID, 0, FEE, "", ())), Code.MALFORMED_TX, "no messages"),
+    ("no messages", lambda: _resign(TxBody(CHAIN_ID, 0, FEE, "", ())), Code.MALFORMED_TX, "1 to 64 messages"),
     (
         "zero amount",
         lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [MsgSend(BOB.public_key.address, 0)]),
@@ -110,6 +129,14 @@ CASES: list[Case] = [
     ),
     ("memo too long", lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB], memo="x" * 300), Code.MALFORMED_TX, "memo"),
     ("oversize", lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB], memo="x" * 70_000), Code.TX_TOO_LARGE, "limit"),
+]
+FAILED_MESSAGES: list[Case] = [
+    (
+        "insufficient funds",
+        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [MsgSend(BOB.public_key.address, INITIAL_BALANCE)]),
+        Code.INSUFFICIENT_FUNDS,
+        "has",
+    ),
     (
         "not the authority",
         lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [MsgSetPower(b"\x01" * 32, 5)]),
@@ -144,26 +171,48 @@ def test_rejected_in_check_tx_and_block(
     assert chain.app.check_tx(valid).code == 0, "a rejection must not advance the sequence or spend"
 
 
+@pytest.mark.parametrize("name, make, code, message", FAILED_MESSAGES, ids=[c[0] for c in FAILED_MESSAGES])
+def test_failed_message_pays_its_fee_and_bumps_the_sequence(
+    chain: Chain, name: str, make: Callable[[], bytes], code: Code, message: str
+) -> None:
+    """M3: a transaction whose message fails in a block pays its fee and uses its sequence, so it can never be
+    replayed and failing transactions are not free block space; CheckTx refuses it without charging."""
+    raw = make()
+    checked = chain.app.check_tx(raw)
+    assert (checked.code, message in checked.log) == (code, True), checked.log
+    assert chain.app.check_tx(build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB])).code == 0, "CheckTx charged nothing"
+
+    result = chain.decided_block(raw)
+    assert (result.tx_results[0].code, message in result.tx_results[0].log) == (code, True)
+    assert chain.balance(ALICE) == INITIAL_BALANCE - FEE
+    assert chain.balance(FEE_COLLECTOR) == FEE
+    assert chain.app.auth.keeper.account(chain.app.read_context(), ALICE.public_key.address).sequence == 1
+    replay = chain.decided_block(raw).tx_results[0]
+    assert replay.code == Code.WRONG_SEQUENCE, "the failed transaction cannot be replayed once it would pass"
+
+
 def test_replayed_transaction_is_rejected(chain: Chain) -> None:
     raw = chain.tx(ALICE, TO_BOB)
     assert chain.block(raw).tx_results[0].code == 0
     assert chain.balance(BOB) == INITIAL_BALANCE + 5
     before = chain.state()
-    replay = chain.block(raw).tx_results[0]
+    replay = chain.decided_block(raw).tx_results[0]
     assert replay.code == Code.WRONG_SEQUENCE
     assert chain.state() == before
 
 
-def test_failed_message_refunds_the_fee(chain: Chain) -> None:
-    """A tx whose message fails pays no fee: nothing of it is written."""
-    raw = chain.tx(ALICE, MsgSend(BOB.public_key.address, INITIAL_BALANCE))
-    assert chain.block(raw).tx_results[0].code == Code.INSUFFICIENT_FUNDS
-    assert chain.balance(ALICE) == INITIAL_BALANCE
+def test_proposals_carry_only_transactions_that_pass_the_ante(chain: Chain) -> None:
+    """M3: a proposer cannot fill a block with transactions nobody signed or pays for: PrepareProposal drops
+    them and ProcessProposal refuses a block that carries one."""
+    good, replayed = chain.tx(ALICE, TO_BOB), build_tx(ALICE, CHAIN_ID, 0, FEE, [TO_BOB])
+    garbage = _flip_signature(chain.tx(ALICE, TO_BOB))
+    draft = BlockRequest(chain.app.height + 1, GENESIS_TIME + 100, (good, replayed, garbage))
+    assert chain.app.prepare_proposal(draft, 1 << 20) == (good,)
+    assert not chain.app.process_proposal(draft)
+    assert chain.app.process_proposal(BlockRequest(draft.height, draft.time, (good,)))
 
 
 def test_accepted_transfer_moves_amount_and_fee(chain: Chain) -> None:
-    from racenet.chain.modules.bank.module import FEE_COLLECTOR
-
     result = chain.block(chain.tx(ALICE, TO_BOB), chain.tx(ALICE, TO_BOB))
     assert [r.code for r in result.tx_results] == [0, 0]
     assert chain.balance(ALICE) == INITIAL_BALANCE - 2 * (5 + FEE)

@@ -32,7 +32,9 @@ from racenet.chain.modules.inference import (
     MsgStartRequest,
     RequestAuth,
     ServerEntry,
+    api_key_id,
     auth_sign_bytes,
+    key_request_id,
 )
 from racenet.chain.modules.inference import Params as InferenceParams
 from racenet.chain.modules.race import (
@@ -49,7 +51,7 @@ from racenet.chain.modules.race import (
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.validators import MsgSetPower, ValidatorsGenesis
 from racenet.chain.scalars import Amount
-from racenet.chain.tx import TxBody, build_tx, decode_tx, sign_bytes
+from racenet.chain.tx import TxBody, build_tx, decode_envelope, sign_bytes
 from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 from tests.chain import CHAIN_ID, GENESIS_TIME, Chain, app_hashes, balances, key
@@ -60,7 +62,8 @@ MODEL = "SmolLM2-135M-Instruct"
 NODES = [key(1), key(2), key(3)]
 CONSENSUS = [key(101), key(102), key(103)]
 NEWCOMER, NEWCOMER_CONSENSUS = key(4), key(104)
-DEV, TA, SESSION, AUTHORITY = key(50), key(51), key(52), key(60)
+DEV, TA, AUTHORITY = key(50), key(51), key(60)
+KEY_ID = api_key_id(b"vector api key")
 RACE_PARAMS = RaceParams(
     race_blocks=2, commit_blocks=2, reveal_blocks=2, vote_blocks=2, sample_size=4, validators_per_participant=2
 )
@@ -87,7 +90,9 @@ def scenario_genesis() -> Genesis:
                 ),
             ),
             inference=InferenceGenesis(
-                params=InferenceParams(unit_price=Amount(1_000), max_tokens=512, expiry_blocks=5),
+                params=InferenceParams(
+                    unit_price=Amount(1_000), max_tokens=512, expiry_blocks=5, allow_private_endpoints=True
+                ),
                 models=(ModelEntry(MODEL, 2),),
                 servers=tuple(
                     ServerEntry(k.public_key.address, (MODEL,), f"http://127.0.0.1:{9000 + i}")
@@ -122,19 +127,21 @@ class Scenario:
         while self.chain.app.height < target - 1:
             self.block()
 
-    def start(self, n: int, signer: PrivateKey, cycle: int, max_tokens: int = 64) -> MsgStartRequest:
-        """A Start for request `n`, signed by `signer` (the developer's key or its API key)."""
-        app = self.chain.app
+    def start(self, n: int, max_tokens: int = 64) -> MsgStartRequest:
+        """A Start for request `n`, signed by the developer's key."""
         request_id = hashlib.sha256(f"vector request {n}".encode()).digest()
         prompt_hash = hashlib.sha256(f"prompt {n}".encode()).digest()
         developer = DEV.public_key.address
+        expiry = self.chain.app.height + 20
         auth = RequestAuth(
             chain_id=CHAIN_ID,
             request_id=request_id,
             developer=developer,
             model=MODEL,
+            prompt_tokens=17,
             max_tokens=max_tokens,
             prompt_hash=prompt_hash,
+            expiry_height=expiry,
         )
         return MsgStartRequest(
             request_id=request_id,
@@ -143,10 +150,25 @@ class Scenario:
             prompt_tokens=17,
             max_tokens=max_tokens,
             prompt_hash=prompt_hash,
-            cycle=cycle,
-            executor=app.inference.keeper.executor_for(app.read_context(), request_id, MODEL, cycle, 0),
-            auth_key=signer.public_key.raw,
-            auth_signature=signer.sign(auth_sign_bytes(auth)),
+            expiry_height=expiry,
+            signer_key=DEV.public_key.raw,
+            signature=DEV.sign(auth_sign_bytes(auth)),
+            api_key_id=b"",
+        )
+
+    def keyed_start(self, n: int, max_tokens: int = 64) -> MsgStartRequest:
+        """A Start paid by the API key, sent by its gateway."""
+        return MsgStartRequest(
+            request_id=b"",
+            developer=DEV.public_key.address,
+            model=MODEL,
+            prompt_tokens=17,
+            max_tokens=max_tokens,
+            prompt_hash=hashlib.sha256(f"prompt {n}".encode()).digest(),
+            expiry_height=0,
+            signer_key=b"",
+            signature=b"",
+            api_key_id=KEY_ID,
         )
 
     def executor(self, request_id: bytes) -> PrivateKey:
@@ -182,22 +204,21 @@ def race_and_inference_hashes(path: Path) -> list[str]:
         (DEV, MsgSend(TA.public_key.address, 5 * 10**9)),
         (NEWCOMER, MsgRegisterNode(NEWCOMER_CONSENSUS.public_key.raw)),
         (AUTHORITY, MsgSetPower(NEWCOMER_CONSENSUS.public_key.raw, 3)),
-        (DEV, MsgAuthorizeKey(SESSION.public_key.raw, 10**9)),
+        (DEV, MsgAuthorizeKey(key_id=KEY_ID, spend_limit=10**9, expiry_height=0, gateways=(TA.public_key.address,))),
         (NODES[2], MsgServeModels((MODEL,), "http://127.0.0.1:9002")),
     )
     assert codes == [0] * 5, codes
-    first = s.start(1, DEV, 0)
-    keyed = s.start(2, SESSION, 0)
-    assert s.block((TA, first), (TA, keyed)) == [0, 0]
+    first, keyed_id = s.start(1), key_request_id(KEY_ID, 0)
+    assert s.block((TA, first), (TA, s.keyed_start(2))) == [0, 0]
+    old = s.executor(keyed_id)
     s.until(Phase.COMMIT, 0)
     commits = [(k, MsgCommitProof(0, t.root, t.count)) for k, t in zip([*NODES, NEWCOMER], trees, strict=True)]
     assert s.block(*commits, (s.executor(first.request_id), finish(first.request_id, 40, b"\x01"))) == [0] * 5
-    assert s.block((TA, MsgReassignRequest(keyed.request_id)), (DEV, MsgSend(TA.public_key.address, 10**15))) == [0, 8]
+    assert s.block((TA, MsgReassignRequest(keyed_id)), (DEV, MsgSend(TA.public_key.address, 10**15))) == [0, 8]
     s.until(Phase.REVEAL, 0)
-    old = next(k for k in [*NODES, NEWCOMER] if k.public_key.address == keyed.executor)
     finishes = [
-        (old, finish(keyed.request_id, 64, b"\x02")),
-        (s.executor(keyed.request_id), finish(keyed.request_id, 64, b"\x02")),
+        (old, finish(keyed_id, 64, b"\x02")),
+        (s.executor(keyed_id), finish(keyed_id, 64, b"\x02")),
     ]
     assert s.block(*finishes) == [13, 0]
     reveals = [(k, MsgReveal(0, t.open(s.challenged(k, 0)))) for k, t in zip([*NODES, NEWCOMER], trees, strict=True)]
@@ -215,8 +236,7 @@ def race_and_inference_hashes(path: Path) -> list[str]:
     assert s.block(*votes) == [0] * len(votes)
     s.block()
     s.block()
-    third = s.start(3, SESSION, 1)
-    assert s.block((TA, third), (DEV, MsgRevokeKey(SESSION.public_key.raw))) == [0, 0]
+    assert s.block((TA, s.keyed_start(3)), (DEV, MsgRevokeKey(KEY_ID))) == [0, 0]
     for _ in range(6):
         s.block()
     s.chain.app.close()
@@ -267,8 +287,8 @@ def one_of_each_message() -> list[Msg]:
         MsgCommitProof(3, h, 9),
         MsgReveal(3, (Leaf(1, 42, (h, h)), Leaf(2, 43, (h,)))),
         MsgVote(cycle=3, participant=b"\x05" * 20, accept=True, checked=4, mismatches=1),
-        MsgServeModels((MODEL, "other"), "http://127.0.0.1:9000"),
-        MsgAuthorizeKey(b"\x06" * 32, 10**12),
+        MsgServeModels((MODEL, "other"), "https://node.example.com:9000"),
+        MsgAuthorizeKey(key_id=b"\x06" * 32, spend_limit=10**12, expiry_height=500, gateways=(b"\x0b" * 20,)),
         MsgRevokeKey(b"\x06" * 32),
         MsgStartRequest(
             request_id=h,
@@ -277,10 +297,10 @@ def one_of_each_message() -> list[Msg]:
             prompt_tokens=20,
             max_tokens=100,
             prompt_hash=h,
-            cycle=2,
-            executor=b"\x08" * 20,
-            auth_key=b"\x09" * 32,
-            auth_signature=b"\x0a" * 64,
+            expiry_height=40,
+            signer_key=b"\x09" * 32,
+            signature=b"\x0a" * 64,
+            api_key_id=b"",
         ),
         MsgReassignRequest(h),
         MsgFinishRequest(request_id=h, completion_tokens=37, response_hash=h),
@@ -293,7 +313,7 @@ def sign_bytes_vector() -> dict[str, Any]:
     out = {}
     for msg in one_of_each_message():
         raw = build_tx(signer, CHAIN_ID, 7, 1_000, [msg], memo="vector")
-        body: TxBody = decode_tx(raw, {msg.TYPE: type(msg)}, 1 << 20).tx.body
+        body: TxBody = decode_envelope(raw, {msg.TYPE: type(msg)}, 1 << 20, 1).body
         out[msg.TYPE] = {"sign_bytes": sign_bytes(signer.public_key.raw, body).hex(), "tx": raw.hex()}
     return out
 

@@ -11,6 +11,13 @@ through one single-worker thread pool: that serializes them in arrival order, ke
 loop free while the App computes or does disk I/O, and always runs the App on the same thread
 (so thread-bound handles such as sqlite3 connections keep working if the App opens them lazily).
 
+Queries are the exception (review finding M10): they run on a second single-worker pool, and
+the App answers them from a read-only snapshot of committed state (`App.query`), so a slow
+public `abci_query` (`app/export` is O(state)) cannot delay FinalizeBlock or Commit. Info
+stays on the App thread: it is O(1), and it reports the height and app hash the consensus
+calls left, which CometBFT's handshake compares with its own. CheckTx stays there too (it
+runs against the App's mempool state).
+
 Errors: an exception in a consensus-critical call is logged, answered with
 `ResponseException` and the connection closed, so CometBFT halts instead of forking; a
 CheckTx or Query exception becomes a non-zero code in an ordinary response.
@@ -85,7 +92,9 @@ class AbciApp(Protocol):
 
     def commit(self) -> int: ...
 
-    def query(self, path: str, data: bytes, height: int = 0) -> QueryResult: ...
+    def query(self, path: str, data: bytes, height: int = 0) -> QueryResult:
+        """Answer from committed state; called on its own thread, concurrently with the other methods."""
+        ...
 
 
 class FrameError(ValueError):
@@ -226,9 +235,10 @@ class AbciServer:
     """Serves one App to CometBFT's ABCI connections."""
 
     def __init__(self, app: AbciApp) -> None:
-        """Bind the App and the single thread every App call runs on."""
+        """Bind the App, the single thread every App call but Query runs on, and the query thread."""
         self._app = app
         self._app_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abci-app")
+        self._query_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abci-query")
         self._handlers: dict[str, Handler] = {
             "echo": self._echo,
             "flush": self._flush,
@@ -253,7 +263,8 @@ class AbciServer:
         return await asyncio.start_server(self.handle_connection, host, port)
 
     def close(self) -> None:
-        """Stop the App thread once the pending calls have finished."""
+        """Stop the App thread once its pending calls have finished; drop queued queries, finish a running one."""
+        self._query_thread.shutdown(wait=True, cancel_futures=True)
         self._app_thread.shutdown(wait=True)
 
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -290,6 +301,11 @@ class AbciServer:
         """Run one App call on the App thread, after every call submitted before it."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._app_thread, functools.partial(fn, *args))
+
+    async def _call_query(self, fn: Callable[..., T], *args: object) -> T:
+        """Run one query on the query thread, never queued behind (or ahead of) a consensus call."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._query_thread, functools.partial(fn, *args))
 
     async def _echo(self, request: pb.Request) -> pb.Response:
         """Echo the message back (CometBFT's liveness probe)."""
@@ -334,10 +350,10 @@ class AbciServer:
             return pb.Response(check_tx=to_check_tx_response(failed))
 
     async def _query(self, request: pb.Request) -> pb.Response:
-        """Answer a state query; an App error becomes a non-zero code."""
+        """Answer a state query on the query thread; an App error becomes a non-zero code."""
         q = request.query
         try:
-            result: QueryResult = await self._call(self._app.query, q.path, q.data, q.height)
+            result: QueryResult = await self._call_query(self._app.query, q.path, q.data, q.height)
             return pb.Response(query=to_query_response(result))
         except Exception as exc:
             log.exception("Query %r raised", q.path)

@@ -4,8 +4,9 @@ Deterministic by construction: integers only, block time as the only clock, no
 randomness, no I/O but the store. Each block runs in a branch of the committed
 state; `finalize_block` computes the app hash, `commit` persists it atomically.
 Modules are wired here in an explicit order (`INIT_GENESIS_ORDER`, `BEGIN_BLOCK_ORDER`,
-`END_BLOCK_ORDER`). No exception leaves `finalize_block`: a rejected transaction changes
-nothing, and a hook that fails changes nothing and leaves a `hook_failed` event.
+`END_BLOCK_ORDER`). No exception leaves `finalize_block`: a transaction rejected by the ante
+checks changes nothing, one whose message fails keeps only its fee and sequence, and a hook
+that fails changes nothing and leaves a `hook_failed` event.
 
 App hash: SHA-256 over (previous app hash, height, the block's sorted key changes),
 so equal histories give equal hashes on every node without a full-state tree.
@@ -13,7 +14,6 @@ so equal histories give equal hashes on every node without a full-state tree.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -39,7 +39,7 @@ from racenet.chain.module import (
 from racenet.chain.modules import auth, bank, inference, race, validators
 from racenet.chain.query import QuerySpec
 from racenet.chain.store import Branch, CommittedStore, KVStore, changes_hash_input
-from racenet.chain.tx import DecodedTx, decode_tx
+from racenet.chain.tx import VerifiedCache, VerifiedTx, decode_envelope, decode_messages
 from racenet.chain.types import (
     BlockRequest,
     FinalizeBlockResult,
@@ -53,7 +53,8 @@ from racenet.chain.types import (
 
 log = logging.getLogger(__name__)
 
-DECODE_CACHE_SIZE = 20_000
+VERIFIED_CACHE_BYTES = 16 * 1024 * 1024
+"""Raw bytes of verified transactions kept decoded (mempool, proposal and block share them)."""
 
 INIT_GENESIS_ORDER = (
     "auth",
@@ -86,6 +87,10 @@ def app_hash(prev: bytes, height: int, changes: dict[bytes, bytes | None]) -> by
     return hashlib.sha256(changes_hash_input(prev, height, changes)).digest()
 
 
+def _rejected(e: ChainError) -> TxResult:
+    return TxResult(code=int(e.code), log=e.message, codespace="racenet")
+
+
 def _json_bytes(value: Any) -> bytes:
     """Deterministic JSON bytes for query answers."""
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
@@ -114,7 +119,7 @@ class App:
             spec.path: (mod, spec) for mod in self.modules.values() for spec in mod.queries
         }
         self.query_routes[EXPORT.path] = (None, EXPORT)
-        self._decode = functools.lru_cache(maxsize=DECODE_CACHE_SIZE)(self._decode_uncached)
+        self.verified_cache = VerifiedCache(VERIFIED_CACHE_BYTES)
         self.height, self.app_hash = self.store.last_commit()
         self.genesis: Branch | None = None
         self.pending: tuple[Branch, int] | None = None
@@ -176,34 +181,55 @@ class App:
     def check_tx(self, tx: bytes) -> TxResult:
         """Admit a transaction to the mempool if it would pass against the pending state."""
         env = BlockEnv(self.chain_id, self.height + 1, self.last_time, self.app_hash)
-        return self._deliver(self.check_state, env, tx)
+        return self._deliver(self.check_state, env, tx, in_block=False)
 
     def prepare_proposal(self, req: BlockRequest, max_tx_bytes: int) -> tuple[bytes, ...]:
-        """Choose the block's transactions: well-formed ones, in order, within `max_tx_bytes`."""
+        """Choose the block's transactions: those that pass the ante checks in order, within `max_tx_bytes`."""
+        branch, env = self._proposal_state(req)
         chosen: list[bytes] = []
         size = 0
         for tx in req.txs:
             if size + len(tx) > max_tx_bytes:
                 break
-            if self._is_well_formed(tx):
+            if self._passes_ante(branch, env, tx):
                 chosen.append(tx)
                 size += len(tx)
         return tuple(chosen)
 
     def process_proposal(self, req: BlockRequest) -> bool:
-        """Accept a proposal only if every transaction in it decodes."""
-        return all(self._is_well_formed(tx) for tx in req.txs)
+        """Accept a proposal only if every transaction decodes and passes the ante checks in order.
 
-    def _is_well_formed(self, tx: bytes) -> bool:
+        So a proposer cannot fill a block with transactions nobody signed or pays for.
+        """
+        branch, env = self._proposal_state(req)
+        return all(self._passes_ante(branch, env, tx) for tx in req.txs)
+
+    def _proposal_state(self, req: BlockRequest) -> tuple[Branch, BlockEnv]:
+        return Branch(self.genesis or self.store), BlockEnv(self.chain_id, req.height, req.time, self.app_hash)
+
+    def _passes_ante(self, branch: Branch, env: BlockEnv, raw: bytes) -> bool:
+        """Decode and charge one transaction in `branch` (its messages do not run)."""
         try:
-            self._decode(tx, self.auth.keeper.params.get(self.read_context()).max_tx_bytes)
+            self._verified(Context(store=branch, block=env), raw)
         except ChainError:
             return False
         return True
 
-    def _decode_uncached(self, tx: bytes, max_tx_bytes: int) -> DecodedTx:
-        """Decode a transaction (memoised: mempool, proposal and block see the same bytes)."""
-        return decode_tx(tx, self.registry, max_tx_bytes)
+    def _verified(self, ante: Context, raw: bytes) -> tuple[VerifiedTx, bytes]:
+        """Decode, check the signature, charge the fee and bump the sequence in `ante`; then decode the messages.
+
+        Raises ChainError; `(tx, signer)` on success. Messages are decoded only once the
+        signature is known good, and only then is the transaction cached.
+        """
+        params = self.auth.keeper.params.get(ante)
+        cached = self.verified_cache.get(raw)
+        tx = cached.tx if cached else decode_envelope(raw, self.registry, params.max_tx_bytes, params.max_msgs_per_tx)
+        work = [self.registry[m.type].WORK for m in tx.body.msgs]
+        signer = self.auth.keeper.ante(ante, tx, len(raw), work, verified=cached is not None)
+        if cached is None:
+            cached = VerifiedTx(tx, decode_messages(tx, self.registry))
+            self.verified_cache.put(raw, cached)
+        return cached, signer
 
     def finalize_block(self, req: BlockRequest) -> FinalizeBlockResult:
         """Execute a decided block and compute its app hash (persisted by `commit`); never raises."""
@@ -225,21 +251,32 @@ class App:
         self.last_time = req.time
         return FinalizeBlockResult(results, self.app_hash, tuple(updates), tuple(ctx.events))
 
-    def _deliver(self, parent: KVStore, env: BlockEnv, raw: bytes) -> TxResult:
-        """Run one transaction in its own branch; on any rejection nothing is written."""
-        branch = Branch(parent)
-        ante = Context(store=branch, block=env)
+    def _deliver(self, parent: KVStore, env: BlockEnv, raw: bytes, *, in_block: bool = True) -> TxResult:
+        """Run one transaction: ante checks and charges, then its messages, each stage in its own branch.
+
+        A rejected ante changes nothing. A message that fails undoes every message, and in a block
+        keeps the ante's fee and sequence (so the failed transaction is paid for and cannot be
+        replayed); in CheckTx it keeps nothing, and the transaction stays out of the mempool.
+        """
+        ante_branch = Branch(parent)
+        ante = Context(store=ante_branch, block=env)
         try:
-            dtx = self._decode(raw, self.auth.keeper.params.get(ante).max_tx_bytes)
-            signer = self.auth.keeper.ante(ante, dtx)
-            ctx = TxContext(store=branch, block=env, tx=TxEnv(signer, dtx.tx.pub_key), events=ante.events)
-            data = b"".join(self.routes[msg.TYPE].deliver(ctx, msg) for msg in dtx.msgs)
+            verified, signer = self._verified(ante, raw)
         except ChainError as e:
-            return TxResult(code=int(e.code), log=e.message, codespace="racenet")
-        except Exception:
-            log.exception("transaction raised an unexpected error; rejected")
-            return TxResult(code=int(Code.INTERNAL), log="internal error", codespace="racenet")
-        branch.write()
+            return _rejected(e)
+        msgs_branch = Branch(ante_branch)
+        ctx = TxContext(store=msgs_branch, block=env, tx=TxEnv(signer, verified.tx.pub_key), events=ante.events)
+        try:
+            data = b"".join(self.routes[msg.TYPE].deliver(ctx, msg) for msg in verified.msgs)
+        except Exception as e:
+            if not isinstance(e, ChainError):
+                log.exception("transaction raised an unexpected error; rejected")
+                e = ChainError(Code.INTERNAL, "internal error")
+            if in_block:
+                ante_branch.write()
+            return _rejected(e)
+        msgs_branch.write()
+        ante_branch.write()
         return TxResult(data=data, events=tuple(ctx.events))
 
     def commit(self) -> int:
@@ -259,30 +296,82 @@ class App:
         return 0
 
     def read_context(self) -> Context:
-        """A throwaway context over the latest state, for queries and checks."""
+        """A throwaway context over the latest state, for checks on the consensus thread (queries use `query`)."""
         return Context(
             store=Branch(self.genesis or self.store), block=BlockEnv(self.chain_id, self.height, self.last_time)
         )
 
     def query(self, path: str, data: bytes, height: int = 0) -> QueryResult:
-        """Answer a query path (`<module>/<name>`) from committed state as the JSON of its response type."""
-        if height not in (0, self.height):
+        """Answer a query path (`<module>/<name>`) from committed state as the JSON of its response type.
+
+        Safe on any thread while blocks execute (review finding M10): it reads one snapshot of
+        the committed store through the store's read-only connection, never the consensus
+        thread's branches, so a slow query (`app/export`) holds up no block and a commit
+        cannot tear its view. Before the first commit it answers the genesis state, at height 0.
+        """
+        genesis = self._genesis_changes()  # before the snapshot: see _query_context
+        with self.store.reader().snapshot() as committed:
+            ctx = self._query_context(committed, committed.height, genesis)
+            if ctx is None:
+                reason = "no committed state to query yet (the first block is being committed); retry"
+                return QueryResult(code=int(Code.INVALID_QUERY), log=reason)
+            return self._answer(ctx, path, data, height)
+
+    def _genesis_changes(self) -> dict[bytes, bytes | None] | None:
+        """A copy of the genesis branch's writes if it is certainly the genesis state alone, else None.
+
+        May run on another thread than the consensus one. Only `commit` changes the genesis
+        branch (it merges the first block into it), and only while a block is pending; it clears
+        `genesis` before `pending`. So a copy taken with no block pending before and after it,
+        and the same genesis branch after, holds no block's writes. (CPython's GIL makes the
+        dict copy and each attribute read atomic.)
+        """
+        genesis = self.genesis
+        if genesis is None or self.pending is not None:
+            return None
+        changes = dict(genesis.changes)
+        if self.pending is not None or self.genesis is not genesis:
+            return None
+        return changes
+
+    def _query_context(
+        self, committed: KVStore, committed_height: int, genesis: dict[bytes, bytes | None] | None
+    ) -> Context | None:
+        """A context over a committed snapshot, or over the genesis state while nothing is committed.
+
+        `genesis` was copied before the snapshot was taken, so if the snapshot has no block the
+        copy is the state it lacks; None if there is none (no InitChain yet, or the first block
+        is being committed). A query has no block time (committed state does not record one).
+        """
+        store = Branch(committed)
+        if committed_height == 0:
+            if genesis is None:
+                return None
+            store.changes = genesis
+        chain_id = self.info_keeper.chain_id.get(Context(store=store, block=BlockEnv("", committed_height, 0)))
+        return Context(store=store, block=BlockEnv(chain_id, committed_height, 0))
+
+    def _answer(self, ctx: Context, path: str, data: bytes, height: int) -> QueryResult:
+        """Answer one query against `ctx`, whose block height is the state's committed height."""
+        at = ctx.block.height
+        if height not in (0, at):
             return QueryResult(code=int(Code.INVALID_QUERY), log="only the latest height can be queried")
         route = self.query_routes.get(path.strip("/"))
         try:
             if route is None:
                 raise ChainError(Code.UNKNOWN_QUERY, f"unknown query path {path!r}")
             module, spec = route
-            value = self.export_genesis() if module is None else module.answer(self.read_context(), spec, data)
+            value = self.export_genesis(ctx) if module is None else module.answer(ctx, spec, data)
         except ChainError as e:
-            return QueryResult(code=int(e.code), log=e.message, height=self.height)
+            return QueryResult(code=int(e.code), log=e.message, height=at)
         except (ValueError, UnicodeDecodeError) as e:
-            return QueryResult(code=int(Code.INVALID_QUERY), log=str(e), height=self.height)
-        return QueryResult(value=_json_bytes(to_json(value, spec.response)), height=self.height)
+            return QueryResult(code=int(Code.INVALID_QUERY), log=str(e), height=at)
+        return QueryResult(value=_json_bytes(to_json(value, spec.response)), height=at)
 
-    def export_genesis(self) -> AppState:
-        """The current state as a genesis `app_state` that init_chain accepts."""
-        ctx = self.read_context()
+    def export_genesis(self, ctx: Context | None = None) -> AppState:
+        """The state of `ctx` (default: `read_context()`) as a genesis `app_state` that init_chain accepts."""
+        if ctx is None:
+            ctx = self.read_context()
         return AppState(**{name: self.modules[name].export_genesis(ctx) for name in INIT_GENESIS_ORDER})
 
     def check_invariants(self) -> None:

@@ -29,7 +29,7 @@ class Code(IntEnum):
     DUPLICATE_REQUEST = 14
     OUT_OF_RANGE = 15
     ALREADY_DONE = 16
-    WRONG_EXECUTOR = 17
+    TOO_EARLY = 18  # 17 was wrong_executor, retired: the chain now draws the executor itself
     INTERNAL = 99
 
 

@@ -82,9 +82,14 @@ def isolated(ctx: Context, module: str, item: str) -> Iterator[Context]:
 
 
 class Msg:
-    """Base of every message dataclass: `TYPE` is its wire name, e.g. `bank/Send`."""
+    """Base of every message dataclass: `TYPE` is its wire name, e.g. `bank/Send`.
+
+    `WORK` prices a message type's checks beyond its bytes (signature verifications, Merkle
+    paths, draws), in the fee units of `bank.Params.fee_per_work`.
+    """
 
     TYPE: ClassVar[str]
+    WORK: ClassVar[int] = 0
 
     def validate(self) -> None:
         """Stateless checks; raise ChainError(INVALID_MESSAGE) on a bad field."""

@@ -9,6 +9,8 @@ SHA-256 of its bytes, as in CometBFT.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from racenet.chain.codec import DecodeError, decode, encode
@@ -58,12 +60,41 @@ class SignedTx:
 
 
 @dataclass(frozen=True)
-class DecodedTx:
-    """A decoded transaction with its messages resolved to typed dataclasses."""
+class VerifiedTx:
+    """A transaction whose signature verified and whose messages decoded."""
 
     tx: SignedTx
     msgs: tuple[Msg, ...]
-    hash: bytes
+
+
+class VerifiedCache:
+    """Transactions already verified and decoded, by their bytes, within a byte budget.
+
+    Mempool, proposal and block see the same bytes; only transactions whose signature verified
+    get in, so garbage costs its sender a rejection and the node no memory.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self.entries: OrderedDict[bytes, VerifiedTx] = OrderedDict()
+
+    def get(self, raw: bytes) -> VerifiedTx | None:
+        """The verified transaction with these bytes, if cached."""
+        hit = self.entries.get(raw)
+        if hit is not None:
+            self.entries.move_to_end(raw)
+        return hit
+
+    def put(self, raw: bytes, verified: VerifiedTx) -> None:
+        """Remember a verified transaction, evicting the least recently used beyond the budget."""
+        if raw in self.entries or len(raw) > self.budget:
+            return
+        self.entries[raw] = verified
+        self.used += len(raw)
+        while self.used > self.budget:
+            old, _ = self.entries.popitem(last=False)
+            self.used -= len(old)
 
 
 def sign_bytes(pub_key: bytes, body: TxBody) -> bytes:
@@ -83,8 +114,11 @@ def build_tx(key: PrivateKey, chain_id: str, sequence: int, fee: int, msgs: list
     return encode(SignedTx(TX_VERSION, body, pub, key.sign(sign_bytes(pub, body))))
 
 
-def decode_tx(raw: bytes, registry: dict[str, type[Msg]], max_bytes: int) -> DecodedTx:
-    """Decode and statelessly check a transaction; raise ChainError with the reason."""
+def decode_envelope(raw: bytes, registry: Mapping[str, type[Msg]], max_bytes: int, max_msgs: int) -> SignedTx:
+    """Decode a transaction's envelope and check it statelessly, leaving its messages as bytes.
+
+    Cheap on purpose: the signature is checked (by the ante) before any message is decoded.
+    """
     if len(raw) > max_bytes:
         raise ChainError(Code.TX_TOO_LARGE, f"transaction is {len(raw)} bytes, limit {max_bytes}")
     try:
@@ -95,16 +129,20 @@ def decode_tx(raw: bytes, registry: dict[str, type[Msg]], max_bytes: int) -> Dec
         raise ChainError(Code.MALFORMED_TX, f"unsupported transaction version {tx.version}")
     if len(tx.pub_key) != 32 or len(tx.signature) != 64:
         raise ChainError(Code.MALFORMED_TX, "public key must be 32 bytes and signature 64 bytes")
-    if not tx.body.msgs:
-        raise ChainError(Code.MALFORMED_TX, "transaction has no messages")
-    msgs = tuple(_decode_msg(m, registry) for m in tx.body.msgs)
-    return DecodedTx(tx, msgs, tx_hash(raw))
+    if not 0 < len(tx.body.msgs) <= max_msgs:
+        raise ChainError(Code.MALFORMED_TX, f"a transaction carries 1 to {max_msgs} messages")
+    unknown = next((m.type for m in tx.body.msgs if m.type not in registry), None)
+    if unknown is not None:
+        raise ChainError(Code.UNKNOWN_MESSAGE, f"unknown message type {unknown!r}")
+    return tx
 
 
-def _decode_msg(any_msg: AnyMsg, registry: dict[str, type[Msg]]) -> Msg:
-    cls = registry.get(any_msg.type)
-    if cls is None:
-        raise ChainError(Code.UNKNOWN_MESSAGE, f"unknown message type {any_msg.type!r}")
+def decode_messages(tx: SignedTx, registry: Mapping[str, type[Msg]]) -> tuple[Msg, ...]:
+    """The envelope's messages as typed dataclasses, each statelessly validated."""
+    return tuple(_decode_msg(m, registry[m.type]) for m in tx.body.msgs)
+
+
+def _decode_msg(any_msg: AnyMsg, cls: type[Msg]) -> Msg:
     try:
         msg = decode(cls, any_msg.value)
     except DecodeError as e:

@@ -22,7 +22,9 @@ def tx() -> None:
 @home_option
 @node_option
 @json_option
-@click.option("--fee", help="Fee paid to the network (e.g. 1000nicoin)  [default: the chain's minimum fee]")
+@click.option(
+    "--fee", help="Fee paid to the network (e.g. 2000nicoin)  [default: what the chain's fee schedule asks for this tx]"
+)
 @click.option("--memo", default="", help="Free text stored with the transaction.")
 @click.option("--no-wait", is_flag=True, help="Return after CheckTx instead of waiting for a block.")
 @click.argument("sender")

@@ -33,6 +33,7 @@ from racenet.chain.genesis import Genesis, GenesisValidator
 from racenet.chain.modules.bank import Balance, BankGenesis
 from racenet.chain.modules.bank.denom import NICOIN_PER
 from racenet.chain.modules.inference import InferenceGenesis, ModelEntry
+from racenet.chain.modules.inference import Params as InferenceParams
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.race import RaceGenesis, RaceNode
 from racenet.chain.modules.validators import ValidatorsGenesis
@@ -159,7 +160,10 @@ def build_genesis(state: DevnetState, race: RaceParams = DEVNET_RACE_PARAMS) -> 
             bank=BankGenesis(balances=balances),
             validators=ValidatorsGenesis(authority=faucet),
             race=RaceGenesis(params=race, nodes=race_nodes),
-            inference=InferenceGenesis(models=(ModelEntry(MODEL, MODEL_UNITS_PER_TOKEN),)),
+            inference=InferenceGenesis(
+                params=InferenceParams(allow_private_endpoints=True),  # devnet executors listen on loopback
+                models=(ModelEntry(MODEL, MODEL_UNITS_PER_TOKEN),),
+            ),
         ),
     )
 

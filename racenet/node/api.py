@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,9 +18,20 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from racenet import __version__
+from racenet.crypto.address import encode_address
 from racenet.ml.backend import GenerationEvent, collect
 from racenet.node.client import ClientError
 from racenet.node.executor import Executor
+from racenet.node.limits import (
+    DEFAULT_LIMITS,
+    ConcurrencyLimiter,
+    Limits,
+    RateLimiter,
+    SlotStreamingResponse,
+    client_ip,
+    credential_key,
+    read_limited_body,
+)
 from racenet.node.openai_format import (
     ApiError,
     chunk_json,
@@ -56,13 +66,16 @@ class ChatCompletionRequest(BaseModel):
     top_logprobs: int | None = None
 
 
-def create_app(agent: TransferAgent, executor: Executor) -> FastAPI:
-    """The FastAPI application of one node."""
+def create_app(agent: TransferAgent, executor: Executor, limits: Limits = DEFAULT_LIMITS) -> FastAPI:
+    """The FastAPI application of one node; `limits` bound chat completions before any expensive work (M9)."""
     app = FastAPI(title="racenet node API", version=__version__, description=__doc__)
+    per_ip = RateLimiter(limits.ip_burst, limits.ip_rate, limits.max_tracked_keys)
+    per_key = RateLimiter(limits.key_burst, limits.key_rate, limits.max_tracked_keys)
+    in_flight = ConcurrencyLimiter(limits.max_in_flight_per_key)
 
     @app.exception_handler(ApiError)
     def api_error(request: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(ClientError)
     def chain_error(request: Request, error: ClientError) -> JSONResponse:
@@ -71,6 +84,11 @@ def create_app(agent: TransferAgent, executor: Executor) -> FastAPI:
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/racenet/v1/node")
+    def node() -> dict[str, str]:
+        """This node's account: name it as a gateway of your API keys (`racenet api-key create --gateway`)."""
+        return {"address": encode_address(executor.address)}
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
@@ -100,29 +118,43 @@ def create_app(agent: TransferAgent, executor: Executor) -> FastAPI:
         },
     )
     async def chat_completions(request: Request) -> Any:
-        raw = await request.body()
-        body, generation, stream = parse_request(raw)
+        # M9: the client IP's bucket, then the claimed credential's (headers only), then its in-flight slot,
+        # all before the body is read; the transfer agent authenticates and queries the chain after these.
+        ip = client_ip(request)
+        per_ip.take(ip)
         headers = {k.lower(): v for k, v in request.headers.items()}
-        opened = await run_in_threadpool(agent.open, raw, body, generation, headers)
-        logprobs = bool(body.get("logprobs"))
-        if stream:
-            usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = agent.forward(opened)
-            first = await run_in_threadpool(next, events)
-            return StreamingResponse(
-                _sse(opened, generation.model, logprobs, usage, itertools.chain([first], events)),
-                media_type="text/event-stream",
-            )
-        completion = await run_in_threadpool(lambda: collect(agent.forward(opened)))
-        return completion_json("chatcmpl-" + opened.id_hex, generation.model, completion, logprobs)
+        key = credential_key(headers) or "anonymous:" + ip
+        per_key.take(key)
+        slot = in_flight.acquire(key)
+        streaming = False
+        try:
+            raw = await read_limited_body(request, limits.max_body_bytes)
+            body, generation, stream = parse_request(raw)
+            opened = await run_in_threadpool(agent.open, raw, generation, headers)
+            logprobs = bool(body.get("logprobs"))
+            if stream:
+                usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                events = agent.forward(opened)
+                first = await run_in_threadpool(next, events)
+                response = SlotStreamingResponse(
+                    _sse(opened, generation.model, logprobs, usage, itertools.chain([first], events)),
+                    slot,
+                    media_type="text/event-stream",
+                )
+                streaming = True  # from here the response releases the slot when the stream ends
+                return response
+            completion = await run_in_threadpool(lambda: collect(agent.forward(opened)))
+            return completion_json("chatcmpl-" + opened.id_hex, generation.model, completion, logprobs)
+        finally:
+            if not streaming:
+                slot.release()
 
     @app.post("/racenet/v1/execute", include_in_schema=False)
     async def execute(request: Request) -> StreamingResponse:
-        raw = await request.body()
-        headers = request.headers
-        signer = headers.get("x-racenet-public-key", ""), headers.get("x-racenet-signature", "")
-        await run_in_threadpool(executor.authorize, raw, *signer)
-        return StreamingResponse(executor.execute(json.loads(raw)), media_type="application/x-ndjson")
+        raw = await read_limited_body(request, limits.max_body_bytes)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        job = await run_in_threadpool(executor.authorize, raw, headers)
+        return StreamingResponse(executor.execute(job), media_type="application/x-ndjson")
 
     return app
 

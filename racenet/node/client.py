@@ -42,12 +42,13 @@ class TxRejected(ClientError):
 
 @dataclass(frozen=True)
 class TxOutcome:
-    """A committed transaction: hash, height and result code/log."""
+    """A committed transaction: hash, height, result code/log and the data its messages returned."""
 
     hash: str
     height: int
     code: int
     log: str
+    data: bytes = b""
 
 
 class ChainClient:
@@ -143,7 +144,8 @@ class ChainClient:
                 time.sleep(0.2)
                 continue
             r = found["tx_result"]
-            return TxOutcome(hash_hex, int(found["height"]), int(r.get("code", 0)), str(r.get("log", "")))
+            data = base64.b64decode(r.get("data") or "")
+            return TxOutcome(hash_hex, int(found["height"]), int(r.get("code", 0)), str(r.get("log", "")), data)
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

@@ -1,12 +1,16 @@
 """The executor: runs a forwarded request on the local backend, keeps its logprobs, and reports it on chain.
 
-A transfer agent forwards a request after its `inference/Start` passed CheckTx, signed with the
-TA's node key; the executor serves only registered Race nodes, and settles only if the prompt token
-count the TA declared on chain is the one its model read (so a TA cannot overcharge a developer).
-It streams events back as JSON lines at once (the user is waiting), then, off the user's path,
-waits for the Start to be in a block, checks that the chain names it as the executor, and sends
-`inference/Finish` with the completion's token count and response hash. Per-token logprobs (with top-k alternatives) are
-kept in `<state>/executions.db` for later spot checks.
+It serves only paid, committed work. A forward carries the developer's exact body, signed by
+the transfer agent over a domain tag, the chain id, this executor's address, the request id and
+the body's hash. Before it generates anything the executor checks, against the request's
+committed `inference/Start`: the request is open and names this node as executor and the
+signer as transfer agent; the body hashes to the prompt hash the developer signed (or the API
+key's gateway declared); its model and `max_tokens` are the Start's; the model reads exactly the
+Start's prompt token count; and the request id was not served before. So nobody can make it
+work for a request nobody paid for, replay a forward, or make it settle a developer's request
+at a count the developer did not sign. It streams events back as JSON lines at once, then, off
+the user's path, sends `inference/Finish` with the completion's token count and response hash.
+Per-token logprobs (with top-k alternatives) are kept in `<state>/executions.db` for spot checks.
 """
 
 from __future__ import annotations
@@ -18,15 +22,16 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from racenet.chain.modules import inference, race
-from racenet.chain.modules.inference import MsgFinishRequest
+from racenet.chain.codec import encode
+from racenet.chain.modules import inference
+from racenet.chain.modules.inference import MsgFinishRequest, Request
 from racenet.crypto.address import address_from_pubkey
-from racenet.crypto.keys import PublicKey
+from racenet.crypto.keys import PrivateKey, PublicKey
 from racenet.ml.backend import Backend, FinishEvent, GenerationEvent, GenerationRequest, TokenEvent, TopLogprob, Usage
 from racenet.node.client import ChainClient, ClientError
 from racenet.node.compute import ComputeThread
@@ -35,8 +40,42 @@ from racenet.node.sender import TxSender
 
 log = logging.getLogger(__name__)
 
-START_WAIT_SECONDS = 60.0
-NODES_CACHE_SECONDS = 30.0
+FORWARD_DOMAIN = b"racenet/forward/v1\x00"
+
+
+@dataclass(frozen=True)
+class Forward:
+    """What a transfer agent signs to forward one request body to one executor."""
+
+    chain_id: str
+    request_id: bytes
+    executor: bytes
+    body_hash: bytes
+
+
+def forward_sign_bytes(forward: Forward) -> bytes:
+    """The bytes a transfer agent signs for a forward: domain tag, then the canonical encoding."""
+    return FORWARD_DOMAIN + encode(forward)
+
+
+def forward_headers(key: PrivateKey, chain_id: str, request_id: bytes, executor: bytes, body: bytes) -> dict[str, str]:
+    """The headers of a forward of `body` to `executor`, signed with the transfer agent's node key."""
+    forward = Forward(chain_id, request_id, executor, hashlib.sha256(body).digest())
+    return {
+        "content-type": "application/json",
+        "x-racenet-request-id": request_id.hex(),
+        "x-racenet-public-key": key.public_key.raw.hex(),
+        "x-racenet-signature": key.sign(forward_sign_bytes(forward)).hex(),
+    }
+
+
+@dataclass(frozen=True)
+class Job:
+    """A forward that passed every check: the request id, its on-chain record and what to generate."""
+
+    request_id: bytes
+    record: Request
+    request: GenerationRequest
 
 
 def event_json(event: GenerationEvent) -> dict[str, Any]:
@@ -52,16 +91,6 @@ def event_from_json(doc: dict[str, Any]) -> GenerationEvent:
         return FinishEvent(doc["finish"], Usage(**doc["usage"]), doc.get("text", ""))
     tops = tuple(TopLogprob(**t) for t in doc.get("top_logprobs", []))
     return TokenEvent(doc["text"], doc["token_id"], doc["token"], doc["logprob"], tops)
-
-
-def forward_signature_ok(body: bytes, pub_hex: str, sig_hex: str) -> bytes | None:
-    """The signer's address if `sig` is its signature over SHA-256(body), else None."""
-    try:
-        pub, sig = bytes.fromhex(pub_hex), bytes.fromhex(sig_hex)
-        ok = len(pub) == 32 and PublicKey(pub).verify(hashlib.sha256(body).digest(), sig)
-    except ValueError:
-        return None
-    return address_from_pubkey(pub) if ok else None
 
 
 class Executor:
@@ -84,49 +113,87 @@ class Executor:
         self.db_lock = threading.Lock()
         self.active = 0
         self.active_lock = threading.Lock()
-        self._nodes: set[bytes] = set()
-        self._nodes_at = 0.0
+        self.claimed: set[bytes] = set()
 
     def busy(self) -> bool:
         """Whether a user request is running (the Race miner yields while it is)."""
         return self.active > 0
 
-    def authorize(self, body: bytes, pub_hex: str, sig_hex: str) -> None:
-        """Accept forwards only from registered Race nodes (the transfer agents)."""
-        signer = forward_signature_ok(body, pub_hex, sig_hex)
-        if signer is None:
-            raise ApiError(401, "the forward is not signed by its transfer agent", "authentication_error")
-        if signer not in self._registered_nodes():
-            raise ApiError(403, "only registered Race nodes may forward requests", "permission_error")
+    def authorize(self, raw: bytes, headers: Mapping[str, str]) -> Job:
+        """Check a forward against the chain before any work; ApiError (nothing generated) if it fails."""
+        request_id, signer = self._forward_signer(raw, headers)
+        with self.active_lock:
+            if request_id in self.claimed or self.executed(request_id):
+                raise ApiError(409, "this request was already served", code="already_served")
+            self.claimed.add(request_id)
+        try:
+            return self._check_on_chain(raw, request_id, signer)
+        except BaseException:
+            with self.active_lock:
+                self.claimed.discard(request_id)
+            raise
 
-    def _registered_nodes(self) -> set[bytes]:
-        if time.monotonic() - self._nodes_at > NODES_CACHE_SECONDS:
-            self._nodes = {n.address for n in self.client.query(race.NODES).nodes}
-            self._nodes_at = time.monotonic()
-        return self._nodes
+    def _forward_signer(self, raw: bytes, headers: Mapping[str, str]) -> tuple[bytes, bytes]:
+        """(request id, transfer agent address) of a forward signed for this executor and chain."""
+        try:
+            request_id = bytes.fromhex(headers.get("x-racenet-request-id", ""))
+            pub = bytes.fromhex(headers.get("x-racenet-public-key", ""))
+            signature = bytes.fromhex(headers.get("x-racenet-signature", ""))
+        except ValueError:
+            request_id = pub = signature = b""
+        chain_id = self.sender.chain_id or self.client.chain_id()
+        forward = Forward(chain_id, request_id, self.address, hashlib.sha256(raw).digest())
+        if len(request_id) != 32 or len(pub) != 32 or not PublicKey(pub).verify(forward_sign_bytes(forward), signature):
+            raise ApiError(401, "the forward is not signed for this executor", "authentication_error")
+        return request_id, address_from_pubkey(pub)
 
-    def execute(self, forward: dict[str, Any]) -> Iterator[bytes]:
-        """Generate the forwarded request, yielding JSON lines; then settle it in the background.
+    def _check_on_chain(self, raw: bytes, request_id: bytes, signer: bytes) -> Job:
+        """The committed Start must name this executor and the signer, and match the body exactly."""
+        record = self.client.query(inference.REQUEST, request_id)
+        request = None if record is None else record.request
+        if request is None or request.executor != self.address or request.transfer_agent != signer:
+            raise ApiError(403, "no committed request routes this forward to this executor", "permission_error")
+        if hashlib.sha256(raw).digest() != request.prompt_hash:
+            raise ApiError(409, "the forwarded body is not the one the request was opened for", code="body_mismatch")
+        _, generation, _ = parse_request(raw)
+        if (generation.model, generation.max_tokens) != (request.model, request.max_tokens):
+            raise ApiError(409, "the forwarded model or max_tokens differ from the request's", code="body_mismatch")
+        prompt_tokens = len(self.backend.tokenize_chat(generation.messages, model=generation.model))
+        if prompt_tokens != request.prompt_tokens:
+            raise ApiError(
+                409,
+                f"the request declares {request.prompt_tokens} prompt tokens; the model reads {prompt_tokens}",
+                code="prompt_tokens_mismatch",
+            )
+        return Job(request_id, request, generation)
+
+    def executed(self, request_id: bytes) -> bool:
+        """Whether this executor generated an answer for the request (it serves each once)."""
+        with self.db_lock:
+            row = self.db.execute("SELECT 1 FROM executions WHERE request_id = ?", (request_id.hex(),)).fetchone()
+        return row is not None
+
+    def execute(self, job: Job) -> Iterator[bytes]:
+        """Generate an authorized request, yielding JSON lines; then settle it in the background.
 
         The model runs on the node's compute thread (see `racenet.node.compute`).
         """
-        _, request, _ = parse_request(json.dumps(forward["body"]).encode())
         lines: queue.Queue[bytes | BaseException | None] = queue.Queue()
-        self.compute.submit(self._generate, request, forward, lines)
+        self.compute.submit(self._generate, job, lines)
         while (line := lines.get()) is not None:
             if isinstance(line, BaseException):
                 raise line
             yield line
 
-    def _generate(self, request: GenerationRequest, forward: dict[str, Any], lines: queue.Queue[Any]) -> None:
+    def _generate(self, job: Job, lines: queue.Queue[Any]) -> None:
         """Run one generation on the compute thread, passing each event on as a JSON line."""
-        request_id, start_tx = str(forward["request_id"]), str(forward["start_tx"])
+        request_id = job.request_id.hex()
         tokens: list[TokenEvent] = []
         text: list[str] = []
         with self.active_lock:
             self.active += 1
         try:
-            for event in self.backend.generate(request):
+            for event in self.backend.generate(job.request):
                 text.append(event.text)
                 if isinstance(event, TokenEvent):
                     tokens.append(event)
@@ -134,7 +201,7 @@ class Executor:
                     self._record(request_id, event.usage, tokens, "".join(text))
                     threading.Thread(
                         target=self._settle,
-                        args=(request_id, start_tx, event.usage, "".join(text)),
+                        args=(job, event.usage, "".join(text)),
                         name=settlement_thread_name(request_id),
                         daemon=True,
                     ).start()
@@ -144,6 +211,7 @@ class Executor:
         finally:
             with self.active_lock:
                 self.active -= 1
+                self.claimed.discard(job.request_id)
             lines.put(None)
 
     def _record(self, request_id: str, usage: Usage, tokens: list[TokenEvent], text: str) -> None:
@@ -151,36 +219,21 @@ class Executor:
         doc = json.dumps([event_json(t) for t in tokens])
         with self.db_lock:
             self.db.execute(
-                "INSERT OR REPLACE INTO executions VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO executions VALUES (?, ?, ?, ?, ?)",
                 (request_id, usage.prompt_tokens, doc, response_hash(text).hex(), int(time.time())),
             )
 
-    def _settle(self, request_id: str, start_tx: str, usage: Usage, text: str) -> None:
-        """Once the Start is in a block and names this node, report the completion on chain."""
+    def _settle(self, job: Job, usage: Usage, text: str) -> None:
+        """Report the completion of a committed request on chain."""
+        finish = MsgFinishRequest(
+            request_id=job.request_id,
+            completion_tokens=usage.completion_tokens,
+            response_hash=response_hash(text),
+        )
         try:
-            self.client.wait_for_tx(start_tx, START_WAIT_SECONDS)
-            record = self.client.query(inference.REQUEST, bytes.fromhex(request_id))
-            request = None if record is None else record.request
-            if request is None or request.executor != self.address:
-                log.warning("request %s is not open for this executor on chain: %s", request_id, record)
-                return
-            if request.prompt_tokens != usage.prompt_tokens:
-                log.warning(
-                    "request %s: the transfer agent declared %d prompt tokens, the model read %d; "
-                    "not settling (the developer is refunded at expiry)",
-                    request_id,
-                    request.prompt_tokens,
-                    usage.prompt_tokens,
-                )
-                return
-            finish = MsgFinishRequest(
-                request_id=bytes.fromhex(request_id),
-                completion_tokens=usage.completion_tokens,
-                response_hash=response_hash(text),
-            )
             self.sender.send([finish])
         except ClientError as e:
-            log.warning("could not settle request %s: %s", request_id, e)
+            log.warning("could not settle request %s: %s", job.request_id.hex(), e)
 
 
 def settlement_thread_name(request_id: str) -> str:

@@ -19,7 +19,8 @@ from racenet.ml.errors import InvalidRequestError
 
 
 class ApiError(Exception):
-    """An error answered with an OpenAI-shaped body: HTTP status, type, code and message."""
+    """An error answered with an OpenAI-shaped body: HTTP status, type, code and message, and any extra
+    response headers (`Retry-After` on a 429)."""
 
     def __init__(
         self,
@@ -28,12 +29,14 @@ class ApiError(Exception):
         type_: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.type = type_
         self.code = code
         self.param = param
+        self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         """`{"error": {...}}` as the OpenAI API returns it."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from racenet.chain.errors import Code
 from racenet.chain.module import Msg
-from racenet.chain.modules import race
+from racenet.chain.modules import auth, race
 from racenet.chain.modules.race import CycleInfo, MsgCommitProof, MsgReveal, MsgVote, Phase, ProofTree
 from racenet.crypto.address import encode_address
 from racenet.node.client import ChainClient, ClientError, TxRejected
@@ -176,7 +176,7 @@ class RaceWorker:
         self._save(state)
 
     def _vote(self, info: CycleInfo, state: CycleState) -> None:
-        """Check every participant this node is assigned to and vote on all of them in one transaction."""
+        """Check every participant this node is assigned to and vote on them, as many per transaction as allowed."""
         from racenet.pow.decision import accept
         from racenet.pow.verifier import verify_nonces
 
@@ -203,8 +203,9 @@ class RaceWorker:
                 failed,
                 len(ok),
             )
-        if votes:
-            self._send(state, votes)
+        per_tx = self.client.query(auth.PARAMS).max_msgs_per_tx if votes else 1
+        for start in range(0, len(votes), per_tx):
+            self._send(state, votes[start : start + per_tx])
         state.voted += [encode_address(p) for p in todo]
         self._save(state)
 

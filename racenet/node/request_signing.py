@@ -1,7 +1,10 @@
 """Signed requests: call a node's API with your account key instead of an API key.
 
-The signature covers the chain id, a fresh request id, your address, the model, max_tokens and
-the SHA-256 of the exact body bytes, so nobody can replay, redirect or alter the request.
+The signature covers the chain id, a fresh request id, your address, the model, the prompt's
+token count, max_tokens, the SHA-256 of the exact body bytes and a last block height, so nobody
+can replay, redirect, alter or overcharge the request: the most it can cost is
+(prompt_tokens + max_tokens) × the model's price. Count the prompt's tokens with the model's own
+tokenizer (`prompt_token_count`), as the executor does before it generates.
 """
 
 from __future__ import annotations
@@ -12,32 +15,78 @@ import os
 
 from racenet.chain.modules.inference import RequestAuth, auth_sign_bytes
 from racenet.crypto.keys import PrivateKey
-from racenet.ml.backend import DEFAULT_MAX_TOKENS
+from racenet.ml.backend import DEFAULT_MAX_TOKENS, Backend
+from racenet.node.openai_format import parse_request
+
+SIGNED_HEADERS = {
+    "request_id": "x-racenet-request-id",
+    "public_key": "x-racenet-public-key",
+    "signature": "x-racenet-signature",
+    "prompt_tokens": "x-racenet-prompt-tokens",
+    "expiry_height": "x-racenet-expiry-height",
+}
+"""The headers of a signed request, by the field they carry."""
 
 
 def request_auth(
-    chain_id: str, request_id: bytes, developer: bytes, model: str, max_tokens: int, body: bytes
+    chain_id: str,
+    request_id: bytes,
+    developer: bytes,
+    model: str,
+    *,
+    prompt_tokens: int,
+    max_tokens: int,
+    body: bytes,
+    expiry_height: int,
 ) -> RequestAuth:
-    """What a developer or its API key signs for one request body."""
+    """What a developer signs for one request body."""
     return RequestAuth(
         chain_id=chain_id,
         request_id=request_id,
         developer=developer,
         model=model,
+        prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
         prompt_hash=hashlib.sha256(body).digest(),
+        expiry_height=expiry_height,
     )
 
 
-def signed_headers(key: PrivateKey, chain_id: str, body: bytes, request_id: bytes | None = None) -> dict[str, str]:
-    """HTTP headers that authorize `body` (a chat completion request) to be paid from `key`'s account."""
+def prompt_token_count(backend: Backend, body: bytes) -> int:
+    """The prompt tokens the model reads for a chat completion body (what a signed request must declare)."""
+    _, request, _ = parse_request(body)
+    return len(backend.tokenize_chat(request.messages, model=request.model))
+
+
+def signed_headers(
+    key: PrivateKey,
+    chain_id: str,
+    body: bytes,
+    *,
+    prompt_tokens: int,
+    expiry_height: int,
+    request_id: bytes | None = None,
+) -> dict[str, str]:
+    """HTTP headers that authorize `body` (a chat completion request) to be paid from `key`'s account
+    until block `expiry_height`."""
     doc = json.loads(body)
     request_id = request_id or os.urandom(32)
     max_tokens = int(doc.get("max_completion_tokens", doc.get("max_tokens", DEFAULT_MAX_TOKENS)))
-    auth = request_auth(chain_id, request_id, key.public_key.address, str(doc["model"]), max_tokens, body)
-    return {
-        "content-type": "application/json",
-        "x-racenet-request-id": request_id.hex(),
-        "x-racenet-public-key": key.public_key.raw.hex(),
-        "x-racenet-signature": key.sign(auth_sign_bytes(auth)).hex(),
+    auth = request_auth(
+        chain_id,
+        request_id,
+        key.public_key.address,
+        str(doc["model"]),
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        body=body,
+        expiry_height=expiry_height,
+    )
+    values = {
+        "request_id": request_id.hex(),
+        "public_key": key.public_key.raw.hex(),
+        "signature": key.sign(auth_sign_bytes(auth)).hex(),
+        "prompt_tokens": str(prompt_tokens),
+        "expiry_height": str(expiry_height),
     }
+    return {"content-type": "application/json", **{SIGNED_HEADERS[k]: v for k, v in values.items()}}

@@ -2,8 +2,8 @@
 
 It keeps the account's next sequence locally so concurrent senders never reuse one, and
 re-reads it from the chain when a node answers `wrong_sequence` (e.g. a transaction that passed
-CheckTx failed in its block and so did not advance the sequence). The fee defaults to the
-chain's minimum (`bank/params`), read once.
+CheckTx was dropped from the mempool). The fee defaults to what the chain's fee schedule
+(`bank/params`, read once) asks for the transaction's bytes and messages.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from racenet.chain.tx import build_tx
 from racenet.crypto.keys import PrivateKey
 from racenet.node.client import ChainClient, TxOutcome, TxRejected
 
+MAX_FEE_FIELD_BYTES = 10
+"""A fee's varint is at most 10 bytes, so a draft with fee 0 plus this bounds the final size."""
+
 
 class TxSender:
     """Signs and broadcasts an account's transactions with locally tracked sequences."""
@@ -25,6 +28,7 @@ class TxSender:
         self.client = client
         self.key = key
         self.fee = fee
+        self.fees: bank.Params | None = None
         self.lock = threading.Lock()
         self.chain_id = ""
         self.next_sequence: int | None = None
@@ -32,13 +36,11 @@ class TxSender:
     def broadcast(self, msgs: list[Msg], memo: str = "") -> str:
         """Submit through CheckTx; return the tx hash or raise TxRejected."""
         with self.lock:
-            if self.fee is None:
-                self.fee = self.client.query(bank.PARAMS).min_fee
             for attempt in range(2):
                 if self.next_sequence is None or attempt:
                     self.chain_id = self.client.chain_id()
                     self.next_sequence = self.client.sequence(self.key.public_key.address)
-                tx = build_tx(self.key, self.chain_id, self.next_sequence, self.fee, msgs, memo)
+                tx = self._build(self.next_sequence, msgs, memo)
                 try:
                     hash_hex = self.client.broadcast(tx)
                 except TxRejected as e:
@@ -48,6 +50,16 @@ class TxSender:
                 self.next_sequence += 1
                 return hash_hex
         raise AssertionError("unreachable")
+
+    def _build(self, sequence: int, msgs: list[Msg], memo: str) -> bytes:
+        """The signed transaction, paying the fixed fee or the schedule's fee for its size."""
+        if self.fee is not None:
+            return build_tx(self.key, self.chain_id, sequence, self.fee, msgs, memo)
+        if self.fees is None:
+            self.fees = self.client.query(bank.PARAMS)
+        draft = build_tx(self.key, self.chain_id, sequence, 0, msgs, memo)
+        fee = self.fees.required_fee(len(draft) + MAX_FEE_FIELD_BYTES, [m.WORK for m in msgs])
+        return build_tx(self.key, self.chain_id, sequence, fee, msgs, memo)
 
     def send(self, msgs: list[Msg], memo: str = "", timeout: float = 30.0) -> TxOutcome:
         """Broadcast and wait until the transaction is in a block; TxRejected if it failed there."""

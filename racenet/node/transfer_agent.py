@@ -1,12 +1,15 @@
 """The transfer agent (TA): the node a request enters at. It never executes the request itself.
 
-For each request it authenticates the developer (an API key, or a request signed with the
-developer's account key), counts the prompt's tokens, picks the executor with the chain's
-routing rule, opens the request on chain (`inference/Start`: escrow from the developer) and waits
-until the Start is in a block, so no executor works for a request the chain refused (a replay, or
-a Start routed with weights a tally has just changed: that one is routed again once). Then it
-forwards the request to the executor and relays the answer. If the executor does not answer, the
-TA moves the request to the next executor (`inference/Reassign`) and tries again; when no executor
+For each request it authenticates who pays, cheaply and before any tokenizing: an API key (a
+bearer secret whose id is on chain, naming this node among its gateways) or a request the
+developer signed with its account key over the body, the prompt's token count, `max_tokens`,
+the model, an expiry height and the chain. It checks the payer can cover the request, counts the
+prompt's tokens (a signed count must match), opens the request on chain (`inference/Start`:
+escrow from the developer, executor drawn by the chain, never this node) and waits until the
+Start is in a block, so no executor works for a request the chain refused. Then it forwards the
+exact body the developer sent, signed for that executor, that request and this chain, and relays
+the answer. If the executor does not answer, the TA moves the request to the next executor
+(`inference/Reassign`, allowed a few blocks after routing) and tries again; when no executor
 answers, the caller gets a 503 and the escrow is refunded at expiry.
 """
 
@@ -24,24 +27,23 @@ from typing import Any, TypeVar
 import httpx
 
 from racenet.chain.errors import Code
-from racenet.chain.modules import inference, race
+from racenet.chain.modules import bank, inference
 from racenet.chain.modules.inference import (
     ModelInfo,
     MsgReassignRequest,
     MsgStartRequest,
     Params,
-    ServerInfo,
+    api_key_id,
     auth_sign_bytes,
-    choose_executor,
 )
 from racenet.chain.query import QuerySpec
 from racenet.crypto.address import encode_address
-from racenet.crypto.keys import PrivateKey, PublicKey
+from racenet.crypto.keys import PublicKey
 from racenet.ml.backend import Backend, GenerationEvent, GenerationRequest
 from racenet.node.client import ChainClient, ClientError, TxRejected
-from racenet.node.executor import event_from_json
+from racenet.node.executor import event_from_json, forward_headers
 from racenet.node.openai_format import ApiError
-from racenet.node.request_signing import request_auth
+from racenet.node.request_signing import SIGNED_HEADERS, request_auth
 from racenet.node.sender import TxSender
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ FIRST_TOKEN_TIMEOUT = 60.0
 TOKEN_TIMEOUT = 30.0
 CACHE_SECONDS = 5.0
 START_TIMEOUT = 30.0
-"""How long the TA waits for its Start to be in a block."""
+"""How long the TA waits for its Start (or a Reassign) to be in a block."""
+REASSIGN_POLL_SECONDS = 0.5
 R = TypeVar("R")
 
 REJECTIONS: dict[int, tuple[int, str, str]] = {
@@ -64,30 +67,35 @@ REJECTIONS: dict[int, tuple[int, str, str]] = {
 }
 
 
-def api_key_for(seed: bytes) -> str:
-    """The bearer token of an API key (its ed25519 seed)."""
-    return API_KEY_PREFIX + seed.hex()
+def new_api_key() -> tuple[str, bytes]:
+    """A fresh API key: the bearer token to hand the client, and the id the chain stores."""
+    secret = os.urandom(32)
+    return API_KEY_PREFIX + secret.hex(), api_key_id(secret)
 
 
-def key_from_api_key(token: str) -> PrivateKey:
-    """The session key inside a bearer token; ApiError 401 if it is not one."""
+def api_key_id_of(token: str) -> bytes:
+    """The on-chain id of a bearer token; ApiError 401 if it is not an API key."""
     try:
-        seed = bytes.fromhex(token.removeprefix(API_KEY_PREFIX))
-        if not token.startswith(API_KEY_PREFIX) or len(seed) != 32:
+        secret = bytes.fromhex(token.removeprefix(API_KEY_PREFIX))
+        if not token.startswith(API_KEY_PREFIX) or len(secret) != 32:
             raise ValueError
     except ValueError:
         raise ApiError(401, "invalid API key format", "authentication_error", "invalid_api_key") from None
-    return PrivateKey(seed)
+    return api_key_id(secret)
 
 
 @dataclass(frozen=True)
-class Authorization:
-    """Who pays for a request and the signature that lets the chain charge them."""
+class Payer:
+    """Who pays for a request: the developer, and its API key id or its signed authorization."""
 
-    request_id: bytes
     developer: bytes
-    auth_key: bytes
-    signature: bytes
+    api_key_id: bytes = b""
+    request_id: bytes = b""
+    prompt_tokens: int = 0
+    expiry_height: int = 0
+    signer_key: bytes = b""
+    signature: bytes = b""
+    budget: int = 0
 
 
 class TransferAgent:
@@ -120,48 +128,57 @@ class TransferAgent:
     def _params(self) -> Params:
         return self._cached(inference.PARAMS)
 
-    def open(self, raw: bytes, body: dict[str, Any], request: GenerationRequest, headers: dict[str, str]) -> Opened:
-        """Authenticate and open the request on chain; ApiError on any rejection (no escrow left behind)."""
+    def open(self, raw: bytes, request: GenerationRequest, headers: dict[str, str]) -> Opened:
+        """Authenticate, check funds, count tokens and open the request on chain; ApiError on any rejection."""
         self._check_model(request)
-        auth = self._authenticate(raw, request, headers)
+        payer = self._authenticate(raw, request, headers)
+        price = next(m.price_per_token for m in self.models() if m.id == request.model)
+        if payer.budget < request.max_tokens * price:
+            message = "the account cannot cover max_tokens at this model's price"
+            raise ApiError(402, message, "insufficient_quota", "insufficient_quota")
         prompt_tokens = len(self.backend.tokenize_chat(request.messages, model=request.model))
-        for attempt in (1, 2):
-            try:
-                start_tx, executor, servers = self._start(auth, request, raw, prompt_tokens)
-                break
-            except TxRejected as e:
-                if e.code != Code.WRONG_EXECUTOR or attempt == 2:
-                    raise _rejection(e) from e
-        endpoints = {s.address: s.endpoint for s in servers}
-        return Opened(auth.request_id, start_tx, body, endpoints, executor, self._params().max_attempts)
+        if payer.signature and prompt_tokens != payer.prompt_tokens:
+            raise ApiError(
+                400,
+                f"the request is signed for {payer.prompt_tokens} prompt tokens; {request.model} reads {prompt_tokens}",
+                code="prompt_tokens_mismatch",
+            )
+        request_id = self._start(payer, request, raw, prompt_tokens)
+        return self._opened(request_id, raw, request.model)
 
-    def _start(
-        self, auth: Authorization, request: GenerationRequest, raw: bytes, prompt_tokens: int
-    ) -> tuple[str, bytes, tuple[ServerInfo, ...]]:
-        """Route the request and send its Start; (tx hash, executor, servers) once it is in a block."""
-        cycle_info = self.client.query(race.CYCLE)
-        servers = self.client.query(inference.SERVERS, request.model).servers
-        executor = choose_executor(cycle_info.race_seed, auth.request_id, 0, [(s.address, s.weight) for s in servers])
-        if executor is None:
-            raise ApiError(503, f"no node serves {request.model}", "server_error", "no_executor")
+    def _start(self, payer: Payer, request: GenerationRequest, raw: bytes, prompt_tokens: int) -> bytes:
+        """Send the Start and wait for its block; the request id (the chain numbers API-key requests)."""
         start = MsgStartRequest(
-            request_id=auth.request_id,
-            developer=auth.developer,
+            request_id=payer.request_id,
+            developer=payer.developer,
             model=request.model,
             prompt_tokens=prompt_tokens,
             max_tokens=request.max_tokens,
             prompt_hash=hashlib.sha256(raw).digest(),
-            cycle=cycle_info.cycle,
-            executor=executor,
-            auth_key=auth.auth_key,
-            auth_signature=auth.signature,
+            expiry_height=payer.expiry_height,
+            signer_key=payer.signer_key,
+            signature=payer.signature,
+            api_key_id=payer.api_key_id,
         )
         try:
-            return self.sender.send([start], timeout=START_TIMEOUT).hash, executor, servers
-        except TxRejected:
-            raise  # the chain's answer, mapped by the caller; other ClientErrors mean it did not answer
+            outcome = self.sender.send([start], timeout=START_TIMEOUT)
+        except TxRejected as e:
+            raise _rejection(e) from e
         except ClientError as e:
             raise ApiError(503, f"the request was not opened on chain: {e}", "server_error") from e
+        return outcome.data
+
+    def _opened(self, request_id: bytes, raw: bytes, model: str) -> Opened:
+        """The open request as the chain recorded it: its executor and the endpoints of the model's servers."""
+        try:
+            record = self.client.query(inference.REQUEST, request_id)
+            servers = self.client.query(inference.SERVERS, model).servers
+        except ClientError as e:
+            raise ApiError(503, f"could not read the opened request: {e}", "server_error") from e
+        if record is None or record.request is None:
+            raise ApiError(503, "the request is not open on chain", "server_error", "no_executor")
+        endpoints = {s.address: s.endpoint for s in servers}
+        return Opened(request_id, raw, model, endpoints, record.request.executor, self._params().max_attempts)
 
     def _check_model(self, request: GenerationRequest) -> None:
         if request.model not in {m.id for m in self.models()}:
@@ -170,39 +187,56 @@ class TransferAgent:
         if request.max_tokens > limit:
             raise ApiError(400, f"max_tokens {request.max_tokens} is over the limit {limit}", param="max_tokens")
 
-    def _authenticate(self, raw: bytes, request: GenerationRequest, headers: dict[str, str]) -> Authorization:
-        """The request's authorization, from an API key or a signed request."""
+    def _authenticate(self, raw: bytes, request: GenerationRequest, headers: dict[str, str]) -> Payer:
+        """Who pays, from an API key or a signed request, with what they can spend (no tokenizing yet)."""
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        chain_id = self.sender.chain_id or self.client.chain_id()
         if scheme.lower() == "bearer":
-            session = key_from_api_key(token.strip())
-            key = self.client.query(inference.APIKEY, session.public_key.raw)
-            if key is None:
-                raise ApiError(401, "unknown or revoked API key", "authentication_error", "invalid_api_key")
-            request_id = os.urandom(32)
-            auth = request_auth(chain_id, request_id, key.developer, request.model, request.max_tokens, raw)
-            return Authorization(request_id, key.developer, session.public_key.raw, session.sign(auth_sign_bytes(auth)))
-        return self._signed(raw, request, headers, chain_id)
+            return self._api_key(token.strip())
+        return self._signed(raw, request, headers)
 
-    def _signed(self, raw: bytes, request: GenerationRequest, headers: dict[str, str], chain_id: str) -> Authorization:
-        """A request signed with the developer's key: X-Racenet-{Request-Id,Public-Key,Signature} headers."""
+    def _api_key(self, token: str) -> Payer:
+        """An API key whose gateways include this node; its budget is what both key and account allow."""
+        key_id = api_key_id_of(token)
+        key = self.client.query(inference.APIKEY, key_id)
+        if key is None or key.revoked:
+            raise ApiError(401, "unknown or revoked API key", "authentication_error", "invalid_api_key")
+        if self.sender.key.public_key.address not in key.gateways:
+            raise ApiError(401, "this node is not a gateway of the API key; call one it names", "authentication_error")
+        balance = self.client.query(bank.BALANCE, key.developer).amount
+        return Payer(key.developer, api_key_id=key_id, budget=min(key.remaining(), balance))
+
+    def _signed(self, raw: bytes, request: GenerationRequest, headers: dict[str, str]) -> Payer:
+        """A request the developer signed: the X-Racenet-* headers of `request_signing`."""
         try:
-            request_id = bytes.fromhex(headers["x-racenet-request-id"])
-            pub = bytes.fromhex(headers["x-racenet-public-key"])
-            signature = bytes.fromhex(headers["x-racenet-signature"])
+            fields = {name: headers[header] for name, header in SIGNED_HEADERS.items()}
+            request_id, pub = bytes.fromhex(fields["request_id"]), bytes.fromhex(fields["public_key"])
+            signature = bytes.fromhex(fields["signature"])
+            prompt_tokens, expiry = int(fields["prompt_tokens"]), int(fields["expiry_height"])
             developer = PublicKey(pub).address
         except (KeyError, ValueError):
             raise ApiError(
                 401,
-                "send an API key (Authorization: Bearer rk-…) or a signed request "
-                "(X-Racenet-Request-Id, X-Racenet-Public-Key, X-Racenet-Signature)",
+                "send an API key (Authorization: Bearer rk-…) or a signed request ("
+                + ", ".join(SIGNED_HEADERS.values())
+                + ")",
                 "authentication_error",
                 "missing_credentials",
             ) from None
-        auth = request_auth(chain_id, request_id, developer, request.model, request.max_tokens, raw)
+        chain_id = self.sender.chain_id or self.client.chain_id()
+        auth = request_auth(
+            chain_id,
+            request_id,
+            developer,
+            request.model,
+            prompt_tokens=prompt_tokens,
+            max_tokens=request.max_tokens,
+            body=raw,
+            expiry_height=expiry,
+        )
         if len(request_id) != 32 or not PublicKey(pub).verify(auth_sign_bytes(auth), signature):
             raise ApiError(401, "the request signature does not verify", "authentication_error", "invalid_signature")
-        return Authorization(request_id, developer, pub, signature)
+        balance = self.client.query(bank.BALANCE, developer).amount
+        return Payer(developer, b"", request_id, prompt_tokens, expiry, pub, signature, balance)
 
     def forward(self, opened: Opened) -> Iterator[GenerationEvent]:
         """The executor's event stream; re-routes to the next executor while none has answered yet."""
@@ -221,18 +255,14 @@ class TransferAgent:
 
     def _stream(self, opened: Opened, executor: bytes) -> Iterator[GenerationEvent]:
         endpoint = opened.endpoints.get(executor, "")
-        payload = json.dumps({"request_id": opened.id_hex, "start_tx": opened.start_tx, "body": opened.body}).encode()
-        headers = {
-            "content-type": "application/json",
-            "x-racenet-public-key": self.sender.key.public_key.raw.hex(),
-            "x-racenet-signature": self.sender.key.sign(hashlib.sha256(payload).digest()).hex(),
-        }
+        chain_id = self.sender.chain_id or self.client.chain_id()
+        headers = forward_headers(self.sender.key, chain_id, opened.request_id, executor, opened.raw)
         started = False
         try:
             with self.http.stream(
                 "POST",
                 endpoint.rstrip("/") + "/racenet/v1/execute",
-                content=payload,
+                content=opened.raw,
                 headers=headers,
                 timeout=httpx.Timeout(FIRST_TOKEN_TIMEOUT, connect=CONNECT_TIMEOUT),
             ) as response:
@@ -248,17 +278,22 @@ class TransferAgent:
             raise _NoAnswer(str(e)) from e
 
     def _reassign(self, opened: Opened) -> bytes:
-        """Move the request to the next executor on chain and return it."""
+        """Move the request to the next executor on chain (once the chain allows it) and return it."""
+        deadline = time.monotonic() + START_TIMEOUT
         try:
-            self.sender.send([MsgReassignRequest(opened.request_id)])
-            record = self.client.query(inference.REQUEST, opened.request_id)
-            servers = self.client.query(inference.SERVERS, str(opened.body["model"])).servers
+            while True:
+                try:
+                    self.sender.send([MsgReassignRequest(opened.request_id)], timeout=START_TIMEOUT)
+                    break
+                except TxRejected as e:
+                    if e.code != Code.TOO_EARLY or time.monotonic() > deadline:
+                        raise
+                    time.sleep(REASSIGN_POLL_SECONDS)
+            moved = self._opened(opened.request_id, opened.raw, opened.model)
         except ClientError as e:
             raise ApiError(503, f"could not re-route the request: {e}", "server_error", "no_executor") from e
-        if record is None or record.request is None:
-            raise ApiError(503, "the request is no longer open on chain", "server_error", "no_executor")
-        opened.endpoints = {s.address: s.endpoint for s in servers}
-        return record.request.executor
+        opened.endpoints = moved.endpoints
+        return moved.executor
 
 
 def _rejection(e: TxRejected) -> ApiError:
@@ -273,11 +308,11 @@ class _NoAnswer(Exception):
 
 @dataclass
 class Opened:
-    """A request opened on chain, ready to forward: its Start tx, body, executors' endpoints and attempts."""
+    """A request opened on chain, ready to forward: the exact body, its executors' endpoints and attempts."""
 
     request_id: bytes
-    start_tx: str
-    body: dict[str, Any]
+    raw: bytes
+    model: str
     endpoints: dict[bytes, str]
     executor: bytes
     max_attempts: int

@@ -42,7 +42,7 @@ from tests.network.netutil import (
 
 pytestmark = pytest.mark.network
 
-FEE = bank.Params().min_fee
+FEE = bank.Params().required_fee(1024, [0])
 AMOUNT = 123_456_789
 SAMPLE_EVERY_S = 0.2
 MIN_SAMPLED_HEIGHTS = 10

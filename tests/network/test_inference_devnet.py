@@ -1,5 +1,7 @@
-"""The inference network on a 4-validator devnet: the official openai client against a node's API,
-escrow and payment on chain, OpenAI-shaped errors, and re-routing around a dead executor."""
+"""The inference network on a 4-validator devnet: the official openai client against a node's API with
+the new bearer API keys, escrow and payment on chain, OpenAI-shaped errors, re-routing around a dead
+executor, an executor refusing a forward whose body differs from what the developer signed (and the
+developer refunded), and 429s under a request flood while the chain goes on."""
 
 from __future__ import annotations
 
@@ -19,14 +21,17 @@ from click.testing import CliRunner
 from racenet.chain.app_state import EXPORT
 from racenet.chain.modules import bank, inference, race
 from racenet.chain.modules.bank import MsgSend
-from racenet.chain.modules.inference import Receipt, ReceiptStatus, choose_executor
+from racenet.chain.modules.inference import MsgStartRequest, Receipt, ReceiptStatus, choose_executor
 from racenet.cli.main import cli
-from racenet.crypto.address import encode_address
+from racenet.crypto.address import decode_address, encode_address
 from racenet.crypto.keys import PrivateKey
 from racenet.devnet import Devnet
 from racenet.devnet.process import stop as stop_process
+from racenet.ml.backend import Backend
+from racenet.ml.transformers_backend import TransformersBackend
 from racenet.node.client import ChainClient
-from racenet.node.request_signing import signed_headers
+from racenet.node.executor import forward_headers
+from racenet.node.request_signing import prompt_token_count, signed_headers
 from racenet.node.sender import TxSender
 from tests.network.conftest import BLOCK_TIME, stop_devnet
 from tests.network.netutil import free_base_port, wait_for
@@ -100,7 +105,20 @@ def api_key(net: Devnet, chain: ChainClient, owner: PrivateKey, name: str) -> st
     if name not in {k.name for k in keyring.list()}:
         keyring.import_mnemonic(name, Mnemonic("english").to_mnemonic(owner.seed), "")
     result = CliRunner(env={"RACENET_PASSPHRASE": ""}).invoke(
-        cli, ["api-key", "create", "--home", str(net.state.dir), "--node", chain.url, "--from", name, "--json"]
+        cli,
+        [
+            "api-key",
+            "create",
+            "--home",
+            str(net.state.dir),
+            "--node",
+            chain.url,
+            "--from",
+            name,
+            "--gateway",
+            net.state.nodes[0].api_url,
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     return str(json.loads(result.stdout)["api_key"])
@@ -158,11 +176,26 @@ def test_openai_client_non_streaming_and_streaming_pay_exactly_the_cost(
     assert records[0].response_hash == hashlib.sha256(text.encode()).digest()
 
 
+@pytest.fixture(scope="module")
+def tokenizer() -> Backend:
+    """The devnet model, to count a signed request's prompt tokens as the executors do."""
+    return TransformersBackend.packaged(threads=1)
+
+
 def signed_request(
-    chain: ChainClient, dev: PrivateKey, body: dict[str, Any], request_id: bytes, corrupt: bool = False
+    chain: ChainClient,
+    tokenizer: Backend,
+    dev: PrivateKey,
+    body: dict[str, Any],
+    request_id: bytes,
+    corrupt: bool = False,
 ) -> tuple[bytes, dict[str, str]]:
     raw = json.dumps(body).encode()
-    headers = signed_headers(dev, chain.chain_id(), raw, request_id)
+    count = prompt_token_count(tokenizer, raw)
+    expiry = chain.height() + 200
+    headers = signed_headers(
+        dev, chain.chain_id(), raw, prompt_tokens=count, expiry_height=expiry, request_id=request_id
+    )
     if corrupt:
         headers["x-racenet-signature"] = bytes(64).hex()
     return raw, headers
@@ -173,7 +206,7 @@ def post(net: Devnet, raw: bytes, headers: dict[str, str], node: int = 0) -> htt
 
 
 def test_bad_requests_get_openai_errors_and_leave_no_escrow(
-    net: Devnet, chain: ChainClient, developer: PrivateKey
+    net: Devnet, chain: ChainClient, developer: PrivateKey, tokenizer: Backend
 ) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
     key = api_key(net, chain, developer, "dev")
@@ -183,8 +216,8 @@ def test_bad_requests_get_openai_errors_and_leave_no_escrow(
         (b"{not json", bearer, 400, "invalid_request_error"),
         (json.dumps({**body, "model": "gpt-9"}).encode(), bearer, 404, "invalid_request_error"),
         (json.dumps({**body, "max_tokens": 100_000}).encode(), bearer, 400, "invalid_request_error"),
-        (*signed_request(chain, developer, body, os.urandom(32), corrupt=True), 401, "authentication_error"),
-        (*signed_request(chain, poor, body, os.urandom(32)), 402, "insufficient_quota"),
+        (*signed_request(chain, tokenizer, developer, body, os.urandom(32), corrupt=True), 401, "authentication_error"),
+        (*signed_request(chain, tokenizer, poor, body, os.urandom(32)), 402, "insufficient_quota"),
         (json.dumps(body).encode(), {"content-type": "application/json"}, 401, "authentication_error"),
     ]
     for raw, headers, status, error_type in cases:
@@ -193,7 +226,7 @@ def test_bad_requests_get_openai_errors_and_leave_no_escrow(
         assert response.json()["error"]["type"] == error_type
 
     request_id = os.urandom(32)
-    raw, headers = signed_request(chain, developer, body, request_id)
+    raw, headers = signed_request(chain, tokenizer, developer, body, request_id)
     assert post(net, raw, headers).status_code == 200
     replay = post(net, raw, headers)
     assert (replay.status_code, replay.json()["error"]["code"]) == (409, "duplicate_request")
@@ -201,21 +234,99 @@ def test_bad_requests_get_openai_errors_and_leave_no_escrow(
     assert [e for e in chain.query(EXPORT).bank.escrows if e.id.startswith(b"req/")] == []
 
 
-def test_dead_executor_is_routed_around(net: Devnet, chain: ChainClient, developer: PrivateKey) -> None:
+def test_dead_executor_is_routed_around(
+    net: Devnet, chain: ChainClient, developer: PrivateKey, tokenizer: Backend
+) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 4}
     request_id = os.urandom(32)
     seed = chain.query(race.CYCLE).race_seed
     servers = chain.query(inference.SERVERS, MODEL).servers
-    executor = choose_executor(seed, request_id, 0, [(s.address, s.weight) for s in servers])
-    assert executor is not None
+    entry = 0
+    agent = decode_address(net.state.nodes[entry].account)
+    executor = choose_executor(seed, request_id, 0, [(s.address, s.weight) for s in servers], (agent,))
+    assert executor is not None and executor != agent, "the chain never routes a request to its transfer agent"
     victim = next(n for n in net.state.nodes if n.account == encode_address(executor))
-    entry = next(i for i, n in enumerate(net.state.nodes) if n is not victim)
     stop_process(victim.processes["node"], timeout=10, hard=True)
     try:
-        raw, headers = signed_request(chain, developer, body, request_id)
+        raw, headers = signed_request(chain, tokenizer, developer, body, request_id)
         response = post(net, raw, headers, node=entry)
         assert response.status_code == 200, response.text
         record = wait_for("the rerouted request to settle", lambda: finished(chain, request_id.hex()), timeout=90)
         assert encode_address(record.executor) != victim.account
     finally:
         Devnet.open(net.state.dir).start()
+
+
+def test_a_forward_whose_body_differs_from_the_signed_one_is_refused_and_refunded(
+    net: Devnet, chain: ChainClient, developer: PrivateKey, tokenizer: Backend
+) -> None:
+    """H1/H3/L8 on the devnet: a transfer agent (here the test, with its own funded account) opens a request the
+    developer signed, then forwards a different body, or the same body with more max_tokens, to the executor the
+    chain drew. The executor refuses both before generating; nobody finishes the request, and at expiry the
+    developer is refunded in full."""
+    from racenet.crypto.keyring import Keyring
+    from racenet.devnet import DEVNET_PASSPHRASE, FAUCET_KEY
+
+    faucet = Keyring(net.state.dir / "keyring").load(FAUCET_KEY, DEVNET_PASSPHRASE)
+    agent = PrivateKey(hashlib.sha256(b"a transfer agent that lies").digest())
+    TxSender(chain, faucet).send([MsgSend(agent.public_key.address, 10**9)])
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 4}
+    request_id = os.urandom(32)
+    raw, headers = signed_request(chain, tokenizer, developer, body, request_id)
+    before = balance(chain, developer.public_key.address)
+    start = MsgStartRequest(
+        request_id=request_id,
+        developer=developer.public_key.address,
+        model=MODEL,
+        prompt_tokens=int(headers["x-racenet-prompt-tokens"]),
+        max_tokens=4,
+        prompt_hash=hashlib.sha256(raw).digest(),
+        expiry_height=int(headers["x-racenet-expiry-height"]),
+        signer_key=developer.public_key.raw,
+        signature=bytes.fromhex(headers["x-racenet-signature"]),
+        api_key_id=b"",
+    )
+    TxSender(chain, agent).send([start])
+    record = chain.query(inference.REQUEST, request_id)
+    assert record is not None and record.request is not None
+    executor = record.request.executor
+    endpoint = next(s.endpoint for s in chain.query(inference.SERVERS, MODEL).servers if s.address == executor)
+    escrow = record.request.escrow
+    assert balance(chain, developer.public_key.address) == before - escrow
+    other = json.dumps({**body, "messages": [{"role": "user", "content": "Write a long essay."}]}).encode()
+    longer = json.dumps({**body, "max_tokens": 64}).encode()
+    for forged in (other, longer):
+        forward = forward_headers(agent, chain.chain_id(), request_id, executor, forged)
+        answer = httpx.post(endpoint + "/racenet/v1/execute", content=forged, headers=forward, timeout=60)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (409, "body_mismatch"), answer.text
+    expiry = record.request.expiry_height
+    wait_for("the request to expire", lambda: chain.height() > expiry, timeout=120)
+    closed = chain.query(inference.REQUEST, request_id)
+    assert closed is not None and closed.receipt is not None and closed.receipt.status == ReceiptStatus.EXPIRED
+    assert balance(chain, developer.public_key.address) == before, "refunded in full"
+
+
+def test_a_request_flood_gets_429_and_the_chain_goes_on(net: Devnet, chain: ChainClient, developer: PrivateKey) -> None:
+    """M9/H6 on the devnet: one API key floods a node's API. Past its burst the node answers 429 with Retry-After
+    (the official openai client raises RateLimitError), before any chain work, and blocks keep coming."""
+    key = api_key(net, chain, developer, "dev")
+    start = chain.height()
+    bearer = {"content-type": "application/json", "authorization": f"Bearer {key}"}
+    url = net.state.nodes[0].api_url + "/v1/chat/completions"
+    with httpx.Client(timeout=30) as http:
+        statuses = [http.post(url, content=b"{}", headers=bearer) for _ in range(60)]
+    limited = [r for r in statuses if r.status_code == 429]
+    assert limited, [r.status_code for r in statuses]
+    assert int(limited[0].headers["retry-after"]) >= 1
+    assert limited[0].json()["error"]["code"] == "rate_limit_exceeded"
+    client = openai.OpenAI(base_url=net.state.nodes[0].api_url + "/v1", api_key=key, timeout=30, max_retries=0)
+    raised: list[type[Exception]] = []
+    for _ in range(60):
+        try:
+            client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+        except openai.APIStatusError as e:
+            raised.append(type(e))
+            if isinstance(e, openai.RateLimitError):
+                break
+    assert raised[-1] is openai.RateLimitError, raised
+    wait_for("more blocks", lambda: chain.height() >= start + 5, timeout=60)

@@ -1,18 +1,21 @@
 """auth: accounts and the checks every transaction passes before its messages run.
 
-The ante checks, in order: chain id, memo size, signature, sequence, minimum fee; then the fee
-moves to the fee collector and the sequence advances.
+The ante checks, in order: chain id, memo size, signature, sequence, fee (bank's schedule for
+the transaction's bytes and messages); then the fee moves to the fee collector and the sequence
+advances. The ante's effects stay even when a message then fails in a block (as in the Cosmos
+SDK): a failed transaction pays for the block space it took and can never be replayed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
 from racenet.chain.collections import ADDRESS, Item, Map, Record
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import Context, Module, ModuleKeeper, QueryTable
 from racenet.chain.modules.auth.types import ACCOUNT, PARAMS, Account, AccountInfo, AuthGenesis, Params
-from racenet.chain.tx import DecodedTx, sign_bytes
+from racenet.chain.tx import SignedTx, sign_bytes
 from racenet.crypto.address import address_from_pubkey
 from racenet.crypto.keys import PublicKey
 
@@ -20,9 +23,9 @@ NAME = "auth"
 
 
 class BankKeeper(Protocol):
-    """What auth needs of bank: the minimum fee and a transfer to the fee collector."""
+    """What auth needs of bank: the fee schedule and a transfer to the fee collector."""
 
-    def min_fee(self, ctx: Context) -> int: ...
+    def required_fee(self, ctx: Context, tx_bytes: int, work: Sequence[int]) -> int: ...
     def collect_fee(self, ctx: Context, payer: bytes, amount: int) -> None: ...
 
 
@@ -40,22 +43,26 @@ class Keeper(ModuleKeeper):
         """The account at `address` (a fresh one if it never sent a transaction)."""
         return self.accounts.get(ctx, address) or Account(b"", 0)
 
-    def ante(self, ctx: Context, dtx: DecodedTx) -> bytes:
-        """Check and charge a transaction before its messages run; return the signer."""
-        body, pub = dtx.tx.body, dtx.tx.pub_key
+    def ante(self, ctx: Context, tx: SignedTx, tx_bytes: int, work: Sequence[int], *, verified: bool) -> bytes:
+        """Check and charge a transaction before its messages are even decoded; return the signer.
+
+        `work` holds the `WORK` units of each message's type (its fee share beyond bytes);
+        `verified` says the signature of these exact bytes was already checked.
+        """
+        body, pub = tx.body, tx.pub_key
         if body.chain_id != ctx.block.chain_id:
             raise ChainError(Code.WRONG_CHAIN_ID, f"chain id is {body.chain_id!r}, expected {ctx.block.chain_id!r}")
         if len(body.memo.encode()) > self.params.get(ctx).max_memo_bytes:
             raise ChainError(Code.MALFORMED_TX, "memo too long")
-        if not PublicKey(pub).verify(sign_bytes(pub, body), dtx.tx.signature):
+        if not verified and not PublicKey(pub).verify(sign_bytes(pub, body), tx.signature):
             raise ChainError(Code.BAD_SIGNATURE, "signature does not verify")
         signer = address_from_pubkey(pub)
         account = self.account(ctx, signer)
         if body.sequence != account.sequence:
             raise ChainError(Code.WRONG_SEQUENCE, f"sequence is {body.sequence}, expected {account.sequence}")
-        min_fee = self.bank.min_fee(ctx)
-        if body.fee < min_fee:
-            raise ChainError(Code.INSUFFICIENT_FEE, f"fee {body.fee} nicoin is below the minimum {min_fee}")
+        required = self.bank.required_fee(ctx, tx_bytes, work)
+        if body.fee < required:
+            raise ChainError(Code.INSUFFICIENT_FEE, f"fee {body.fee} nicoin is below the required {required}")
         self.bank.collect_fee(ctx, signer, body.fee)
         self.accounts.set(ctx, signer, Account(pub, account.sequence + 1))
         return signer

@@ -11,9 +11,10 @@ from racenet.chain.scalars import Address
 
 @dataclass(frozen=True)
 class Params:
-    """auth parameters: size limits for transactions and memos, in bytes."""
+    """auth parameters: size limits for transactions (bytes, messages) and memos (bytes)."""
 
     max_tx_bytes: int = 65_536
+    max_msgs_per_tx: int = 64
     max_memo_bytes: int = 256
 
 

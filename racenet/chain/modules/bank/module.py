@@ -1,12 +1,12 @@
 """bank: balances, transfers, escrows and the supply they must add up to.
 
 Amounts are `Amount`s in nicoin (1 icon = 10**9 nicoin), checked against u64 overflow.
-Invariant: supply == sum of balances + sum of escrows.
+Invariant: supply == accounts' balances + the fee collector + every module's escrows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from racenet.chain.collections import ADDRESS, BYTES, STRING, Item, Record, UintItem, UintMap, pair
@@ -28,6 +28,7 @@ from racenet.chain.modules.bank.types import (
     Balance,
     BankGenesis,
     Escrow,
+    ModuleTotal,
     MsgSend,
     Params,
     Supply,
@@ -48,9 +49,9 @@ class Keeper(ModuleKeeper):
     supply = UintItem(b"supply")
     burned = UintItem(b"burned")
 
-    def min_fee(self, ctx: Context) -> int:
-        """The minimum fee of a transaction, in nicoin."""
-        return self.params.get(ctx).min_fee
+    def required_fee(self, ctx: Context, tx_bytes: int, work: Sequence[int]) -> int:
+        """The least fee of a transaction of `tx_bytes` bytes whose messages have `work` units each."""
+        return self.params.get(ctx).required_fee(tx_bytes, work)
 
     def balance(self, ctx: Context, address: bytes) -> int:
         """Spendable nicoin of an address."""
@@ -122,11 +123,23 @@ class Keeper(ModuleKeeper):
         self._take_escrow(ctx, module, from_id, amount)
         self._add_escrow(ctx, module, to_id, amount)
 
+    def escrowed(self, ctx: Context) -> tuple[ModuleTotal, ...]:
+        """What each module's escrows hold together, by module name."""
+        totals: dict[str, int] = {}
+        for (module, _), amount in self.escrows.items(ctx):
+            totals[module] = totals.get(module, 0) + int(amount)
+        return tuple(ModuleTotal(m, a) for m, a in sorted(totals.items()))
+
     def check_supply(self, ctx: Context) -> None:
-        """The supply invariant: supply == balances + escrows."""
-        held = sum(int(a) for _, a in self.balances.items(ctx)) + sum(int(a) for _, a in self.escrows.items(ctx))
+        """The supply invariant: supply == accounts' balances + the fee collector + every module's escrows."""
+        fees = self.balances.get(ctx, FEE_COLLECTOR)
+        accounts = sum(int(a) for address, a in self.balances.items(ctx) if address != FEE_COLLECTOR)
+        escrowed = self.escrowed(ctx)
+        held = accounts + fees + sum(e.amount for e in escrowed)
         if held != self.supply.get(ctx):
-            raise InvariantBroken(f"supply invariant broken: supply {self.supply.get(ctx)} != held {held}")
+            locked = ", ".join(f"{e.module} escrows {e.amount}" for e in escrowed) or "no escrows"
+            supply = self.supply.get(ctx)
+            raise InvariantBroken(f"supply {supply} != accounts {accounts} + fee collector {fees} + {locked}")
 
     def handle_send(self, ctx: TxContext, msg: MsgSend) -> None:
         """bank/Send: move nicoin from the signer to the recipient."""
@@ -139,8 +152,9 @@ class Keeper(ModuleKeeper):
         return Balance(address, self.balances.get(ctx, address))
 
     def query_supply(self, ctx: Context, _: None) -> Supply:
-        """Total supply and total burned."""
-        return Supply(self.supply.get(ctx), self.burned.get(ctx))
+        """Total supply, total burned, and the locked part: fee collector and module escrows."""
+        fees = self.balances.get(ctx, FEE_COLLECTOR)
+        return Supply(self.supply.get(ctx), self.burned.get(ctx), fees, self.escrowed(ctx))
 
     def query_params(self, ctx: Context, _: None) -> Params:
         """The bank parameters."""

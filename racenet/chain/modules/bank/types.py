@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -13,9 +14,22 @@ from racenet.chain.scalars import Address, Amount
 
 @dataclass(frozen=True)
 class Params:
-    """bank parameters: the minimum fee every transaction pays, in nicoin."""
+    """bank parameters: the fee schedule, in nicoin.
+
+    A transaction pays at least `min_fee` + `fee_per_byte` × its size + for each message
+    `fee_per_message` + `fee_per_work` × the message type's `WORK` units, so block space, state
+    writes and expensive checks are priced by what they cost the validators.
+    """
 
     min_fee: Amount = Amount(1_000)
+    fee_per_byte: Amount = Amount(2)
+    fee_per_message: Amount = Amount(200)
+    fee_per_work: Amount = Amount(100)
+
+    def required_fee(self, tx_bytes: int, work: Sequence[int]) -> Amount:
+        """The least fee a transaction of `tx_bytes` bytes whose messages have `work` units each must pay."""
+        per_messages = sum((self.fee_per_message + self.fee_per_work * w for w in work), Amount(0))
+        return self.min_fee + self.fee_per_byte * tx_bytes + per_messages
 
 
 @dataclass(frozen=True)
@@ -43,11 +57,23 @@ class Balance:
 
 
 @dataclass(frozen=True)
+class ModuleTotal:
+    """nicoin all escrows of one module hold together."""
+
+    module: str
+    amount: int
+
+
+@dataclass(frozen=True)
 class Supply:
-    """Total nicoin in existence (balances plus escrows) and total ever burned."""
+    """Total nicoin in existence and total ever burned, with where the locked part is: the fee collector's
+    balance and each module's escrows (inference requests and pending rewards, until the rewards module
+    releases them)."""
 
     supply: int
     burned: int
+    fee_collector: int
+    escrowed: tuple[ModuleTotal, ...]
 
 
 @dataclass(frozen=True)

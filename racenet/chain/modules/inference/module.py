@@ -3,10 +3,14 @@
 Escrows (held by bank for module `inference`): `req/<request id>` per open request and
 `reward/<address>`, an executor's pending reward, which the rewards module releases later.
 
-A request's escrow is (prompt + max_tokens) × price; the finish charges
-(prompt + completion) × price to the executor's pending reward and refunds the rest; a request
-not finished within `expiry_blocks` is refunded whole. Each expiring request is refunded in its
-own isolated step, so one that cannot be refunded never stops the block.
+A request is paid by the developer's signature over everything the charge depends on
+(`RequestAuth`) or by an API key whose gateways include the transfer agent. Its escrow is
+(prompt + max_tokens) × price; the chain draws the executor (never the transfer agent); the
+finish charges (prompt + completion) × price to the executor's pending reward and refunds the
+rest; a request not finished within `expiry_blocks` is refunded whole. Each expiring request is
+refunded, and each old receipt pruned, in its own isolated step, so one item never stops the
+block. Spend limits are at most `MAX_SPEND_LIMIT` and a key's `spent` never goes below 0 nor
+above what was escrowed, so no sequence of messages overflows a refund (security review C1).
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from typing import ClassVar, Protocol
+from urllib.parse import urlsplit
 
 from racenet.chain.collections import (
     ADDRESS,
     HASH,
-    PUBKEY,
     STRING,
     U64,
     EscrowIds,
@@ -28,6 +32,7 @@ from racenet.chain.collections import (
     Record,
     UintMap,
     pair,
+    triple,
 )
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import (
@@ -44,14 +49,20 @@ from racenet.chain.module import (
 from racenet.chain.modules.inference.routing import choose_executor
 from racenet.chain.modules.inference.types import (
     APIKEY,
+    APIKEYS,
+    KEY_REQUESTS,
     MODELS,
     PARAMS,
     PENDING,
     REQUEST,
     SERVERS,
     ApiKey,
-    ApiKeyEntry,
+    ApiKeyInfo,
+    ApiKeys,
     InferenceGenesis,
+    KeyRequest,
+    KeyRequestEntry,
+    KeyRequests,
     ModelEntry,
     ModelInfo,
     Models,
@@ -74,6 +85,8 @@ from racenet.chain.modules.inference.types import (
     ServerInfo,
     Servers,
     auth_sign_bytes,
+    is_private_host,
+    key_request_id,
 )
 from racenet.chain.modules.race.schedule import Schedule
 from racenet.chain.scalars import Amount
@@ -109,10 +122,13 @@ class Keeper(ModuleKeeper):
     params = Item(b"params", Record(Params), Params())
     models = UintMap(b"model/", STRING)
     serving = Map(b"serve/", ADDRESS, Record(Served))
-    api_keys = Map(b"apikey/", PUBKEY, Record(ApiKey))
+    api_keys = Map(b"apikey/", HASH, Record(ApiKey))
+    account_keys = KeySet(b"account_key/", pair(ADDRESS, HASH))
+    key_requests = KeySet(b"key_request/", triple(HASH, U64, HASH))
     requests = Map(b"request/", HASH, Record(Request))
     expiries = KeySet(b"expiry/", pair(U64, HASH))
     receipts = Map(b"receipt/", HASH, Record(Receipt))
+    prunes = KeySet(b"prune/", pair(U64, HASH))
     request_escrows = EscrowIds(b"req/", HASH)
     reward_escrows = EscrowIds(b"reward/", ADDRESS)
 
@@ -139,56 +155,81 @@ class Keeper(ModuleKeeper):
             raise ChainError(Code.UNAUTHORIZED, "only a registered Race node can serve models")
         for model in models:
             self.price_per_token(ctx, model)
+        host = urlsplit(endpoint).hostname or ""
+        if is_private_host(host) and not self.params.get(ctx).allow_private_endpoints:
+            raise ChainError(Code.INVALID_MESSAGE, f"endpoint host {host!r} is private; executors must be public")
         self.serving.set(ctx, node, Served(tuple(sorted(set(models))), endpoint))
 
     def candidates(self, ctx: Context, model: str) -> list[tuple[bytes, int]]:
         """Nodes serving `model` with their voting weights (the executor draw's input)."""
         return [(a, self.race.weight(ctx, a)) for a, served in self.serving.items(ctx) if model in served.models]
 
-    def routing_seed(self, ctx: Context, cycle: int) -> bytes:
-        """The seed requests started in `cycle` are routed with (current or previous cycle only)."""
+    def routing_seed(self, ctx: Context) -> tuple[int, bytes]:
+        """The cycle and seed a request started now is routed with: the current cycle's race seed."""
         current = self.race.schedule(ctx).cycle(ctx.block.height)
-        seed = self.race.seed(ctx, cycle) if cycle in (current, current - 1) else b""
-        if not seed:
-            raise ChainError(Code.INVALID_MESSAGE, f"cycle {cycle} cannot route requests (current cycle {current})")
-        return seed
+        for cycle in range(current, max(current - 2, -1), -1):
+            seed = self.race.seed(ctx, cycle)
+            if seed:
+                return cycle, seed
+        raise ChainError(Code.NOT_FOUND, "no race seed yet: requests can be routed from the first cycle on")
 
     def executor_for(
-        self, ctx: Context, request_id: bytes, model: str, cycle: int, attempt: int, tried: tuple[bytes, ...] = ()
+        self, ctx: Context, request_id: bytes, model: str, cycle: int, attempt: int, exclude: tuple[bytes, ...]
     ) -> bytes:
-        """The executor the routing rule picks, or NOT_FOUND if no node serves the model."""
-        chosen = choose_executor(self.routing_seed(ctx, cycle), request_id, attempt, self.candidates(ctx, model), tried)
+        """The executor the routing rule picks, or NOT_FOUND if no other node serves the model."""
+        seed = self.race.seed(ctx, cycle)
+        chosen = choose_executor(seed, request_id, attempt, self.candidates(ctx, model), exclude)
         if chosen is None:
-            raise ChainError(Code.NOT_FOUND, f"no node with voting weight serves {model!r}")
+            raise ChainError(Code.NOT_FOUND, f"no node with voting weight (other than the gateway) serves {model!r}")
         return chosen
 
     def pending_reward(self, ctx: Context, executor: bytes) -> int:
         """nicoin earned by an executor and not yet released."""
         return self.bank.escrow_balance(ctx, NAME, self.reward_escrows.id(executor))
 
-    def _is_session_key(self, auth_key: bytes, developer: bytes) -> bool:
-        """Whether a request is authorized by an API key rather than the developer's own account key."""
-        return address_from_pubkey(auth_key) != developer
-
-    def _check_auth(self, ctx: Context, msg: MsgStartRequest) -> None:
-        key = self.api_keys.get(ctx, msg.auth_key)
-        if self._is_session_key(msg.auth_key, msg.developer) and (key is None or key.developer != msg.developer):
-            raise ChainError(Code.UNAUTHORIZED, "the request is not signed by the developer or its API key")
-        if not PublicKey(msg.auth_key).verify(auth_sign_bytes(msg.auth(ctx.block.chain_id)), msg.auth_signature):
+    def _check_signature(self, ctx: Context, msg: MsgStartRequest) -> None:
+        """A signed request: the developer's own key signed it, for this chain, and it has not expired."""
+        params = self.params.get(ctx)
+        height = ctx.block.height
+        if not height <= msg.expiry_height <= height + params.max_auth_blocks:
+            raise ChainError(
+                Code.INVALID_MESSAGE,
+                f"the signed request expires at {msg.expiry_height}; it must be between {height} "
+                f"and {height + params.max_auth_blocks}",
+            )
+        if address_from_pubkey(msg.signer_key) != msg.developer:
+            raise ChainError(Code.UNAUTHORIZED, "the request is not signed by the developer's key")
+        if not PublicKey(msg.signer_key).verify(auth_sign_bytes(msg.auth(ctx.block.chain_id)), msg.signature):
             raise ChainError(Code.BAD_SIGNATURE, "the request's signature does not verify")
+        if self.requests.has(ctx, msg.request_id) or self.receipts.has(ctx, msg.request_id):
+            raise ChainError(Code.DUPLICATE_REQUEST, "this request id was already used (replayed request)")
 
-    def _spend_key(self, ctx: Context, auth_key: bytes, developer: bytes, amount: Amount) -> None:
-        key = self.api_keys.get(ctx, auth_key)
-        if key is None or not self._is_session_key(auth_key, developer):
-            return
-        if key.remaining < amount:
-            raise ChainError(Code.INSUFFICIENT_FUNDS, f"API key may escrow {key.remaining} more nicoin, needs {amount}")
-        self.api_keys.set(ctx, auth_key, ApiKey(developer, key.remaining - amount))
+    def _charge_key(self, ctx: TxContext, msg: MsgStartRequest, escrow: Amount) -> bytes:
+        """An API-key request: the key is live, this transfer agent is one of its gateways, the limit covers
+        the escrow; count it against the key and return the request id the chain gives it."""
+        key = self.api_keys.get(ctx, msg.api_key_id)
+        if key is None or key.revoked or key.developer != msg.developer:
+            raise ChainError(Code.UNAUTHORIZED, "unknown or revoked API key")
+        if key.expiry_height and ctx.block.height >= key.expiry_height:
+            raise ChainError(Code.UNAUTHORIZED, f"the API key expired at height {key.expiry_height}")
+        if ctx.tx.signer not in key.gateways:
+            raise ChainError(Code.UNAUTHORIZED, "this node is not a gateway of the API key")
+        if key.remaining() < escrow:
+            left = key.remaining()
+            raise ChainError(Code.INSUFFICIENT_FUNDS, f"API key may escrow {left} more nicoin, needs {escrow}")
+        request_id = key_request_id(msg.api_key_id, key.requests)
+        self.key_requests.add(ctx, (msg.api_key_id, Amount(key.requests), request_id))
+        self.api_keys.set(
+            ctx, msg.api_key_id, dataclasses.replace(key, spent=key.spent + escrow, requests=key.requests + 1)
+        )
+        return request_id
 
     def _refund_key(self, ctx: Context, request: Request, amount: Amount) -> None:
-        key = self.api_keys.get(ctx, request.auth_key)
-        if key is not None and self._is_session_key(request.auth_key, request.developer):
-            self.api_keys.set(ctx, request.auth_key, ApiKey(key.developer, key.remaining + amount))
+        """Give an API key back what a request did not spend (never below 0: the limit stays the ceiling)."""
+        key = self.api_keys.get(ctx, request.api_key_id) if request.api_key_id else None
+        if key is not None and key.developer == request.developer:
+            spent = Amount(max(int(key.spent) - int(amount), 0))
+            self.api_keys.set(ctx, request.api_key_id, dataclasses.replace(key, spent=spent))
 
     def _open(self, ctx: Context, request_id: bytes) -> Request:
         request = self.requests.get(ctx, request_id)
@@ -210,6 +251,8 @@ class Keeper(ModuleKeeper):
         """Replace an open request by its receipt."""
         self.requests.remove(ctx, request_id)
         self.expiries.remove(ctx, (request.expiry_height, request_id))
+        retention = self.params.get(ctx).receipt_retention_blocks
+        prune = Amount(max(ctx.block.height + retention, request.auth_expiry + 1))
         receipt = Receipt(
             developer=request.developer,
             executor=request.executor,
@@ -221,42 +264,65 @@ class Keeper(ModuleKeeper):
             cost=cost,
             height=ctx.block.height,
             status=status,
+            api_key_id=request.api_key_id,
+            prune_height=prune,
         )
         self.receipts.set(ctx, request_id, receipt)
+        self.prunes.add(ctx, (prune, request_id))
 
     def handle_serve_models(self, ctx: TxContext, msg: MsgServeModels) -> None:
         """inference/ServeModels: a Race node declares its models and endpoint."""
         self.serve(ctx, ctx.tx.signer, msg.models, msg.endpoint)
 
     def handle_authorize_key(self, ctx: TxContext, msg: MsgAuthorizeKey) -> None:
-        """inference/AuthorizeKey: authorize (or re-limit) an API key for the signer's account."""
-        existing = self.api_keys.get(ctx, msg.key)
+        """inference/AuthorizeKey: authorize an API key for the signer's account, or change its limit, expiry
+        and gateways (what it spent so far still counts)."""
+        existing = self.api_keys.get(ctx, msg.key_id)
         if existing is not None and existing.developer != ctx.tx.signer:
             raise ChainError(Code.UNAUTHORIZED, "this key is authorized for another account")
-        self.api_keys.set(ctx, msg.key, ApiKey(ctx.tx.signer, Amount(msg.spend_limit)))
+        if existing is not None and existing.revoked:
+            raise ChainError(Code.ALREADY_DONE, "this key was revoked; create a new one")
+        if msg.expiry_height and msg.expiry_height <= ctx.block.height:
+            raise ChainError(Code.INVALID_MESSAGE, f"expiry height {msg.expiry_height} has passed")
+        key = ApiKey(
+            developer=ctx.tx.signer,
+            spend_limit=Amount(msg.spend_limit),
+            spent=existing.spent if existing else Amount(0),
+            expiry_height=msg.expiry_height,
+            gateways=tuple(sorted(msg.gateways)),
+            requests=existing.requests if existing else 0,
+            revoked=False,
+        )
+        self.api_keys.set(ctx, msg.key_id, key)
+        self.account_keys.add(ctx, (ctx.tx.signer, msg.key_id))
 
     def handle_revoke_key(self, ctx: TxContext, msg: MsgRevokeKey) -> None:
-        """inference/RevokeKey: remove one of the signer's API keys."""
-        existing = self.api_keys.get(ctx, msg.key)
+        """inference/RevokeKey: stop one of the signer's API keys for good."""
+        existing = self.api_keys.get(ctx, msg.key_id)
         if existing is None or existing.developer != ctx.tx.signer:
             raise ChainError(Code.NOT_FOUND, "no such API key on this account")
-        self.api_keys.remove(ctx, msg.key)
+        if existing.revoked:
+            raise ChainError(Code.ALREADY_DONE, "this key is already revoked")
+        self.api_keys.set(ctx, msg.key_id, dataclasses.replace(existing, revoked=True))
 
-    def handle_start_request(self, ctx: TxContext, msg: MsgStartRequest) -> None:
-        """inference/Start: check the authorization and the executor, escrow the maximum cost."""
+    def handle_start_request(self, ctx: TxContext, msg: MsgStartRequest) -> bytes:
+        """inference/Start: check who pays, escrow the most it can cost, draw the executor; return the request id."""
         params = self.params.get(ctx)
-        if msg.max_tokens > params.max_tokens:
-            raise ChainError(Code.INVALID_MESSAGE, f"max_tokens {msg.max_tokens} is over the limit {params.max_tokens}")
-        if self.requests.has(ctx, msg.request_id) or self.receipts.has(ctx, msg.request_id):
-            raise ChainError(Code.DUPLICATE_REQUEST, "this request id was already used (replayed request)")
+        if msg.max_tokens > params.max_tokens or msg.prompt_tokens > params.max_prompt_tokens:
+            raise ChainError(
+                Code.INVALID_MESSAGE,
+                f"prompt and completion are limited to {params.max_prompt_tokens} and {params.max_tokens} tokens",
+            )
         price = self.price_per_token(ctx, msg.model)
-        self._check_auth(ctx, msg)
-        expected = self.executor_for(ctx, msg.request_id, msg.model, msg.cycle, 0)
-        if msg.executor != expected:
-            raise ChainError(Code.WRONG_EXECUTOR, f"the routing rule picks {encode_address(expected)}")
-        escrow = (msg.prompt_tokens + msg.max_tokens) * price
-        self._spend_key(ctx, msg.auth_key, msg.developer, escrow)
-        self.bank.lock(ctx, msg.developer, NAME, self.request_escrows.id(msg.request_id), escrow)
+        escrow = (Amount(msg.prompt_tokens) + msg.max_tokens) * price
+        cycle, _ = self.routing_seed(ctx)
+        if msg.by_api_key:
+            request_id, auth_expiry = self._charge_key(ctx, msg, escrow), ctx.block.height
+        else:
+            self._check_signature(ctx, msg)
+            request_id, auth_expiry = msg.request_id, msg.expiry_height
+        executor = self.executor_for(ctx, request_id, msg.model, cycle, 0, (ctx.tx.signer,))
+        self.bank.lock(ctx, msg.developer, NAME, self.request_escrows.id(request_id), escrow)
         expiry = Amount(ctx.block.height + params.expiry_blocks)
         request = Request(
             developer=msg.developer,
@@ -267,35 +333,47 @@ class Keeper(ModuleKeeper):
             prompt_hash=msg.prompt_hash,
             price_per_token=price,
             escrow=escrow,
-            auth_key=msg.auth_key,
-            cycle=msg.cycle,
-            executor=msg.executor,
+            api_key_id=msg.api_key_id,
+            auth_expiry=auth_expiry,
+            cycle=cycle,
+            executor=executor,
             attempt=0,
             tried=(),
+            routed_height=ctx.block.height,
             expiry_height=expiry,
         )
-        self.requests.set(ctx, msg.request_id, request)
-        self.expiries.add(ctx, (expiry, msg.request_id))
+        self.requests.set(ctx, request_id, request)
+        self.expiries.add(ctx, (expiry, request_id))
         ctx.emit(
             "inference_start",
-            request_id=msg.request_id.hex(),
-            executor=encode_address(msg.executor),
+            request_id=request_id.hex(),
+            executor=encode_address(executor),
             escrow=str(escrow),
         )
+        return request_id
 
     def handle_reassign_request(self, ctx: TxContext, msg: MsgReassignRequest) -> bytes:
-        """inference/Reassign: move a request to the next executor by the routing rule; return it."""
+        """inference/Reassign: move a request to the next executor by the routing rule; return it.
+
+        Only `reassign_delay_blocks` after the last routing, so the executor that answered has time to
+        settle before a transfer agent could hand its work to another."""
         request = self._open(ctx, msg.request_id)
+        params = self.params.get(ctx)
         if ctx.tx.signer != request.transfer_agent:
             raise ChainError(Code.UNAUTHORIZED, "only the request's transfer agent can reassign it")
+        ready = request.routed_height + params.reassign_delay_blocks
+        if ctx.block.height < ready:
+            raise ChainError(Code.TOO_EARLY, f"the request can be reassigned from height {ready}")
         attempt = request.attempt + 1
-        if attempt >= self.params.get(ctx).max_attempts:
+        if attempt >= params.max_attempts:
             raise ChainError(Code.INVALID_MESSAGE, "no attempts left; the request will expire and be refunded")
         tried = (*request.tried, request.executor)
-        executor = self.executor_for(ctx, msg.request_id, request.model, request.cycle, attempt, tried)
-        self.requests.set(
-            ctx, msg.request_id, dataclasses.replace(request, executor=executor, attempt=attempt, tried=tried)
+        exclude = (*tried, request.transfer_agent)
+        executor = self.executor_for(ctx, msg.request_id, request.model, request.cycle, attempt, exclude)
+        moved = dataclasses.replace(
+            request, executor=executor, attempt=attempt, tried=tried, routed_height=ctx.block.height
         )
+        self.requests.set(ctx, msg.request_id, moved)
         ctx.emit("inference_reassign", request_id=msg.request_id.hex(), executor=encode_address(executor))
         return executor
 
@@ -327,6 +405,23 @@ class Keeper(ModuleKeeper):
         for _, request_id in self.expiries.keys(ctx, (ctx.block.height,)):
             with isolated(ctx, NAME, f"expiry of request {request_id.hex()}") as item:
                 self._expire_one(item, request_id)
+
+    def prune(self, ctx: Context) -> None:
+        """Drop the receipts (and API-key list entries) whose retention ends at this height (L9)."""
+        for _, request_id in self.prunes.keys(ctx, (ctx.block.height,)):
+            with isolated(ctx, NAME, f"pruning of receipt {request_id.hex()}") as item:
+                self._prune_one(item, request_id)
+
+    def _prune_one(self, ctx: Context, request_id: bytes) -> None:
+        receipt = self.receipts.get(ctx, request_id)
+        self.prunes.remove(ctx, (ctx.block.height, request_id))
+        if receipt is None:
+            return
+        self.receipts.remove(ctx, request_id)
+        if receipt.api_key_id:
+            numbers = [n for _, n, r in self.key_requests.keys(ctx, (receipt.api_key_id,)) if r == request_id]
+            for number in numbers:
+                self.key_requests.remove(ctx, (receipt.api_key_id, number, request_id))
 
     def _expire_one(self, ctx: Context, request_id: bytes) -> None:
         request = self._open(ctx, request_id)
@@ -388,9 +483,22 @@ class Keeper(ModuleKeeper):
         """An executor's pending reward."""
         return PendingReward(address, self.pending_reward(ctx, address))
 
-    def query_apikey(self, ctx: Context, key: bytes) -> ApiKey | None:
-        """An API key's account and remaining spend (None if unknown or revoked)."""
-        return self.api_keys.get(ctx, key)
+    def query_apikey(self, ctx: Context, key_id: bytes) -> ApiKey | None:
+        """An API key's record by its id (None if it was never authorized)."""
+        return self.api_keys.get(ctx, key_id)
+
+    def query_apikeys(self, ctx: Context, account: bytes) -> ApiKeys:
+        """Every API key an account has authorized, revoked ones included."""
+        ids = [key_id for _, key_id in self.account_keys.keys(ctx, (account,))]
+        return ApiKeys(tuple(ApiKeyInfo(i, k) for i in ids if (k := self.api_keys.get(ctx, i)) is not None))
+
+    def query_key_requests(self, ctx: Context, key_id: bytes) -> KeyRequests:
+        """The requests charged to an API key whose records are kept, oldest first."""
+        found = [
+            KeyRequest(r, self.requests.get(ctx, r), self.receipts.get(ctx, r))
+            for _, _, r in self.key_requests.keys(ctx, (key_id,))
+        ]
+        return KeyRequests(tuple(found))
 
 
 class InferenceModule(Module[Keeper, InferenceGenesis]):
@@ -413,6 +521,8 @@ class InferenceModule(Module[Keeper, InferenceGenesis]):
         REQUEST: Keeper.query_request,
         PENDING: Keeper.query_pending,
         APIKEY: Keeper.query_apikey,
+        APIKEYS: Keeper.query_apikeys,
+        KEY_REQUESTS: Keeper.query_key_requests,
     }
 
     def init_genesis(self, ctx: Context, state: InferenceGenesis) -> None:
@@ -424,12 +534,16 @@ class InferenceModule(Module[Keeper, InferenceGenesis]):
         for server in state.servers:
             k.serve(ctx, server.address, server.models, server.endpoint)
         for entry in state.api_keys:
-            k.api_keys.set(ctx, entry.key, ApiKey(entry.developer, Amount(entry.remaining)))
+            k.api_keys.set(ctx, entry.id, entry.key)
+            k.account_keys.add(ctx, (entry.key.developer, entry.id))
+        for listed in state.key_requests:
+            k.key_requests.add(ctx, (listed.key_id, Amount(listed.number), listed.request_id))
         for open_request in state.requests:
             k.requests.set(ctx, open_request.id, open_request.request)
             k.expiries.add(ctx, (open_request.request.expiry_height, open_request.id))
         for closed in state.receipts:
             k.receipts.set(ctx, closed.id, closed.receipt)
+            k.prunes.add(ctx, (closed.receipt.prune_height, closed.id))
 
     def export_genesis(self, ctx: Context) -> InferenceGenesis:
         """Everything init_genesis loads."""
@@ -438,14 +552,16 @@ class InferenceModule(Module[Keeper, InferenceGenesis]):
             params=k.params.get(ctx),
             models=tuple(ModelEntry(m, u) for m, u in k.models.items(ctx)),
             servers=tuple(ServerEntry(a, s.models, s.endpoint) for a, s in k.serving.items(ctx)),
-            api_keys=tuple(ApiKeyEntry(key, a.developer, a.remaining) for key, a in k.api_keys.items(ctx)),
+            api_keys=tuple(ApiKeyInfo(i, key) for i, key in k.api_keys.items(ctx)),
+            key_requests=tuple(KeyRequestEntry(i, n, r) for i, n, r in k.key_requests.keys(ctx)),
             requests=tuple(RequestEntry(i, r) for i, r in k.requests.items(ctx)),
             receipts=tuple(ReceiptEntry(i, r) for i, r in k.receipts.items(ctx)),
         )
 
     def end_block(self, ctx: Context) -> None:
-        """Refund expired requests."""
+        """Refund expired requests, then prune old receipts."""
         self.keeper.expire(ctx)
+        self.keeper.prune(ctx)
 
     def invariants(self) -> Mapping[str, Invariant]:
         """escrows: every request escrow is backed by its open request, and the other way round."""

@@ -6,9 +6,12 @@ the escrow and the outcome.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from racenet.chain.codec import encode
 from racenet.chain.errors import ChainError, Code
@@ -17,20 +20,35 @@ from racenet.chain.query import ADDRESS_ARG, HEX_ARG, NO_ARG, TEXT_ARG, optional
 from racenet.chain.scalars import Address, Amount
 
 AUTH_DOMAIN = b"racenet/inference/v1\x00"
+API_KEY_DOMAIN = b"racenet/api-key/v1\x00"
+KEY_REQUEST_DOMAIN = b"racenet/api-key-request/v1\x00"
 MAX_MODELS = 16
+MAX_GATEWAYS = 8
+MAX_SPEND_LIMIT = 10**18
+"""The largest API-key spend limit (10**9 icon): far below u64, so no sum of escrows and refunds overflows."""
 
 
 @dataclass(frozen=True)
 class Params:
-    """Pricing v1 and request limits.
+    """Pricing v1, request limits and retention.
 
     Price per token = `unit_price` (nicoin per unit of compute) × the model's units per token.
+    A signed request names an expiry height at most `max_auth_blocks` ahead; a transfer agent
+    may move a request to another executor only `reassign_delay_blocks` after it was routed;
+    receipts are kept `receipt_retention_blocks` after a request closes (and at least until its
+    signature expired, so its id can never be replayed). `allow_private_endpoints` admits
+    loopback and private executor endpoints: for a devnet only.
     """
 
     unit_price: Amount = Amount(1_000)
     max_tokens: int = 2_048
+    max_prompt_tokens: int = 32_768
     expiry_blocks: int = 30
     max_attempts: int = 3
+    max_auth_blocks: int = 600
+    reassign_delay_blocks: int = 2
+    receipt_retention_blocks: int = 100_000
+    allow_private_endpoints: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,92 +60,164 @@ class MsgServeModels(Msg):
     endpoint: str
 
     def validate(self) -> None:
-        """At most 16 short model names and an http(s) endpoint."""
+        """At most 16 short model names and an http(s) endpoint with a host and no query or fragment."""
         if len(self.models) > MAX_MODELS or any(not 0 < len(m) <= 128 for m in self.models):
             raise ChainError(Code.INVALID_MESSAGE, f"serve 0 to {MAX_MODELS} models with names of 1-128 chars")
-        if not self.endpoint.startswith(("http://", "https://")) or len(self.endpoint) > 256:
-            raise ChainError(Code.INVALID_MESSAGE, "endpoint must be an http(s) URL of at most 256 chars")
+        check_endpoint_form(self.endpoint)
 
 
-@dataclass(frozen=True)
+def check_endpoint_form(url: str) -> None:
+    """An executor endpoint is `http(s)://host[:port][/path]`: no user info, query or fragment (SSRF, L1)."""
+    if len(url) > 256 or not url.isascii() or not url.isprintable() or " " in url:
+        raise ChainError(Code.INVALID_MESSAGE, "endpoint must be a printable ASCII URL of at most 256 chars")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise ChainError(Code.INVALID_MESSAGE, f"endpoint is not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ChainError(Code.INVALID_MESSAGE, "endpoint must be an http(s) URL with a host")
+    if parts.query or parts.fragment or "?" in url or "#" in url or "@" in parts.netloc:
+        raise ChainError(Code.INVALID_MESSAGE, "endpoint must not carry user info, a query or a fragment")
+
+
+def is_private_host(host: str) -> bool:
+    """Whether a host names this machine or a private network: loopback, private, link-local, `localhost`."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        ip = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return not ip.is_global or ip.is_multicast
+
+
+@dataclass(frozen=True, kw_only=True)
 class MsgAuthorizeKey(Msg):
-    """Let an API key (an ed25519 session key) start requests paid from the signer's account."""
+    """Authorize (or re-scope) an API key to start requests paid from the signer's account.
+
+    The key is a bearer secret that only its user and the gateways it names ever see; the chain
+    holds its id, `api_key_id(secret)`.
+    """
 
     TYPE: ClassVar[str] = "inference/AuthorizeKey"
-    key: bytes
+    key_id: bytes
     spend_limit: int
+    expiry_height: int
+    gateways: tuple[bytes, ...]
 
     def validate(self) -> None:
-        """A 32-byte key and a positive limit."""
-        if len(self.key) != 32 or self.spend_limit <= 0:
-            raise ChainError(Code.INVALID_MESSAGE, "an API key is a 32-byte public key with a positive spend limit")
+        """A 32-byte id, a limit in (0, MAX_SPEND_LIMIT], and 1 to 8 distinct gateway addresses."""
+        if len(self.key_id) != 32:
+            raise ChainError(Code.INVALID_MESSAGE, "an API key id is 32 bytes")
+        if not 0 < self.spend_limit <= MAX_SPEND_LIMIT:
+            raise ChainError(Code.INVALID_MESSAGE, f"spend limit must be between 1 and {MAX_SPEND_LIMIT} nicoin")
+        gateways = set(self.gateways)
+        if not 0 < len(self.gateways) <= MAX_GATEWAYS or len(gateways) != len(self.gateways):
+            raise ChainError(Code.INVALID_MESSAGE, f"name 1 to {MAX_GATEWAYS} distinct gateway nodes")
+        if any(len(g) != 20 for g in gateways):
+            raise ChainError(Code.INVALID_MESSAGE, "gateways are 20-byte node addresses")
 
 
 @dataclass(frozen=True)
 class MsgRevokeKey(Msg):
-    """Withdraw an API key's authorization."""
+    """Withdraw an API key's authorization for good (its id can never be authorized again)."""
 
     TYPE: ClassVar[str] = "inference/RevokeKey"
-    key: bytes
+    key_id: bytes
+
+    def validate(self) -> None:
+        """A 32-byte id."""
+        if len(self.key_id) != 32:
+            raise ChainError(Code.INVALID_MESSAGE, "an API key id is 32 bytes")
+
+
+def api_key_id(secret: bytes) -> bytes:
+    """The on-chain id of an API key secret: a domain-tagged SHA-256, so the secret never reaches the chain."""
+    return hashlib.sha256(API_KEY_DOMAIN + secret).digest()
+
+
+def key_request_id(key_id: bytes, number: int) -> bytes:
+    """The id of the `number`-th request charged to an API key: derived by the chain, chosen by nobody."""
+    return hashlib.sha256(KEY_REQUEST_DOMAIN + key_id + number.to_bytes(8, "big")).digest()
 
 
 @dataclass(frozen=True, kw_only=True)
 class RequestAuth:
-    """What the developer (or its API key) signs to pay for one request.
+    """What a developer signs with its account key to pay for one request.
 
-    `prompt_hash` is the SHA-256 of the exact HTTP request body, so a client signs without a
-    tokenizer; the transfer agent declares the prompt's token count.
+    Everything the charge depends on: the prompt's token count, the completion budget, the model,
+    the exact body (`prompt_hash`, SHA-256 of the HTTP body), a last height and the chain. So the
+    most the developer can be charged is (prompt_tokens + max_tokens) × the model's price.
     """
 
     chain_id: str
     request_id: bytes
     developer: bytes
     model: str
+    prompt_tokens: int
     max_tokens: int
     prompt_hash: bytes
+    expiry_height: int
 
 
 def auth_sign_bytes(auth: RequestAuth) -> bytes:
-    """The bytes a developer key or API key signs for a request."""
+    """The bytes a developer key signs for a request."""
     return AUTH_DOMAIN + encode(auth)
 
 
 @dataclass(frozen=True, kw_only=True)
 class MsgStartRequest(Msg):
-    """A transfer agent opens a request: escrow from the developer, executor by the routing rule."""
+    """A transfer agent opens a request: escrow from the developer, executor drawn by the chain.
+
+    Paid either by a developer's signature (`request_id`, `expiry_height`, `signer_key`,
+    `signature` set; `api_key_id` empty) or by an API key this transfer agent is a gateway of
+    (`api_key_id` set, the rest empty: the chain numbers the key's requests).
+    """
 
     TYPE: ClassVar[str] = "inference/Start"
+    WORK: ClassVar[int] = 2
     request_id: bytes
     developer: bytes
     model: str
     prompt_tokens: int
     max_tokens: int
     prompt_hash: bytes
-    cycle: int
-    executor: bytes
-    auth_key: bytes
-    auth_signature: bytes
+    expiry_height: int
+    signer_key: bytes
+    signature: bytes
+    api_key_id: bytes
+
+    @property
+    def by_api_key(self) -> bool:
+        """Whether an API key pays (else the developer's signature)."""
+        return bool(self.api_key_id)
 
     def validate(self) -> None:
-        """Field sizes and a non-empty completion budget."""
-        if len(self.request_id) != 32 or len(self.prompt_hash) != 32:
-            raise ChainError(Code.INVALID_MESSAGE, "request id and prompt hash are 32 bytes")
-        if len(self.developer) != 20 or len(self.executor) != 20:
-            raise ChainError(Code.INVALID_MESSAGE, "developer and executor are 20-byte addresses")
-        if len(self.auth_key) != 32 or len(self.auth_signature) != 64:
-            raise ChainError(Code.INVALID_MESSAGE, "authorization is a 32-byte key and a 64-byte signature")
+        """Field sizes, one way of paying, and a non-empty completion budget."""
+        if len(self.prompt_hash) != 32 or len(self.developer) != 20:
+            raise ChainError(Code.INVALID_MESSAGE, "prompt hash is 32 bytes and developer a 20-byte address")
+        signed = (len(self.request_id), len(self.signer_key), len(self.signature), len(self.api_key_id))
+        if signed not in ((32, 32, 64, 0), (0, 0, 0, 32)) or (self.by_api_key and self.expiry_height):
+            raise ChainError(
+                Code.INVALID_MESSAGE,
+                "pay by signature (32-byte request id and key, 64-byte signature, expiry) or by a 32-byte API key id",
+            )
         if self.max_tokens < 1:
             raise ChainError(Code.INVALID_MESSAGE, "max_tokens must be at least 1")
 
     def auth(self, chain_id: str) -> RequestAuth:
-        """The authorization this message carries a signature for."""
+        """The authorization a signed request carries a signature for."""
         return RequestAuth(
             chain_id=chain_id,
             request_id=self.request_id,
             developer=self.developer,
             model=self.model,
+            prompt_tokens=self.prompt_tokens,
             max_tokens=self.max_tokens,
             prompt_hash=self.prompt_hash,
+            expiry_height=self.expiry_height,
         )
 
 
@@ -136,7 +226,13 @@ class MsgReassignRequest(Msg):
     """The request's transfer agent moves it to the next executor after the current one failed."""
 
     TYPE: ClassVar[str] = "inference/Reassign"
+    WORK: ClassVar[int] = 1
     request_id: bytes
+
+    def validate(self) -> None:
+        """A 32-byte request id."""
+        if len(self.request_id) != 32:
+            raise ChainError(Code.INVALID_MESSAGE, "a request id is 32 bytes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,9 +245,9 @@ class MsgFinishRequest(Msg):
     response_hash: bytes
 
     def validate(self) -> None:
-        """A 32-byte response hash."""
-        if len(self.response_hash) != 32:
-            raise ChainError(Code.INVALID_MESSAGE, "response hash is 32 bytes")
+        """A 32-byte request id and response hash."""
+        if len(self.request_id) != 32 or len(self.response_hash) != 32:
+            raise ChainError(Code.INVALID_MESSAGE, "request id and response hash are 32 bytes")
 
 
 @dataclass(frozen=True)
@@ -174,11 +270,13 @@ class Request:
     prompt_hash: bytes
     price_per_token: Amount
     escrow: Amount
-    auth_key: bytes
+    api_key_id: bytes
+    auth_expiry: int
     cycle: int
     executor: Address
     attempt: int
     tried: tuple[Address, ...]
+    routed_height: int
     expiry_height: int
 
 
@@ -203,14 +301,60 @@ class Receipt:
     cost: Amount
     height: int
     status: ReceiptStatus
+    api_key_id: bytes
+    prune_height: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiKey:
+    """An API key: whose account pays, its limit and what it has spent, its expiry, gateways and request count.
+
+    `spent` is what open and finished requests have escrowed minus their refunds, never below 0, so
+    a refund can never raise what the key may spend above its limit. A revoked key stays revoked.
+    """
+
+    developer: Address
+    spend_limit: Amount
+    spent: Amount
+    expiry_height: int
+    gateways: tuple[Address, ...]
+    requests: int
+    revoked: bool
+
+    def remaining(self) -> int:
+        """nicoin the key may still escrow."""
+        return max(int(self.spend_limit) - int(self.spent), 0)
 
 
 @dataclass(frozen=True)
-class ApiKey:
-    """An authorized API key: whose account pays and how much it may still escrow."""
+class ApiKeyInfo:
+    """An API key's id and record."""
 
-    developer: Address
-    remaining: Amount
+    id: bytes
+    key: ApiKey
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    """The API keys of an account."""
+
+    keys: tuple[ApiKeyInfo, ...]
+
+
+@dataclass(frozen=True)
+class KeyRequest:
+    """A request charged to an API key: its id, and its open record or its receipt."""
+
+    id: bytes
+    request: Request | None
+    receipt: Receipt | None
+
+
+@dataclass(frozen=True)
+class KeyRequests:
+    """The requests charged to an API key whose records are still kept, oldest first."""
+
+    requests: tuple[KeyRequest, ...]
 
 
 @dataclass(frozen=True)
@@ -279,12 +423,12 @@ class ServerEntry:
 
 
 @dataclass(frozen=True)
-class ApiKeyEntry:
-    """An authorized API key."""
+class KeyRequestEntry:
+    """A request id charged to an API key, in the order the key's requests were made."""
 
-    key: bytes
-    developer: Address
-    remaining: int
+    key_id: bytes
+    number: int
+    request_id: bytes
 
 
 @dataclass(frozen=True)
@@ -305,12 +449,13 @@ class ReceiptEntry:
 
 @dataclass(frozen=True)
 class InferenceGenesis(GenesisState):
-    """Params, models, servers, API keys, open requests and receipts."""
+    """Params, models, servers, API keys with their request lists, open requests and receipts."""
 
     params: Params = Params()
     models: tuple[ModelEntry, ...] = ()
     servers: tuple[ServerEntry, ...] = ()
-    api_keys: tuple[ApiKeyEntry, ...] = ()
+    api_keys: tuple[ApiKeyInfo, ...] = ()
+    key_requests: tuple[KeyRequestEntry, ...] = ()
     requests: tuple[RequestEntry, ...] = ()
     receipts: tuple[ReceiptEntry, ...] = ()
 
@@ -330,3 +475,5 @@ SERVERS = query("inference/servers", TEXT_ARG, Servers)
 REQUEST = optional_query("inference/request", HEX_ARG, RequestInfo)
 PENDING = query("inference/pending", ADDRESS_ARG, PendingReward)
 APIKEY = optional_query("inference/apikey", HEX_ARG, ApiKey)
+APIKEYS = query("inference/apikeys", ADDRESS_ARG, ApiKeys)
+KEY_REQUESTS = query("inference/key_requests", HEX_ARG, KeyRequests)

@@ -22,7 +22,7 @@ class Schedule:
 
     def cycle(self, height: int) -> int:
         """The cycle a block height belongs to."""
-        return max(height - self.start, 0) // self.length
+        return max(height - int(self.start), 0) // self.length
 
     def cycle_start(self, cycle: int) -> int:
         """First height of a cycle (its race seed is fixed there)."""
