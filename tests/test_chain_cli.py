@@ -102,3 +102,53 @@ def test_node_register_and_rewards_against_a_running_node(tmp_path: Path) -> Non
     finally:
         node.send_signal(signal.SIGTERM)
         node.wait(timeout=30)
+
+
+def test_api_key_create_list_show_revoke_against_a_running_node(tmp_path: Path) -> None:
+    """H2/L2: `racenet api-key` creates a bearer secret whose id alone goes on chain, bound to the named gateway;
+    list and show read it back (nothing charged yet); revoke is final; bad input is a one-line error."""
+    import json
+    import signal
+
+    from mnemonic import Mnemonic
+
+    from racenet.chain.modules.inference import api_key_id
+    from racenet.crypto.address import encode_address
+    from racenet.crypto.keyring import Keyring
+    from racenet.node.client import ChainClient
+    from tests.chain import genesis_for, key
+    from tests.test_crash import free_port, start_node, wait_until_serving
+
+    owner, gateway = key(7), key(8)
+    (tmp_path / "config").mkdir()
+    genesis_for([owner]).save(tmp_path / "config" / "genesis.json")
+    Keyring(tmp_path / "keyring").import_mnemonic("owner", Mnemonic("english").to_mnemonic(owner.seed), "")
+    port = free_port()
+    node = start_node(tmp_path, port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(ChainClient(url), 1)
+        args = ["--home", str(tmp_path), "--node", url]
+        gateway_address = encode_address(gateway.public_key.address)
+        created = run(
+            "api-key", "create", *args, "--from", "owner", "--limit", "2icon", "--gateway", gateway_address, "--json"
+        )
+        assert created.exit_code == 0, created.output
+        doc = json.loads(created.stdout)
+        token = doc["api_key"]
+        assert token.startswith("rk-") and doc["id"] == api_key_id(bytes.fromhex(token[3:])).hex()
+        assert doc["gateways"] == [gateway_address]
+        listed = json.loads(run("api-key", "list", *args, "--from", "owner", "--json").stdout)
+        assert [k["id"] for k in listed["keys"]] == [doc["id"]]
+        assert listed["keys"][0]["key"]["spend_limit"] == 2 * 10**9
+        shown = json.loads(run("api-key", "show", "--node", url, token, "--json").stdout)
+        assert (shown["key"]["revoked"], shown["requests"]) == (False, [])
+        assert token[3:] not in json.dumps(shown), "the secret never reaches the chain"
+        assert run("api-key", "revoke", *args, "--from", "owner", token).exit_code == 0
+        assert json.loads(run("api-key", "show", "--node", url, doc["id"], "--json").stdout)["key"]["revoked"]
+        assert_error(run("api-key", "revoke", *args, "--from", "owner", token), "already revoked")
+        assert_error(run("api-key", "show", "--node", url, "rk-zz"), "invalid API key")
+        assert_error(run("api-key", "create", *args, "--from", "owner", "--gateway", "race1nothing"), "gateway")
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.wait(timeout=30)
