@@ -19,6 +19,7 @@ from racenet.chain.modules.bank.module import FEE_COLLECTOR
 from racenet.chain.modules.validators import MsgSetPower
 from racenet.chain.tx import AnyMsg, SignedTx, TxBody, build_tx, sign_bytes
 from racenet.chain.types import BlockRequest
+from racenet.crypto.keys import PrivateKey
 from tests.chain import CHAIN_ID, FEE, GENESIS_TIME, INITIAL_BALANCE, Chain, genesis_for, key
 
 ALICE, BOB, MALLORY = key(1), key(2), key(3)
@@ -229,3 +230,41 @@ def test_proposals_carry_only_decodable_transactions(chain: Chain) -> None:
     assert proposal.txs == (good,)
     assert chain.app.process_proposal(proposal)
     assert not chain.app.process_proposal(replace(proposal, txs=(good, b"junk")))
+
+
+def test_garbage_is_neither_decoded_nor_cached_before_its_signature(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """H5 (security review): on 480aad9 CheckTx decoded every message of a transaction and cached it before the
+    signature was checked: about 0.78 MB kept and 44 ms spent per free 64 KiB garbage transaction. Now a
+    transaction's messages are decoded only after its signature verified, and only verified ones are cached."""
+    from racenet.chain.module import Msg
+    from racenet.chain.tx import decode_messages
+
+    decoded: list[int] = []
+
+    def counting(tx: SignedTx, registry: dict[str, type[Msg]]) -> tuple[Msg, ...]:
+        decoded.append(len(tx.body.msgs))
+        return decode_messages(tx, registry)
+
+    monkeypatch.setattr("racenet.chain.app.decode_messages", counting)
+    sends = [MsgSend(PrivateKey.generate().public_key.address, 1) for _ in range(AuthParams().max_msgs_per_tx)]
+    for _ in range(20):
+        forged = _other_signer(build_tx(ALICE, CHAIN_ID, 0, FEE, sends, memo="x" * 200))
+        assert chain.app.check_tx(forged).code == Code.BAD_SIGNATURE
+    assert decoded == [] and chain.app.verified_cache.entries == {}
+    assert chain.app.check_tx(build_tx(ALICE, CHAIN_ID, 0, FEE, sends)).code == 0
+    assert decoded == [len(sends)] and len(chain.app.verified_cache.entries) == 1
+
+
+def test_fees_grow_with_bytes_and_messages(chain: Chain) -> None:
+    """H6 (security review): on 480aad9 a 64 KiB transaction of 1,950 transfers paid the same flat 1,000 nicoin
+    as one transfer. Now each transaction carries at most `max_msgs_per_tx` messages and pays per byte and per
+    message: the fee that passes for one transfer is refused for 64."""
+    one = [TO_BOB]
+    many = [MsgSend(PrivateKey.generate().public_key.address, 1) for _ in range(AuthParams().max_msgs_per_tx)]
+    least = _least_fee(one)
+    assert chain.app.check_tx(build_tx(ALICE, CHAIN_ID, 0, least, many)).code == Code.INSUFFICIENT_FEE
+    assert chain.app.check_tx(build_tx(ALICE, CHAIN_ID, 0, least, one)).code == 0
+    size = len(build_tx(ALICE, CHAIN_ID, 0, FEE, many))
+    assert BankParams().required_fee(size, [0] * len(many)) > 20 * least

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from racenet.chain.codec import DecodeError, decode, encode
@@ -107,7 +107,7 @@ def tx_hash(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
-def build_tx(key: PrivateKey, chain_id: str, sequence: int, fee: int, msgs: list[Msg], memo: str = "") -> bytes:
+def build_tx(key: PrivateKey, chain_id: str, sequence: int, fee: int, msgs: Sequence[Msg], memo: str = "") -> bytes:
     """Encode and sign a transaction carrying `msgs`."""
     body = TxBody(chain_id, sequence, fee, memo, tuple(AnyMsg(m.TYPE, encode(m)) for m in msgs))
     pub = key.public_key.raw

@@ -151,6 +151,7 @@ def create_app(agent: TransferAgent, executor: Executor, limits: Limits = DEFAUL
 
     @app.post("/racenet/v1/execute", include_in_schema=False)
     async def execute(request: Request) -> StreamingResponse:
+        per_ip.take(client_ip(request))  # M9/H3: the executor's checks are cheap, and bounded per peer too
         raw = await read_limited_body(request, limits.max_body_bytes)
         headers = {k.lower(): v for k, v in request.headers.items()}
         job = await run_in_threadpool(executor.authorize, raw, headers)

@@ -23,7 +23,7 @@ class Params:
 
     min_fee: Amount = Amount(1_000)
     fee_per_byte: Amount = Amount(2)
-    fee_per_message: Amount = Amount(200)
+    fee_per_message: Amount = Amount(1_000)
     fee_per_work: Amount = Amount(100)
 
     def required_fee(self, tx_bytes: int, work: Sequence[int]) -> Amount:
