@@ -234,6 +234,7 @@ class World:
             chain_id=CHAIN_ID,
             request_id=request_id,
             developer=DEV.public_key.address,
+            transfer_agent=TA.public_key.address,
             model=MODEL,
             prompt_tokens=n0,
             max_tokens=n1,

@@ -99,14 +99,16 @@ class InferenceChain(Chain):
         developer: PrivateKey = DEV,
         signer: PrivateKey | None = None,
         expiry_height: int | None = None,
+        agent: PrivateKey = TA,
     ) -> MsgStartRequest:
-        """A Start signed by `signer` (the developer by default) for `developer`."""
+        """A Start signed by `signer` (the developer by default) for `developer`, to be sent by `agent`."""
         request_id = hashlib.sha256(f"request {n}".encode()).digest()
         expiry = self.app.height + 10 if expiry_height is None else expiry_height
         auth = RequestAuth(
             chain_id=CHAIN_ID,
             request_id=request_id,
             developer=developer.public_key.address,
+            transfer_agent=agent.public_key.address,
             model=MODEL,
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
@@ -261,6 +263,44 @@ def test_an_old_signed_request_cannot_be_opened_later(chain: InferenceChain) -> 
     assert [r.code for r in results] == [0, Code.TOO_EARLY]
 
 
+def test_a_signed_start_copied_from_the_mempool_is_refused(chain: InferenceChain) -> None:
+    """Review of the H1 fix: the developer signs the transfer agent it hands the request to, so a node that copies
+    the Start out of a mempool cannot open it in its own name (and so route it, reassign it or refuse it)."""
+    start = chain.start_msg(23)
+    assert chain.run(NODES[0], start)[0] == Code.BAD_SIGNATURE
+    assert chain.run(TA, start)[0] == 0
+
+
+def test_an_earlier_executor_that_answered_is_paid_after_a_reassign(chain: InferenceChain) -> None:
+    """Review of the H1 fix: a transfer agent that reassigns while the first executor is still answering cannot
+    take that work unpaid: any executor the request was routed to may finish it, and the first Finish is paid."""
+    start = chain.start_msg(24)
+    assert chain.run(TA, start)[0] == 0
+    first = chain.request(start.request_id).executor
+    chain.block()
+    assert chain.run(TA, MsgReassignRequest(start.request_id))[0] == 0
+    assert chain.run(chain.node(first), finish(start.request_id, 5))[0] == 0
+    assert chain.pending(first) == (20 + 5) * PRICE
+    receipt = chain.app.inference.keeper.receipts.get(chain.app.read_context(), start.request_id)
+    assert receipt is not None and receipt.executor == first
+
+
+def test_a_signed_request_cannot_take_an_api_key_request_id(chain: InferenceChain) -> None:
+    """Review of the H2 fix: API-key request ids are predictable, so a signed request could claim the next one
+    first and merge escrows. The key's request skips a taken id, and every escrow keeps its own request."""
+    key_id = api_key_id(b"collide")
+    assert chain.run(DEV, authorize(key_id, 10**12))[0] == 0
+    taken = key_request_id(key_id, 0)
+    squatter = replace(chain.start_msg(25, developer=STRANGER), request_id=taken)
+    auth = replace(squatter.auth(CHAIN_ID, TA.public_key.address), request_id=taken)
+    squatter = replace(squatter, signature=STRANGER.sign(auth_sign_bytes(auth)))
+    assert chain.run(TA, squatter)[0] == 0
+    assert chain.run(TA, key_start(key_id))[0] == 0
+    assert chain.request(taken).developer == STRANGER.public_key.address
+    assert chain.request(key_request_id(key_id, 1)).api_key_id == key_id
+    assert chain.api_key(key_id).requests == 2
+
+
 def test_replayed_request_is_rejected(chain: InferenceChain) -> None:
     start = chain.start_msg(3)
     assert chain.run(TA, start)[0] == 0
@@ -290,7 +330,8 @@ def test_reassign_waits_and_moves_to_another_executor(chain: InferenceChain) -> 
     assert request.executor == chain.app.inference.keeper.executor_for(
         chain.app.read_context(), start.request_id, MODEL, request.cycle, 1, (first, TA.public_key.address)
     )
-    assert chain.run(chain.node(first), finish(start.request_id, 1))[0] == Code.UNAUTHORIZED
+    stranger = next(k for k in NODES if k.public_key.address not in (first, request.executor))
+    assert chain.run(stranger, finish(start.request_id, 1))[0] == Code.UNAUTHORIZED
     assert chain.run(chain.node(request.executor), finish(start.request_id, 1))[0] == 0
 
 
@@ -302,7 +343,7 @@ def test_the_transfer_agent_is_never_its_own_requests_executor(chain: InferenceC
     assert chain.run(DEV, authorize(key_id, 10**15, (gateway,)))[0] == 0
     executors = set()
     for n in range(30):
-        signed = chain.start_msg(100 + n)
+        signed = chain.start_msg(100 + n, agent=gateway)
         txs = [chain.tx(gateway, key_start(key_id)), chain.tx(gateway, signed)]
         assert [r.code for r in chain.block(*txs).tx_results] == [0, 0]
         for request_id in (key_request_id(key_id, n), signed.request_id):
@@ -384,6 +425,10 @@ def test_refunds_never_raise_a_key_above_its_limit(chain: InferenceChain) -> Non
         "http://user@example.com",
         "ftp://example.com",
         "http:///nohost",
+        "http://127.1:8080",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://0/",
     ],
 )
 def test_executor_endpoints_must_be_public_urls(tmp_path: Path, endpoint: str) -> None:

@@ -211,7 +211,7 @@ class App:
         """Decode and charge one transaction in `branch` (its messages do not run)."""
         try:
             self._verified(Context(store=branch, block=env), raw)
-        except ChainError:
+        except Exception:  # a ChainError, or a bug (logged when the block runs it): either way not proposable
             return False
         return True
 
@@ -264,6 +264,9 @@ class App:
             verified, signer = self._verified(ante, raw)
         except ChainError as e:
             return _rejected(e)
+        except Exception:
+            log.exception("decoding or the ante checks raised an unexpected error; rejected")
+            return _rejected(ChainError(Code.INTERNAL, "internal error"))
         msgs_branch = Branch(ante_branch)
         ctx = TxContext(store=msgs_branch, block=env, tx=TxEnv(signer, verified.tx.pub_key), events=ante.events)
         try:

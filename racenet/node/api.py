@@ -135,7 +135,7 @@ def create_app(agent: TransferAgent, executor: Executor, limits: Limits = DEFAUL
             if stream:
                 usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 events = agent.forward(opened)
-                first = await run_in_threadpool(next, events)
+                first = await run_in_threadpool(_first_event, events)
                 response = SlotStreamingResponse(
                     _sse(opened, generation.model, logprobs, usage, itertools.chain([first], events)),
                     slot,
@@ -158,6 +158,13 @@ def create_app(agent: TransferAgent, executor: Executor, limits: Limits = DEFAUL
         return StreamingResponse(executor.execute(job), media_type="application/x-ndjson")
 
     return app
+
+
+def _first_event(events: Iterator[GenerationEvent]) -> GenerationEvent:
+    """The stream's first event; a 502 if the executor's stream ended before it sent one."""
+    for event in events:
+        return event
+    raise ApiError(502, "the executor sent an empty answer", "server_error", "executor_failed")
 
 
 def _sse(

@@ -41,6 +41,8 @@ from racenet.node.sender import TxSender
 log = logging.getLogger(__name__)
 
 FORWARD_DOMAIN = b"racenet/forward/v1\x00"
+EXPIRY_MARGIN_BLOCKS = 3
+"""An executor refuses a request that expires within this many blocks: its Finish would come too late."""
 
 
 @dataclass(frozen=True)
@@ -122,16 +124,12 @@ class Executor:
     def authorize(self, raw: bytes, headers: Mapping[str, str]) -> Job:
         """Check a forward against the chain before any work; ApiError (nothing generated) if it fails."""
         request_id, signer = self._forward_signer(raw, headers)
+        job = self._check_on_chain(raw, request_id, signer)
         with self.active_lock:
             if request_id in self.claimed or self.executed(request_id):
                 raise ApiError(409, "this request was already served", code="already_served")
             self.claimed.add(request_id)
-        try:
-            return self._check_on_chain(raw, request_id, signer)
-        except BaseException:
-            with self.active_lock:
-                self.claimed.discard(request_id)
-            raise
+        return job
 
     def _forward_signer(self, raw: bytes, headers: Mapping[str, str]) -> tuple[bytes, bytes]:
         """(request id, transfer agent address) of a forward signed for this executor and chain."""
@@ -153,6 +151,8 @@ class Executor:
         request = None if record is None else record.request
         if request is None or request.executor != self.address or request.transfer_agent != signer:
             raise ApiError(403, "no committed request routes this forward to this executor", "permission_error")
+        if self.client.height() + EXPIRY_MARGIN_BLOCKS >= request.expiry_height:
+            raise ApiError(409, "the request expires before an answer could be settled", code="too_late")
         if hashlib.sha256(raw).digest() != request.prompt_hash:
             raise ApiError(409, "the forwarded body is not the one the request was opened for", code="body_mismatch")
         _, generation, _ = parse_request(raw)

@@ -1,8 +1,9 @@
 """Signed requests: call a node's API with your account key instead of an API key.
 
-The signature covers the chain id, a fresh request id, your address, the model, the prompt's
-token count, max_tokens, the SHA-256 of the exact body bytes and a last block height, so nobody
-can replay, redirect, alter or overcharge the request: the most it can cost is
+The signature covers the chain id, a fresh request id, your address, the node you send it to
+(its account: `GET <node API>/racenet/v1/node`), the model, the prompt's token count, max_tokens,
+the SHA-256 of the exact body bytes and a last block height, so nobody can replay, redirect, alter
+or overcharge the request: the most it can cost is
 (prompt_tokens + max_tokens) × the model's price. Count the prompt's tokens with the model's own
 tokenizer (`prompt_token_count`), as the executor does before it generates.
 """
@@ -34,6 +35,7 @@ def request_auth(
     developer: bytes,
     model: str,
     *,
+    transfer_agent: bytes,
     prompt_tokens: int,
     max_tokens: int,
     body: bytes,
@@ -44,6 +46,7 @@ def request_auth(
         chain_id=chain_id,
         request_id=request_id,
         developer=developer,
+        transfer_agent=transfer_agent,
         model=model,
         prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
@@ -63,12 +66,13 @@ def signed_headers(
     chain_id: str,
     body: bytes,
     *,
+    transfer_agent: bytes,
     prompt_tokens: int,
     expiry_height: int,
     request_id: bytes | None = None,
 ) -> dict[str, str]:
-    """HTTP headers that authorize `body` (a chat completion request) to be paid from `key`'s account
-    until block `expiry_height`."""
+    """HTTP headers that authorize `body` (a chat completion request), sent to the node whose account is
+    `transfer_agent`, to be paid from `key`'s account until block `expiry_height`."""
     doc = json.loads(body)
     request_id = request_id or os.urandom(32)
     max_tokens = int(doc.get("max_completion_tokens", doc.get("max_tokens", DEFAULT_MAX_TOKENS)))
@@ -77,6 +81,7 @@ def signed_headers(
         request_id,
         key.public_key.address,
         str(doc["model"]),
+        transfer_agent=transfer_agent,
         prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
         body=body,

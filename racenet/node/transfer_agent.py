@@ -136,7 +136,10 @@ class TransferAgent:
         if payer.budget < request.max_tokens * price:
             message = "the account cannot cover max_tokens at this model's price"
             raise ApiError(402, message, "insufficient_quota", "insufficient_quota")
-        prompt_tokens = len(self.backend.tokenize_chat(request.messages, model=request.model))
+        try:
+            prompt_tokens = len(self.backend.tokenize_chat(request.messages, model=request.model))
+        except ValueError as e:
+            raise ApiError(503, f"this node cannot count tokens for {request.model}: {e}", "server_error") from e
         if payer.signature and prompt_tokens != payer.prompt_tokens:
             raise ApiError(
                 400,
@@ -211,7 +214,7 @@ class TransferAgent:
             fields = {name: headers[header] for name, header in SIGNED_HEADERS.items()}
             request_id, pub = bytes.fromhex(fields["request_id"]), bytes.fromhex(fields["public_key"])
             signature = bytes.fromhex(fields["signature"])
-            prompt_tokens, expiry = int(fields["prompt_tokens"]), int(fields["expiry_height"])
+            prompt_tokens, expiry = _u63(fields["prompt_tokens"]), _u63(fields["expiry_height"])
             developer = PublicKey(pub).address
         except (KeyError, ValueError):
             raise ApiError(
@@ -228,6 +231,7 @@ class TransferAgent:
             request_id,
             developer,
             request.model,
+            transfer_agent=self.sender.key.public_key.address,
             prompt_tokens=prompt_tokens,
             max_tokens=request.max_tokens,
             body=raw,
@@ -272,7 +276,7 @@ class TransferAgent:
                     if line:
                         started = True
                         yield event_from_json(json.loads(line))
-        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, KeyError, TypeError) as e:
             if started:
                 raise ApiError(502, f"the executor failed mid-answer: {e}", "server_error", "executor_failed") from e
             raise _NoAnswer(str(e)) from e
@@ -294,6 +298,14 @@ class TransferAgent:
             raise ApiError(503, f"could not re-route the request: {e}", "server_error", "no_executor") from e
         opened.endpoints = moved.endpoints
         return moved.executor
+
+
+def _u63(text: str) -> int:
+    """A header's non-negative integer below 2**63; ValueError otherwise."""
+    value = int(text)
+    if not 0 <= value < 2**63:
+        raise ValueError(text)
+    return value
 
 
 def _rejection(e: TxRejected) -> ApiError:

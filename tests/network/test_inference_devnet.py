@@ -188,13 +188,21 @@ def signed_request(
     dev: PrivateKey,
     body: dict[str, Any],
     request_id: bytes,
+    agent: bytes,
     corrupt: bool = False,
 ) -> tuple[bytes, dict[str, str]]:
+    """A request `dev` signs for the node whose account is `agent`."""
     raw = json.dumps(body).encode()
     count = prompt_token_count(tokenizer, raw)
     expiry = chain.height() + 200
     headers = signed_headers(
-        dev, chain.chain_id(), raw, prompt_tokens=count, expiry_height=expiry, request_id=request_id
+        dev,
+        chain.chain_id(),
+        raw,
+        transfer_agent=agent,
+        prompt_tokens=count,
+        expiry_height=expiry,
+        request_id=request_id,
     )
     if corrupt:
         headers["x-racenet-signature"] = bytes(64).hex()
@@ -211,13 +219,18 @@ def test_bad_requests_get_openai_errors_and_leave_no_escrow(
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
     key = api_key(net, chain, developer, "dev")
     bearer = {"content-type": "application/json", "authorization": f"Bearer {key}"}
+    node0 = decode_address(net.state.nodes[0].account)
     poor = PrivateKey(hashlib.sha256(b"poor developer").digest())
     cases = [
         (b"{not json", bearer, 400, "invalid_request_error"),
         (json.dumps({**body, "model": "gpt-9"}).encode(), bearer, 404, "invalid_request_error"),
         (json.dumps({**body, "max_tokens": 100_000}).encode(), bearer, 400, "invalid_request_error"),
-        (*signed_request(chain, tokenizer, developer, body, os.urandom(32), corrupt=True), 401, "authentication_error"),
-        (*signed_request(chain, tokenizer, poor, body, os.urandom(32)), 402, "insufficient_quota"),
+        (
+            *signed_request(chain, tokenizer, developer, body, os.urandom(32), node0, corrupt=True),
+            401,
+            "authentication_error",
+        ),
+        (*signed_request(chain, tokenizer, poor, body, os.urandom(32), node0), 402, "insufficient_quota"),
         (json.dumps(body).encode(), {"content-type": "application/json"}, 401, "authentication_error"),
     ]
     for raw, headers, status, error_type in cases:
@@ -226,7 +239,7 @@ def test_bad_requests_get_openai_errors_and_leave_no_escrow(
         assert response.json()["error"]["type"] == error_type
 
     request_id = os.urandom(32)
-    raw, headers = signed_request(chain, tokenizer, developer, body, request_id)
+    raw, headers = signed_request(chain, tokenizer, developer, body, request_id, node0)
     assert post(net, raw, headers).status_code == 200
     replay = post(net, raw, headers)
     assert (replay.status_code, replay.json()["error"]["code"]) == (409, "duplicate_request")
@@ -248,7 +261,7 @@ def test_dead_executor_is_routed_around(
     victim = next(n for n in net.state.nodes if n.account == encode_address(executor))
     stop_process(victim.processes["node"], timeout=10, hard=True)
     try:
-        raw, headers = signed_request(chain, tokenizer, developer, body, request_id)
+        raw, headers = signed_request(chain, tokenizer, developer, body, request_id, agent)
         response = post(net, raw, headers, node=entry)
         assert response.status_code == 200, response.text
         record = wait_for("the rerouted request to settle", lambda: finished(chain, request_id.hex()), timeout=90)
@@ -272,7 +285,7 @@ def test_a_forward_whose_body_differs_from_the_signed_one_is_refused_and_refunde
     TxSender(chain, faucet).send([MsgSend(agent.public_key.address, 10**9)])
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 4}
     request_id = os.urandom(32)
-    raw, headers = signed_request(chain, tokenizer, developer, body, request_id)
+    raw, headers = signed_request(chain, tokenizer, developer, body, request_id, agent.public_key.address)
     before = balance(chain, developer.public_key.address)
     start = MsgStartRequest(
         request_id=request_id,

@@ -94,6 +94,8 @@ from racenet.crypto.address import address_from_pubkey, encode_address
 from racenet.crypto.keys import PublicKey
 
 NAME = "inference"
+MAX_KEY_ID_SKIPS = 64
+"""How many taken ids an API-key request skips before it is refused (each taken one cost its taker a Start)."""
 
 
 class BankKeeper(Protocol):
@@ -187,8 +189,8 @@ class Keeper(ModuleKeeper):
         """nicoin earned by an executor and not yet released."""
         return self.bank.escrow_balance(ctx, NAME, self.reward_escrows.id(executor))
 
-    def _check_signature(self, ctx: Context, msg: MsgStartRequest) -> None:
-        """A signed request: the developer's own key signed it, for this chain, and it has not expired."""
+    def _check_signature(self, ctx: TxContext, msg: MsgStartRequest) -> None:
+        """A signed request: the developer's own key signed it, for this chain and this transfer agent, unexpired."""
         params = self.params.get(ctx)
         height = ctx.block.height
         if not height <= msg.expiry_height <= height + params.max_auth_blocks:
@@ -199,14 +201,15 @@ class Keeper(ModuleKeeper):
             )
         if address_from_pubkey(msg.signer_key) != msg.developer:
             raise ChainError(Code.UNAUTHORIZED, "the request is not signed by the developer's key")
-        if not PublicKey(msg.signer_key).verify(auth_sign_bytes(msg.auth(ctx.block.chain_id)), msg.signature):
-            raise ChainError(Code.BAD_SIGNATURE, "the request's signature does not verify")
+        signed = auth_sign_bytes(msg.auth(ctx.block.chain_id, ctx.tx.signer))
+        if not PublicKey(msg.signer_key).verify(signed, msg.signature):
+            raise ChainError(Code.BAD_SIGNATURE, "the request's signature does not verify (for this transfer agent)")
         if self.requests.has(ctx, msg.request_id) or self.receipts.has(ctx, msg.request_id):
             raise ChainError(Code.DUPLICATE_REQUEST, "this request id was already used (replayed request)")
 
-    def _charge_key(self, ctx: TxContext, msg: MsgStartRequest, escrow: Amount) -> bytes:
+    def _charge_key(self, ctx: TxContext, msg: MsgStartRequest, escrow: Amount) -> tuple[bytes, int]:
         """An API-key request: the key is live, this transfer agent is one of its gateways, the limit covers
-        the escrow; count it against the key and return the request id the chain gives it."""
+        the escrow; count it against the key and return the request id the chain gives it, and its number."""
         key = self.api_keys.get(ctx, msg.api_key_id)
         if key is None or key.revoked or key.developer != msg.developer:
             raise ChainError(Code.UNAUTHORIZED, "unknown or revoked API key")
@@ -217,12 +220,18 @@ class Keeper(ModuleKeeper):
         if key.remaining() < escrow:
             left = key.remaining()
             raise ChainError(Code.INSUFFICIENT_FUNDS, f"API key may escrow {left} more nicoin, needs {escrow}")
-        request_id = key_request_id(msg.api_key_id, key.requests)
-        self.key_requests.add(ctx, (msg.api_key_id, Amount(key.requests), request_id))
-        self.api_keys.set(
-            ctx, msg.api_key_id, dataclasses.replace(key, spent=key.spent + escrow, requests=key.requests + 1)
-        )
-        return request_id
+        number, request_id = self._free_key_request(ctx, msg.api_key_id, key.requests)
+        self.key_requests.add(ctx, (msg.api_key_id, Amount(number), request_id))
+        self.api_keys.set(ctx, msg.api_key_id, dataclasses.replace(key, spent=key.spent + escrow, requests=number + 1))
+        return request_id, number
+
+    def _free_key_request(self, ctx: Context, key_id: bytes, first: int) -> tuple[int, bytes]:
+        """The key's next request number whose id nobody took (a signed request may claim a predictable id)."""
+        for number in range(first, first + MAX_KEY_ID_SKIPS):
+            request_id = key_request_id(key_id, number)
+            if not (self.requests.has(ctx, request_id) or self.receipts.has(ctx, request_id)):
+                return number, request_id
+        raise ChainError(Code.DUPLICATE_REQUEST, f"the API key's next {MAX_KEY_ID_SKIPS} request ids are taken")
 
     def _refund_key(self, ctx: Context, request: Request, amount: Amount) -> None:
         """Give an API key back what a request did not spend (never below 0: the limit stays the ceiling)."""
@@ -265,6 +274,7 @@ class Keeper(ModuleKeeper):
             height=ctx.block.height,
             status=status,
             api_key_id=request.api_key_id,
+            key_number=request.key_number,
             prune_height=prune,
         )
         self.receipts.set(ctx, request_id, receipt)
@@ -317,10 +327,10 @@ class Keeper(ModuleKeeper):
         escrow = (Amount(msg.prompt_tokens) + msg.max_tokens) * price
         cycle, _ = self.routing_seed(ctx)
         if msg.by_api_key:
-            request_id, auth_expiry = self._charge_key(ctx, msg, escrow), ctx.block.height
+            (request_id, key_number), auth_expiry = self._charge_key(ctx, msg, escrow), ctx.block.height
         else:
             self._check_signature(ctx, msg)
-            request_id, auth_expiry = msg.request_id, msg.expiry_height
+            request_id, key_number, auth_expiry = msg.request_id, 0, msg.expiry_height
         executor = self.executor_for(ctx, request_id, msg.model, cycle, 0, (ctx.tx.signer,))
         self.bank.lock(ctx, msg.developer, NAME, self.request_escrows.id(request_id), escrow)
         expiry = Amount(ctx.block.height + params.expiry_blocks)
@@ -334,6 +344,7 @@ class Keeper(ModuleKeeper):
             price_per_token=price,
             escrow=escrow,
             api_key_id=msg.api_key_id,
+            key_number=key_number,
             auth_expiry=auth_expiry,
             cycle=cycle,
             executor=executor,
@@ -378,10 +389,14 @@ class Keeper(ModuleKeeper):
         return executor
 
     def handle_finish_request(self, ctx: TxContext, msg: MsgFinishRequest) -> None:
-        """inference/Finish: charge the actual cost to the executor's pending reward and refund the rest."""
+        """inference/Finish: charge the actual cost to the finishing executor's pending reward, refund the rest.
+
+        An earlier executor of a reassigned request may finish it too (it may have answered while the
+        transfer agent moved the request): the first Finish is paid, so a reassign cannot take its work."""
         request = self._open(ctx, msg.request_id)
-        if ctx.tx.signer != request.executor:
-            raise ChainError(Code.UNAUTHORIZED, "only the request's executor can finish it")
+        if ctx.tx.signer != request.executor and ctx.tx.signer not in request.tried:
+            raise ChainError(Code.UNAUTHORIZED, "only an executor the request was routed to can finish it")
+        request = dataclasses.replace(request, executor=ctx.tx.signer)
         if msg.completion_tokens > request.max_tokens:
             raise ChainError(Code.INVALID_MESSAGE, f"completion_tokens exceeds max_tokens {request.max_tokens}")
         cost = (request.prompt_tokens + msg.completion_tokens) * request.price_per_token
@@ -419,9 +434,7 @@ class Keeper(ModuleKeeper):
             return
         self.receipts.remove(ctx, request_id)
         if receipt.api_key_id:
-            numbers = [n for _, n, r in self.key_requests.keys(ctx, (receipt.api_key_id,)) if r == request_id]
-            for number in numbers:
-                self.key_requests.remove(ctx, (receipt.api_key_id, number, request_id))
+            self.key_requests.remove(ctx, (receipt.api_key_id, Amount(receipt.key_number), request_id))
 
     def _expire_one(self, ctx: Context, request_id: bytes) -> None:
         request = self._open(ctx, request_id)

@@ -82,14 +82,15 @@ def check_endpoint_form(url: str) -> None:
 
 
 def is_private_host(host: str) -> bool:
-    """Whether a host names this machine or a private network: loopback, private, link-local, `localhost`."""
+    """Whether a host names this machine or a private network: loopback, private, link-local, `localhost`, or
+    a numeric form resolvers read as an address (a real host name's last label starts with a letter)."""
     name = host.lower().rstrip(".")
     if name == "localhost" or name.endswith((".localhost", ".local", ".internal")):
         return True
     try:
         ip = ipaddress.ip_address(name.strip("[]"))
     except ValueError:
-        return False
+        return not name.rsplit(".", 1)[-1][:1].isalpha()  # `127.1`, `2130706433`, `0x7f000001`: numeric forms
     return not ip.is_global or ip.is_multicast
 
 
@@ -148,13 +149,16 @@ class RequestAuth:
     """What a developer signs with its account key to pay for one request.
 
     Everything the charge depends on: the prompt's token count, the completion budget, the model,
-    the exact body (`prompt_hash`, SHA-256 of the HTTP body), a last height and the chain. So the
-    most the developer can be charged is (prompt_tokens + max_tokens) × the model's price.
+    the exact body (`prompt_hash`, SHA-256 of the HTTP body), a last height, the chain, and the
+    node the developer hands it to (`transfer_agent`: nobody who copies the Start from a mempool
+    can open it in their own name). So the most the developer can be charged is
+    (prompt_tokens + max_tokens) × the model's price.
     """
 
     chain_id: str
     request_id: bytes
     developer: bytes
+    transfer_agent: bytes
     model: str
     prompt_tokens: int
     max_tokens: int
@@ -207,12 +211,13 @@ class MsgStartRequest(Msg):
         if self.max_tokens < 1:
             raise ChainError(Code.INVALID_MESSAGE, "max_tokens must be at least 1")
 
-    def auth(self, chain_id: str) -> RequestAuth:
-        """The authorization a signed request carries a signature for."""
+    def auth(self, chain_id: str, transfer_agent: bytes) -> RequestAuth:
+        """The authorization a signed request carries a signature for, if `transfer_agent` sends it."""
         return RequestAuth(
             chain_id=chain_id,
             request_id=self.request_id,
             developer=self.developer,
+            transfer_agent=transfer_agent,
             model=self.model,
             prompt_tokens=self.prompt_tokens,
             max_tokens=self.max_tokens,
@@ -271,6 +276,7 @@ class Request:
     price_per_token: Amount
     escrow: Amount
     api_key_id: bytes
+    key_number: int
     auth_expiry: int
     cycle: int
     executor: Address
@@ -302,6 +308,7 @@ class Receipt:
     height: int
     status: ReceiptStatus
     api_key_id: bytes
+    key_number: int
     prune_height: int
 
 
