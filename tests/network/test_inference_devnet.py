@@ -209,6 +209,14 @@ def signed_request(
     return raw, headers
 
 
+def serving(url: str) -> bool:
+    """Whether a node's API answers its health check."""
+    try:
+        return httpx.get(url + "/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def post(net: Devnet, raw: bytes, headers: dict[str, str], node: int = 0) -> httpx.Response:
     return httpx.post(net.state.nodes[node].api_url + "/v1/chat/completions", content=raw, headers=headers, timeout=180)
 
@@ -306,6 +314,7 @@ def test_a_forward_whose_body_differs_from_the_signed_one_is_refused_and_refunde
     endpoint = next(s.endpoint for s in chain.query(inference.SERVERS, MODEL).servers if s.address == executor)
     escrow = record.request.escrow
     assert balance(chain, developer.public_key.address) == before - escrow
+    wait_for("the executor's API (restarted by the previous test)", partial(serving, endpoint), timeout=120)
     other = json.dumps({**body, "messages": [{"role": "user", "content": "Write a long essay."}]}).encode()
     longer = json.dumps({**body, "max_tokens": 64}).encode()
     for forged in (other, longer):
