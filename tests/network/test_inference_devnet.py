@@ -209,6 +209,15 @@ def signed_request(
     return raw, headers
 
 
+def entry_with_spares(net: Devnet, chain: ChainClient) -> int | None:
+    """A node to enter at such that, besides it, two serving nodes have weight (one to kill, one to reroute to)."""
+    weighted = {s.address for s in chain.query(inference.SERVERS, MODEL).servers if s.weight > 0}
+    for index, node in enumerate(net.state.nodes):
+        if len(weighted - {decode_address(node.account)}) >= 2:
+            return index
+    return None
+
+
 def serving(url: str) -> bool:
     """Whether a node's API answers its health check."""
     try:
@@ -260,9 +269,11 @@ def test_dead_executor_is_routed_around(
 ) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 4}
     request_id = os.urandom(32)
+    entry = wait_for(
+        "two weighted executors besides the entry node", partial(entry_with_spares, net, chain), timeout=180
+    )
     seed = chain.query(race.CYCLE).race_seed
     servers = chain.query(inference.SERVERS, MODEL).servers
-    entry = 0
     agent = decode_address(net.state.nodes[entry].account)
     executor = choose_executor(seed, request_id, 0, [(s.address, s.weight) for s in servers], (agent,))
     assert executor is not None and executor != agent, "the chain never routes a request to its transfer agent"
