@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from mnemonic import Mnemonic
 
 from racenet.chain.genesis import load_genesis
 from racenet.chain.modules.bank import Balance
+from racenet.chain.modules.inference import api_key_id
 from racenet.cli.main import cli
-from racenet.crypto.address import decode_address
+from racenet.crypto.address import decode_address, encode_address
+from racenet.crypto.keyring import Keyring
+from racenet.crypto.keys import PrivateKey
+from racenet.node.client import ChainClient
+from tests.chain import genesis_for, key
+from tests.test_crash import free_port, start_node, wait_until_serving
 
 
 def run(*args: str) -> Result:
@@ -65,32 +77,31 @@ def test_tx_send_with_unknown_key(tmp_path: Path) -> None:
     assert_error(result, "ghost")
 
 
+@contextmanager
+def running_node(home: Path, owner: PrivateKey, name: str) -> Iterator[str]:
+    """A node of a one-account chain at `home`, with `owner` in its keyring as `name`; yields its RPC URL."""
+    (home / "config").mkdir()
+    genesis_for([owner]).save(home / "config" / "genesis.json")
+    Keyring(home / "keyring").import_mnemonic(name, Mnemonic("english").to_mnemonic(owner.seed), "")
+    port = free_port()
+    node = start_node(home, port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(ChainClient(url), 1)
+        yield url
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.wait(timeout=30)
+
+
 def test_node_register_and_rewards_against_a_running_node(tmp_path: Path) -> None:
     """A provider joins the Race with its validator key and sees its (zero) pending rewards."""
-    import base64
-    import json
-    import signal
-
-    from mnemonic import Mnemonic
-
-    from racenet.crypto.keyring import Keyring
-    from racenet.node.client import ChainClient
-    from tests.chain import genesis_for, key
-    from tests.test_crash import free_port, start_node, wait_until_serving
-
     provider, validator = key(5), key(6)
-    (tmp_path / "config").mkdir()
-    genesis_for([provider]).save(tmp_path / "config" / "genesis.json")
-    Keyring(tmp_path / "keyring").import_mnemonic("provider", Mnemonic("english").to_mnemonic(provider.seed), "")
     cometbft = tmp_path / "cometbft"
     (cometbft / "config").mkdir(parents=True)
     pub = {"type": "tendermint/PubKeyEd25519", "value": base64.b64encode(validator.public_key.raw).decode()}
     (cometbft / "config" / "priv_validator_key.json").write_text(json.dumps({"pub_key": pub}))
-    port = free_port()
-    node = start_node(tmp_path, port)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_serving(ChainClient(url), 1)
+    with running_node(tmp_path, provider, "provider") as url:
         args = ["--home", str(tmp_path), "--node", url]
         result = run("node", "register", *args, "--key", "provider", "--cometbft-home", str(cometbft))
         assert result.exit_code == 0, result.output
@@ -99,35 +110,13 @@ def test_node_register_and_rewards_against_a_running_node(tmp_path: Path) -> Non
         assert_error(run("node", "register", *args, "--key", "provider", "--cometbft-home", str(cometbft)), "already")
         rewards = json.loads(run("query", "rewards", *args, "provider", "--json").stdout)
         assert rewards["amount"] == 0
-    finally:
-        node.send_signal(signal.SIGTERM)
-        node.wait(timeout=30)
 
 
 def test_api_key_create_list_show_revoke_against_a_running_node(tmp_path: Path) -> None:
     """H2/L2: `racenet api-key` creates a bearer secret whose id alone goes on chain, bound to the named gateway;
     list and show read it back (nothing charged yet); revoke is final; bad input is a one-line error."""
-    import json
-    import signal
-
-    from mnemonic import Mnemonic
-
-    from racenet.chain.modules.inference import api_key_id
-    from racenet.crypto.address import encode_address
-    from racenet.crypto.keyring import Keyring
-    from racenet.node.client import ChainClient
-    from tests.chain import genesis_for, key
-    from tests.test_crash import free_port, start_node, wait_until_serving
-
     owner, gateway = key(7), key(8)
-    (tmp_path / "config").mkdir()
-    genesis_for([owner]).save(tmp_path / "config" / "genesis.json")
-    Keyring(tmp_path / "keyring").import_mnemonic("owner", Mnemonic("english").to_mnemonic(owner.seed), "")
-    port = free_port()
-    node = start_node(tmp_path, port)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_serving(ChainClient(url), 1)
+    with running_node(tmp_path, owner, "owner") as url:
         args = ["--home", str(tmp_path), "--node", url]
         gateway_address = encode_address(gateway.public_key.address)
         created = run(
@@ -149,6 +138,3 @@ def test_api_key_create_list_show_revoke_against_a_running_node(tmp_path: Path) 
         assert_error(run("api-key", "revoke", *args, "--from", "owner", token), "already revoked")
         assert_error(run("api-key", "show", "--node", url, "rk-zz"), "invalid API key")
         assert_error(run("api-key", "create", *args, "--from", "owner", "--gateway", "race1nothing"), "gateway")
-    finally:
-        node.send_signal(signal.SIGTERM)
-        node.wait(timeout=30)
