@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/chain_tps.py
 	$(BIN)/python bench/abci_roundtrip.py
 	$(BIN)/python bench/race.py
+	$(BIN)/python bench/prescreen.py
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/backend.py
 

@@ -2,10 +2,12 @@
 the model backend directly in the same process, on the same prompts, in the same run.
 
 First it runs the prompts on the backend in this process (nothing else running). Then it starts a
-1-validator devnet (its node daemon has the same torch threads; its Race miner runs at a 5% budget
-and yields while a request runs), creates an API key for the faucet, and sends the same greedy
-requests with the official `openai` client. Ends with
-`RESULT tokens_per_s=<n> direct_tokens_per_s=<n> ratio=<x> p50_ms=<n> p95_ms=<n>`.
+2-validator devnet (each node daemon has the same torch threads; its Race miner runs at a 5% budget
+and yields while a request runs; one node is the transfer agent, the other executes), creates an API
+key for the faucet, and sends the same greedy requests with the official `openai` client. Ends with
+`RESULT tokens_per_s=<n> direct_tokens_per_s=<n> ratio=<x> p50_ms=<n> p95_ms=<n> ttft_p50_ms=<n>
+route_wait_ms=<n> direct_token_ms=<n>`: streamed time to first token, and what the beacon adds to it —
+the executor is drawn from the beacon round signed after the Start's block, so routing waits one block.
 
     python bench/inference.py [--requests 8] [--max-tokens 64]
 """
@@ -83,6 +85,36 @@ def run_api(client: openai.OpenAI, prompts: list[str], max_tokens: int) -> tuple
     return tokens, sum(latencies), latencies
 
 
+def run_ttft(client: openai.OpenAI, prompts: list[str], max_tokens: int) -> list[float]:
+    """Seconds to the first streamed token through the node's API, per request."""
+    firsts = []
+    for prompt in prompts:
+        started = time.perf_counter()
+        stream = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=max_tokens,
+            temperature=0,
+            stream=True,
+        )
+        first = None
+        for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - started
+        firsts.append(first if first is not None else time.perf_counter() - started)
+    return firsts
+
+
+def block_interval(rpc: str, seconds: float = 10.0) -> float:
+    """The chain's mean block interval in seconds, measured over `seconds`."""
+    from racenet.node.client import ChainClient
+
+    with ChainClient(rpc) as chain:
+        start_height, started = chain.height(), time.monotonic()
+        time.sleep(seconds)
+        return (time.monotonic() - started) / max(chain.height() - start_height, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=8)
@@ -104,9 +136,9 @@ def main() -> None:
             "--dir",
             str(net),
             "--validators",
-            "1",
+            "2",  # the chain never routes a request to its own transfer agent: one more node executes
             "--compute-budgets",
-            "0.05",
+            "0.05,0.05",
             "--base-port",
             str(args.base_port),
         )
@@ -119,6 +151,8 @@ def main() -> None:
             client = openai.OpenAI(base_url=status["api"] + "/v1", api_key=key, timeout=300, max_retries=0)
             run_api(client, prompts[:1], 8)
             api = run_api(client, prompts, args.max_tokens)
+            ttft = run_ttft(client, prompts, args.max_tokens)
+            block_s = block_interval(status["rpc"])
         finally:
             racenet("devnet", "down", "--dir", str(net))
     direct_tps, api_tps = direct[0] / direct[1], api[0] / api[1]
@@ -132,9 +166,15 @@ def main() -> None:
         f"API (TA→exec)  : {api[0]} tokens in {api[1]:.1f}s = {api_tps:.1f} tokens/s, p50 {p50:.0f} ms, "
         f"p95 {p95:.0f} ms, mean {statistics.mean(api[2]) * 1000:.0f} ms"
     )
+    ttft_p50, direct_first = percentile(ttft, 0.5) * 1000, percentile(direct[2], 0.5) * 1000 / args.max_tokens
+    print(
+        f"time to first token (stream): p50 {ttft_p50:.0f} ms; of it, waiting for the executor draw's beacon round "
+        f"(one block after the Start's) costs one block interval, {block_s * 1000:.0f} ms here"
+    )
     print(
         f"RESULT tokens_per_s={api_tps:.2f} direct_tokens_per_s={direct_tps:.2f} ratio={api_tps / direct_tps:.3f} "
-        f"p50_ms={p50:.0f} p95_ms={p95:.0f}"
+        f"p50_ms={p50:.0f} p95_ms={p95:.0f} ttft_p50_ms={ttft_p50:.0f} route_wait_ms={block_s * 1000:.0f} "
+        f"direct_token_ms={direct_first:.0f}"
     )
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from racenet.node.client import ChainClient
 from racenet.node.embedded import EmbeddedNode, RpcError
 from racenet.node.executor import settlement_thread_name
 from racenet.node.rpc_server import dispatch, dispatch_jsonrpc
+from tests.chain import beacon_validators, with_beacon
 
 CHAIN_URL = "http://chain.test"
 WORDS = ("red", " green", " blue", " yellow", " black", " white")
@@ -48,10 +50,12 @@ class FakeChain:
 
     def __init__(self, home: Path, genesis: Genesis) -> None:
         (home / "config").mkdir(parents=True)
+        genesis = with_beacon(genesis)
         genesis.save(home / "config" / "genesis.json")
-        self.node = EmbeddedNode(home)
+        self.node = EmbeddedNode(home, validators=beacon_validators(genesis))
         self.transport = httpx.MockTransport(self.handle)
         self.broadcasts = 0
+        self.held = False
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         """Answer one RPC request as `racenet.node.rpc_server` would."""
@@ -67,12 +71,22 @@ class FakeChain:
             self.broadcasts += 1
             return dispatch_jsonrpc(self.node, json.loads(request.content))
         params = dict(request.url.params)
+        if request.url.path == "/abci_query" and "inference/request" in params.get("path", ""):
+            self._route_pending()
         if request.url.path == "/tx":
             try:
                 return dispatch(self.node, "/tx", params)
             except RpcError:
+                if self.held:
+                    raise
                 self.node.produce_block()
         return dispatch(self.node, request.url.path, params)
+
+    def _route_pending(self) -> None:
+        """A transfer agent polls for its request's routing: let a block pass while any request is unrouted."""
+        app = self.node.app
+        if app.inference.keeper.unrouted.keys(app.read_context()):
+            self.node.produce_block()
 
     def client(self) -> ChainClient:
         """A client of this chain."""
@@ -85,6 +99,20 @@ class FakeChain:
     def block(self) -> None:
         """Produce the next block from the mempool."""
         self.node.produce_block()
+
+    @contextmanager
+    def holding_blocks(self) -> Iterator[None]:
+        """While inside, waiting for a transaction makes no block: several senders' transactions can share one."""
+        self.held = True
+        try:
+            yield
+        finally:
+            self.held = False
+
+    def until_beacon(self) -> None:
+        """Produce blocks until the beacon has recorded its first round (requests can be routed)."""
+        while not self.node.app.beacon.keeper.latest.get(self.node.app.read_context()):
+            self.node.produce_block()
 
     def until(self, height: int) -> None:
         """Produce blocks until `height` is committed."""
@@ -134,6 +162,8 @@ class Executors:
     def __init__(self) -> None:
         self.apps: dict[str, TestClient] = {}
         self.down: set[str] = set()
+        self.refuse_next = False
+        """Take down whichever executor is forwarded to next (the chain picks it, unpredictably)."""
         self.transport = httpx.MockTransport(self.handle)
 
     def add(self, host: str, app: FastAPI) -> None:
@@ -143,6 +173,9 @@ class Executors:
     def handle(self, request: httpx.Request) -> httpx.Response:
         """Pass a request to the host's app, or fail to connect like a dead node."""
         host = request.url.host
+        if self.refuse_next and request.url.path.endswith("/execute"):
+            self.refuse_next = False
+            self.down.add(host)
         if host in self.down or host not in self.apps:
             raise httpx.ConnectError(f"{host} is unreachable", request=request)
         answer = self.apps[host].request(

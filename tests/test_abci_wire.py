@@ -31,8 +31,11 @@ from racenet.abci.server import (
 )
 from racenet.chain.codec import encode_uvarint
 from racenet.chain.types import (
+    NO_COMMIT,
     BlockRequest,
     Event,
+    ExtendedCommit,
+    ExtendedVote,
     FinalizeBlockResult,
     InfoResult,
     InitChainRequest,
@@ -164,8 +167,11 @@ class FakeApp:
         self._enter("check_tx")
         return TxResult(code=0 if tx else 7, log="ok" if tx else "empty")
 
-    def prepare_proposal(self, req: BlockRequest, max_tx_bytes: int) -> tuple[bytes, ...]:
+    def prepare_proposal(
+        self, req: BlockRequest, max_tx_bytes: int, last_commit: ExtendedCommit = NO_COMMIT
+    ) -> tuple[bytes, ...]:
         self._enter("prepare_proposal")
+        self.last_commit = last_commit
         return tuple(tx for tx in req.txs if len(tx) <= max_tx_bytes)
 
     def process_proposal(self, req: BlockRequest) -> bool:
@@ -183,6 +189,14 @@ class FakeApp:
     def commit(self) -> int:
         self._enter("commit")
         return 0
+
+    def extend_vote(self, height: int, txs: tuple[bytes, ...]) -> bytes:
+        self._enter("extend_vote")
+        return b"ext@%d:%d" % (height, len(txs))
+
+    def verify_vote_extension(self, extension: bytes) -> bool:
+        self._enter("verify_vote_extension")
+        return extension != b"bad"
 
     def query(self, path: str, data: bytes, height: int = 0) -> QueryResult:
         self._enter("query")
@@ -338,6 +352,26 @@ def test_block_lifecycle() -> None:
                 )
             )
             assert list(prepare.prepare_proposal.txs) == [b"abc"]
+            assert app.last_commit == ExtendedCommit()
+
+            vote = pb.ExtendedVoteInfo(
+                validator=pb.Validator(address=b"v" * 20, power=3), vote_extension=b"e", extension_signature=b"s" * 64
+            )
+            last = pb.ExtendedCommitInfo(round=2, votes=[vote, pb.ExtendedVoteInfo(validator=pb.Validator())])
+            await client.call(
+                pb.Request(prepare_proposal=pb.RequestPrepareProposal(max_tx_bytes=9, local_last_commit=last))
+            )
+            assert app.last_commit == ExtendedCommit(2, (ExtendedVote(b"v" * 20, b"e", b"s" * 64),))
+            extend = await client.call(pb.Request(extend_vote=pb.RequestExtendVote(height=2, txs=[b"t"])))
+            assert extend.extend_vote.vote_extension == b"ext@2:1"
+            for extension, status in (
+                (b"ok", pb.ResponseVerifyVoteExtension.ACCEPT),
+                (b"bad", pb.ResponseVerifyVoteExtension.REJECT),
+            ):
+                verify = await client.call(
+                    pb.Request(verify_vote_extension=pb.RequestVerifyVoteExtension(height=2, vote_extension=extension))
+                )
+                assert verify.verify_vote_extension.status == status
 
             process = await client.call(pb.Request(process_proposal=pb.RequestProcessProposal(txs=[b"bad"], height=1)))
             assert process.process_proposal.status == pb.ResponseProcessProposal.REJECT
@@ -364,6 +398,10 @@ def test_block_lifecycle() -> None:
         assert app.calls == [
             "init_chain",
             "prepare_proposal",
+            "prepare_proposal",
+            "extend_vote",
+            "verify_vote_extension",
+            "verify_vote_extension",
             "process_proposal",
             "finalize_block",
             "commit",
@@ -374,7 +412,7 @@ def test_block_lifecycle() -> None:
 
 
 def test_requests_answered_without_the_app() -> None:
-    """Echo, vote extensions and state-sync requests have fixed answers."""
+    """Echo and state-sync requests have fixed answers."""
 
     async def scenario() -> None:
         app = FakeApp()
@@ -382,10 +420,6 @@ def test_requests_answered_without_the_app() -> None:
             client = await connect()
             echo = await client.call(pb.Request(echo=pb.RequestEcho(message="ping")))
             assert echo.echo.message == "ping"
-            extend = await client.call(pb.Request(extend_vote=pb.RequestExtendVote(height=2)))
-            assert extend.extend_vote.vote_extension == b""
-            verify = await client.call(pb.Request(verify_vote_extension=pb.RequestVerifyVoteExtension(height=2)))
-            assert verify.verify_vote_extension.status == pb.ResponseVerifyVoteExtension.ACCEPT
             listed = await client.call(pb.Request(list_snapshots=pb.RequestListSnapshots()))
             assert list(listed.list_snapshots.snapshots) == []
             offer = await client.call(pb.Request(offer_snapshot=pb.RequestOfferSnapshot()))

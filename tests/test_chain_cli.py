@@ -100,13 +100,19 @@ def test_node_register_and_rewards_against_a_running_node(tmp_path: Path) -> Non
     cometbft = tmp_path / "cometbft"
     (cometbft / "config").mkdir(parents=True)
     pub = {"type": "tendermint/PubKeyEd25519", "value": base64.b64encode(validator.public_key.raw).decode()}
-    (cometbft / "config" / "priv_validator_key.json").write_text(json.dumps({"pub_key": pub}))
+    private = base64.b64encode(validator.seed + validator.public_key.raw).decode()
+    priv = {"type": "tendermint/PrivKeyEd25519", "value": private}
+    (cometbft / "config" / "priv_validator_key.json").write_text(json.dumps({"pub_key": pub, "priv_key": priv}))
     with running_node(tmp_path, provider, "provider") as url:
         args = ["--home", str(tmp_path), "--node", url]
         result = run("node", "register", *args, "--key", "provider", "--cometbft-home", str(cometbft))
         assert result.exit_code == 0, result.output
         nodes = json.loads(run("query", "raw", "--node", url, "race/nodes").stdout)
         assert [n["consensus_pub_key"] for n in nodes["nodes"]] == [validator.public_key.raw.hex()]
+        beacon_key = json.loads(
+            run("query", "raw", "--node", url, "beacon/key", encode_address(provider.public_key.address)).stdout
+        )
+        assert (cometbft / "config" / "beacon_key.json").exists() and len(bytes.fromhex(beacon_key["key"])) == 48
         assert_error(run("node", "register", *args, "--key", "provider", "--cometbft-home", str(cometbft)), "already")
         rewards = json.loads(run("query", "rewards", *args, "provider", "--json").stdout)
         assert rewards["amount"] == 0

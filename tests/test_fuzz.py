@@ -108,7 +108,7 @@ def genesis() -> Genesis:
             bank=BankGenesis(balances=balances(list(SIGNERS))),
             validators=ValidatorsGenesis(authority=ALICE.public_key.address),
             race=RaceGenesis(
-                params=RaceParams(race_blocks=1, commit_blocks=1, reveal_blocks=1, vote_blocks=1),
+                params=RaceParams(race_blocks=4, reveal_blocks=1, vote_blocks=1, escalation_blocks=1),
                 nodes=(
                     RaceNode(ALICE.public_key.address, CONSENSUS[0].public_key.raw, 10),
                     RaceNode(CAROL.public_key.address, CONSENSUS[1].public_key.raw),

@@ -51,6 +51,7 @@ from racenet.chain.modules.race import (
     ProofTree,
     RaceGenesis,
     RaceNode,
+    register_node_msg,
 )
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.validators import MAX_TOTAL_POWER, MsgSetPower, ValidatorsGenesis
@@ -83,7 +84,14 @@ def hostile_genesis() -> Genesis:
             bank=BankGenesis(balances=balances([*NODES, DEV, TA, AUTHORITY], 10**15)),
             validators=ValidatorsGenesis(authority=AUTHORITY.public_key.address),
             race=RaceGenesis(
-                params=RaceParams(race_blocks=1, commit_blocks=1, reveal_blocks=2, vote_blocks=1, sample_size=2),
+                params=RaceParams(
+                    race_blocks=4,
+                    reveal_blocks=2,
+                    vote_blocks=1,
+                    escalation_blocks=1,
+                    sample_size=2,
+                    verdict_table=(0, 0, 0),
+                ),
                 nodes=tuple(
                     RaceNode(k.public_key.address, c.public_key.raw, 10) for k, c in zip(NODES, CONSENSUS, strict=True)
                 ),
@@ -156,8 +164,9 @@ class World:
             signer = AUTHORITY if a.flag else signer
             return signer, MsgSetPower(CONSENSUS[a.pick % 3].public_key.raw if a.flag else bytes(32), n0)
         if a.kind == "register":
-            consensus = CONSENSUS[a.pick % 3].public_key.raw if a.flag else hashlib.sha256(bytes([a.pick])).digest()
-            return signer, MsgRegisterNode(consensus)
+            if a.flag:
+                return signer, register_node_msg(CONSENSUS[a.pick % 3], CHAIN_ID, signer.public_key.address)
+            return signer, MsgRegisterNode(hashlib.sha256(bytes([a.pick])).digest(), bytes(64))
         if a.kind == "race":
             return self.race_step(a)
         if a.kind == "serve":
@@ -182,15 +191,16 @@ class World:
         phase, cycle = self.phase(), self.cycle() if a.flag else n2
         if phase == Phase.REVEAL:
             tree = self.trees.get(address)
-            if a.flag and tree is not None:
+            committed = race.commitments.get(self.ctx(), (cycle, address))
+            if a.flag and tree is not None and committed is not None and committed.root == tree.root:
                 return node, MsgReveal(cycle, tree.open(race.challenged(self.ctx(), cycle, address)))
             return node, MsgReveal(cycle, (Leaf(n0, n1, (bytes(32),) * (a.pick % 3)),))
-        if phase == Phase.VOTE:
+        if phase in (Phase.VOTE, Phase.ESCALATE):
             participant = NODES[a.pick % 3].public_key.address
             assigned = race.assigned(self.ctx(), cycle, participant)
             voter = next((k for k in NODES if k.public_key.address in assigned), node) if a.flag else node
-            vote = MsgVote(cycle=cycle, participant=participant, accept=a.pick % 2 == 0, checked=n0, mismatches=n1)
-            return voter, vote
+            failed = tuple(range(n0 % 300)) if a.pick % 2 else (n0, n1)
+            return voter, MsgVote(cycle=cycle, participant=participant, failed=failed)
         if a.flag and a.pick % 2:
             tree = ProofTree(node.public_key.raw, list(range(1 + n1 % 5)))
             self.trees[address] = tree
@@ -321,10 +331,10 @@ def test_the_race_and_expiry_hooks_run_in_these_blocks(tmp_path: Path) -> None:
     """The schedule above does reach every hook: seeds, a tally and an expiry within a few blocks."""
     world = World(Chain.start(tmp_path / "a", hostile_genesis()))
     start = Action("start", 4, [3, 5, 0], 0, True)
-    world.chain.block()
+    world.chain.until_beacon()
     result = world.chain.decided_block(*build_block(world, [start]))
     assert result.tx_results[0].code == 0, result.tx_results[0].log
-    events = [e.type for _ in range(4) for e in world.chain.decided_block().events]
+    events = [e.type for _ in range(8) for e in world.chain.decided_block().events]
     assert "inference_expire" in events
     assert world.chain.app.race.keeper.outcomes.items(world.ctx()), "a tally ran"
 
@@ -335,7 +345,7 @@ def test_api_key_refunds_never_overflow_and_never_exceed_the_limit(tmp_path: Pat
     fails nor overflows (on 480aad9 it raised out of end_block and halted every node), and what the key may
     spend never rises above its limit."""
     world = World(Chain.start(tmp_path / "a", hostile_genesis()))
-    world.chain.block()
+    world.chain.until_beacon()
     too_much = Action("authorize", 3, [MAX_AMOUNT, 0, 0], 0, True)
     assert world.chain.decided_block(*build_block(world, [too_much])).tx_results[0].code == Code.INVALID_MESSAGE
     authorize = Action("authorize", 3, [MAX_SPEND_LIMIT, 0, 0], 0, True)

@@ -16,7 +16,7 @@ from racenet.chain.app_state import AppState
 from racenet.chain.errors import Code
 from racenet.chain.genesis import Genesis, GenesisValidator
 from racenet.chain.module import Msg
-from racenet.chain.modules import inference, race
+from racenet.chain.modules import beacon, inference
 from racenet.chain.modules.bank import BankGenesis, MsgSend
 from racenet.chain.modules.bank.module import FEE_COLLECTOR
 from racenet.chain.modules.bank.types import ModuleTotal
@@ -89,6 +89,8 @@ class InferenceChain(Chain):
         sequence = accounts.account(self.app.read_context(), address).sequence
         r = self.decided_block(build_tx(signer, CHAIN_ID, sequence, FEE, [msg])).tx_results[0]
         self.sequences[address] = accounts.account(self.app.read_context(), address).sequence
+        if isinstance(msg, MsgStartRequest) and r.code == 0:
+            self.decided_block()  # the block that records the request's beacon round routes it
         return r.code, r.log
 
     def start_msg(
@@ -174,7 +176,7 @@ def authorize(key_id: bytes, limit: int, gateways: tuple[PrivateKey, ...] = (TA,
 def chain(tmp_path: Path) -> InferenceChain:
     c = Chain.start(tmp_path, genesis())
     chain = InferenceChain(c.app, c.driver)
-    chain.block()
+    chain.until_beacon()
     return chain
 
 
@@ -328,7 +330,7 @@ def test_reassign_waits_and_moves_to_another_executor(chain: InferenceChain) -> 
     request = chain.request(start.request_id)
     assert request.executor != first and request.tried == (first,)
     assert request.executor == chain.app.inference.keeper.executor_for(
-        chain.app.read_context(), start.request_id, MODEL, request.cycle, 1, (first, TA.public_key.address)
+        chain.app.read_context(), start.request_id, MODEL, request.route_round, 1, (first, TA.public_key.address)
     )
     stranger = next(k for k in NODES if k.public_key.address not in (first, request.executor))
     assert chain.run(stranger, finish(start.request_id, 1))[0] == Code.UNAUTHORIZED
@@ -346,6 +348,7 @@ def test_the_transfer_agent_is_never_its_own_requests_executor(chain: InferenceC
         signed = chain.start_msg(100 + n, agent=gateway)
         txs = [chain.tx(gateway, key_start(key_id)), chain.tx(gateway, signed)]
         assert [r.code for r in chain.block(*txs).tx_results] == [0, 0]
+        chain.block()  # records the requests' beacon round: the chain routes them
         for request_id in (key_request_id(key_id, n), signed.request_id):
             assert chain.request(request_id).transfer_agent == gateway.public_key.address
             executors.add(chain.request(request_id).executor)
@@ -359,7 +362,7 @@ def test_api_keys_are_ids_of_secrets_bound_to_their_gateways(chain: InferenceCha
     named can open requests with it, the chain numbers those requests (nobody picks their ids, so nobody grinds
     the routing), and an expired or revoked key opens nothing."""
     key_id = api_key_id(b"secret")
-    assert chain.run(DEV, authorize(key_id, 10**12, (TA,), expiry=chain.app.height + 6))[0] == 0
+    assert chain.run(DEV, authorize(key_id, 10**12, (TA,), expiry=chain.app.height + 8))[0] == 0
     assert chain.run(STRANGER, key_start(key_id))[0] == Code.UNAUTHORIZED, "not a gateway"
     assert chain.run(TA, key_start(key_id, developer=STRANGER))[0] == Code.UNAUTHORIZED, "not the key's account"
     assert chain.run(TA, key_start(key_id))[0] == 0
@@ -450,7 +453,7 @@ def test_receipts_are_pruned_after_retention_and_their_ids_stay_unusable(tmp_pat
     doc = replace(doc, app_state=replace(doc.app_state, inference=replace(doc.app_state.inference, params=params)))
     c = Chain.start(tmp_path, doc)
     chain = InferenceChain(c.app, c.driver)
-    chain.block()
+    chain.until_beacon()
     start = chain.start_msg(30, expiry_height=chain.app.height + 8)
     assert chain.run(TA, start)[0] == 0
     executor = chain.node(chain.request(start.request_id).executor)
@@ -483,12 +486,14 @@ def test_open_requests_survive_export_and_import(chain: InferenceChain, tmp_path
 def test_executor_choice_follows_weights_and_is_recomputable(chain: InferenceChain) -> None:
     """1,000 request ids: chi-square against the 10:20:30 weights; each choice recomputed from queries."""
     app = chain.app
-    seed = _query(chain, race.CYCLE.decode, "race/cycle").race_seed
+    latest = _query(chain, beacon.ROUND.decode, "beacon/round", "latest")
+    assert latest is not None
+    seed = latest.output
     servers = [
         (s.address, s.weight) for s in _query(chain, inference.SERVERS.decode, "inference/servers", MODEL).servers
     ]
     ids = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(1000)]
-    chosen = [app.inference.keeper.executor_for(app.read_context(), i, MODEL, 0, 0, ()) for i in ids]
+    chosen = [app.inference.keeper.executor_for(app.read_context(), i, MODEL, latest.round, 0, ()) for i in ids]
     assert chosen == [choose_executor(seed, i, 0, servers, ()) for i in ids]
     counts = Counter(chosen)
     total = sum(WEIGHTS)

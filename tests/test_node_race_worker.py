@@ -3,11 +3,12 @@
 Three `RaceWorker`s mine the tiny Race, commit, reveal and vote through the mock RPC. Two of them are killed
 while mining: a kill leaves on disk exactly what the worker had saved, so each is modelled by copying its
 `cycle-0.json` at that moment to the directory of a new worker (the dead one's later writes go elsewhere).
-One comes back while the race is still on and mines onward from where it stopped; the other only comes back
-in the commit phase and commits what it had saved. After every phase every worker is replaced by a new one
-on the same state directory, which sends nothing again. At the tally each node's weight is what it found:
-its saved nonces, each once (a kill between a batch's finds and its next-nonce update would make a restarted
-worker find them again; it resumes after its last find instead).
+One comes back while the race is still on and mines onward from where it stopped; the other only comes
+back once mining has ended and commits what it had saved, in the race window's last block with the others.
+After every phase every worker is replaced by a new one on the same state directory, which sends nothing again.
+At the tally each node's weight is what it found: its saved nonces, each once (a kill between a batch's finds
+and its next-nonce update would make a restarted worker find them again; it resumes after its last find
+instead).
 Blocks are made by the test (and when a worker waits for its transaction), so mining ends when the test
 closes the race window.
 """
@@ -39,10 +40,16 @@ from tests.nodefake import FakeChain
 
 NODES = [key(1), key(2), key(3)]
 PARAMS = RaceParams(
-    race_blocks=2, commit_blocks=4, reveal_blocks=4, vote_blocks=5, sample_size=4, validators_per_participant=2
+    race_blocks=5,
+    reveal_blocks=4,
+    vote_blocks=4,
+    escalation_blocks=1,
+    sample_size=4,
+    verdict_table=(0, 0, 0, 0, 1),
+    validators_per_participant=2,
 )
-"""Phases long enough for three workers to send one transaction each, one block apiece, with the phase still
-open afterwards (the vote phase one block longer: its last block is the tally, which closes the cycle)."""
+"""Mining from the race seed's block until three blocks before the race ends; reveal and vote windows long enough
+for three workers to send one transaction each, one block apiece, with the phase still open afterwards."""
 
 
 def genesis() -> Genesis:
@@ -141,7 +148,7 @@ def test_workers_race_a_cycle_and_killed_ones_resume_without_loss_or_resending(
     """Mining, commit, reveal and vote survive kills: saved nonces are all committed, mining goes on from the
     saved next nonce, no step is sent twice, and at the tally each node's weight equals its accepted count."""
     dirs = [tmp_path / f"race{i}" for i in range(len(NODES))]
-    chain.block()
+    chain.until(schedule(chain).cycle_start(0))  # the race seed's beacon round is recorded in the cycle's first block
     starts = schedule(chain).phase_starts(0)
     first = [fleet.new(k, tmp_path / f"dead{i}") for i, k in enumerate(NODES[:2])]
     first.append(fleet.new(NODES[2], dirs[2]))
@@ -158,8 +165,14 @@ def test_workers_race_a_cycle_and_killed_ones_resume_without_loss_or_resending(
     threads[0] = fleet.in_background(resumed)
     wait_for("a batch mined after the restart", lambda: len(batches_after_restart) >= 2)
     wait_for("node 3's first nonce", lambda: bool(saved(dirs[2]).get("nonces")))
-    chain.until(starts[Phase.COMMIT] - 1)
-    for t in (threads[0], threads[2]):
+    app = chain.node.app
+    sent = chain.broadcasts
+    with chain.holding_blocks():
+        chain.until(starts[Phase.REVEAL] - 3)
+        late = fleet.in_background(fleet.new(NODES[1], dirs[1]))
+        wait_for("three commitments", lambda: chain.broadcasts >= sent + 3)
+        chain.block()
+    for t in (threads[0], threads[2], late):
         t.join()
 
     before, after = snapshots[0], saved(dirs[0])
@@ -168,11 +181,23 @@ def test_workers_race_a_cycle_and_killed_ones_resume_without_loss_or_resending(
     assert all(n >= before["next_nonce"] for n in after["nonces"][len(before["nonces"]) :]), (
         "it mined on from the saved next nonce, not over again"
     )
+    assert app.height == starts[Phase.REVEAL] - 2, "the commitments are in before the race window ends"
+    ctx = app.read_context()
+    for node, d in zip(NODES, dirs, strict=True):
+        nonces = set(saved(d)["nonces"])
+        commitment = app.race.keeper.commitments.get(ctx, (0, node.public_key.address))
+        assert commitment is not None
+        tree = ProofTree(node.public_key.raw, list(nonces))
+        assert (commitment.root, commitment.count) == (tree.root, len(nonces)), "every saved nonce committed"
+    assert saved(dirs[1])["nonces"] == snapshots[1]["nonces"], "node 2 committed what it had saved"
+    sent = chain.broadcasts
+    for w in [fleet.new(k, d) for k, d in zip(NODES, dirs, strict=True)]:
+        w.step()
+    assert chain.broadcasts == sent, "a restarted worker does not commit again"
 
-    workers = [resumed, fleet.new(NODES[1], dirs[1]), first[2]]
-    app = chain.node.app
-    for step_phase in (Phase.COMMIT, Phase.REVEAL, Phase.VOTE):
+    for step_phase in (Phase.REVEAL, Phase.VOTE):
         chain.until(starts[step_phase])
+        workers = [fleet.new(k, d) for k, d in zip(NODES, dirs, strict=True)]
         for w in workers:
             w.step()
         assert schedule(chain).phase(app.height) == step_phase, "each worker's step took one block of the phase"
@@ -181,15 +206,6 @@ def test_workers_race_a_cycle_and_killed_ones_resume_without_loss_or_resending(
         for w in workers:
             w.step()
         assert chain.broadcasts == sent, "a step already done is never sent again by a restarted worker"
-        if step_phase == Phase.COMMIT:
-            ctx = app.read_context()
-            for node, d in zip(NODES, dirs, strict=True):
-                nonces = set(saved(d)["nonces"])
-                commitment = app.race.keeper.commitments.get(ctx, (0, node.public_key.address))
-                assert commitment is not None
-                tree = ProofTree(node.public_key.raw, list(nonces))
-                assert (commitment.root, commitment.count) == (tree.root, len(nonces)), "every saved nonce committed"
-            assert saved(dirs[1])["nonces"] == snapshots[1]["nonces"], "node 2 committed what it had saved"
 
     chain.until(schedule(chain).tally_height(0))
     ctx = app.read_context()

@@ -130,11 +130,17 @@ class Network:
         app = self.chain.node.app
         return [i for i, _ in app.bank.keeper.module_escrows(app.read_context(), "inference") if i.startswith(b"req/")]
 
-    def executor_of(self, request_id: bytes, attempt: int = 0, tried: tuple[bytes, ...] = ()) -> bytes:
-        """The executor the routing rule picks for a request node 1 (the transfer agent) opens now."""
+    def executor_of(self, request_id: bytes, attempt: int, tried: tuple[bytes, ...]) -> bytes:
+        """The executor the routing rule picks for attempt `attempt` of a request node 1 (the transfer agent) opened."""
         app = self.chain.node.app
+        ctx = app.read_context()
+        receipt = app.inference.keeper.receipts.get(ctx, request_id)
+        request = app.inference.keeper.requests.get(ctx, request_id)
+        record = request or receipt
+        assert record is not None
+        route_round = record.route_round
         exclude = (*tried, NODES[0].public_key.address)
-        return app.inference.keeper.executor_for(app.read_context(), request_id, MODEL, 0, attempt, exclude)
+        return app.inference.keeper.executor_for(ctx, request_id, MODEL, route_round, attempt, exclude)
 
     def post(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
         """POST a chat completion to node 1's API with the given headers."""
@@ -171,7 +177,7 @@ class Network:
 def build(tmp_path: Path, executor_backend: FakeBackend) -> Iterator[Network]:
     """The network with every executor on `executor_backend`; on teardown, settlements end before the chain closes."""
     chain = FakeChain(tmp_path / "chain", genesis())
-    chain.block()
+    chain.until_beacon()
     executors, compute = Executors(), ComputeThread()
     apps, agents, executor_objects = [], [], []
     for i, node_key in enumerate(NODES):
@@ -250,10 +256,11 @@ def test_streamed_signed_request_is_settled_the_same_way(net: Network) -> None:
 def test_a_dead_executor_is_reassigned_and_the_next_one_is_paid(net: Network) -> None:
     """The chosen executor refuses connections: the agent reassigns on chain and the next executor is paid."""
     request_id = os.urandom(32)
-    first = net.executor_of(request_id)
-    net.executors.down.add(host(next(i for i, k in enumerate(NODES) if k.public_key.address == first)))
+    net.executors.refuse_next = True
     answer = net.signed(body(), request_id=request_id)
     assert answer.status_code == 200, answer.text
+    (down,) = net.executors.down
+    first = next(k.public_key.address for i, k in enumerate(NODES) if host(i) == down)
     second = net.executor_of(request_id, 1, (first,))
     receipt = net.settled(request_id)
     assert receipt.executor == second != first

@@ -1,4 +1,4 @@
-"""Seeds, input sequences, permutations, target vector and distance."""
+"""Seeds, input sequences, permutations, targets, output keys and distance."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import torch
 
 from racenet.pow.presets import TINY
 from racenet.pow.vectors import (
+    TARGETS,
+    NonceBatch,
     distances,
     input_seed,
     is_appropriate,
     node_seed,
+    output_keys,
     prepare,
-    target_vector,
+    target_indices,
+    target_vectors,
 )
 
 RACE = bytes(32)
@@ -51,21 +55,50 @@ def test_nonce_must_be_u64(nonce: int) -> None:
         input_seed(RACE, NODE, nonce)
 
 
-def test_target_is_a_deterministic_unit_vector_per_race() -> None:
-    target = target_vector(RACE, TINY)
-    assert target.dtype == torch.float64 and target.shape == (TINY.d_model,)
-    assert abs(float(target.norm()) - 1.0) < 1e-12
-    assert torch.equal(target, target_vector(RACE, TINY))
-    assert not torch.equal(target, target_vector(b"\x01" * 32, TINY))
+def test_targets_are_deterministic_unit_vectors_per_race() -> None:
+    targets = target_vectors(RACE, TINY)
+    assert targets.dtype == torch.float64 and targets.shape == (TARGETS, TINY.d_model)
+    assert torch.allclose(targets.norm(dim=1), torch.ones(TARGETS, dtype=torch.float64), atol=1e-12)
+    assert torch.equal(targets, target_vectors(RACE, TINY))
+    assert not torch.equal(targets, target_vectors(b"\x01" * 32, TINY))
 
 
-def test_distance_permutes_and_normalises_the_output() -> None:
-    target = target_vector(RACE, TINY)
+def test_every_key_sign_moves_the_target() -> None:
+    """H4: flipping any one of the key's signs picks another target, so a predictor that gets one sign wrong
+    learns nothing about the distance; values past the key do not matter."""
+    output = torch.linspace(-1, 1, TINY.d_model, dtype=torch.float64).roll(5).unsqueeze(0)
+    mix = torch.tensor([123456789])
+    base = int(target_indices(output_keys(output, TINY.key_bits), mix)[0])
+    for i in range(TINY.key_bits):
+        flipped = output.clone()
+        flipped[0, i] = -flipped[0, i]
+        assert int(target_indices(output_keys(flipped, TINY.key_bits), mix)[0]) != base, f"sign {i}"
+    small_key = TINY.key_bits // 2
+    beyond = output.clone()
+    beyond[0, small_key:] *= -1
+    assert int(target_indices(output_keys(beyond, small_key), mix)[0]) == int(
+        target_indices(output_keys(output, small_key), mix)[0]
+    )
+
+
+def test_targets_spread_over_every_row() -> None:
+    keys = torch.randint(0, 1 << 16, (50_000, 4), generator=torch.Generator().manual_seed(1))
+    mix = torch.randint(0, 1 << 32, (50_000,), generator=torch.Generator().manual_seed(2))
+    counts = torch.bincount(target_indices(keys, mix), minlength=TARGETS)
+    assert len(counts) == TARGETS and int(counts.min()) > 0
+
+
+def test_distance_permutes_and_normalises_the_output_against_its_target() -> None:
+    targets = target_vectors(RACE, TINY)
     permutation = torch.randperm(TINY.d_model, generator=torch.Generator().manual_seed(0))
-    output = torch.empty(TINY.d_model, dtype=torch.float64)
-    output[permutation] = target * 3.0
-    assert float(distances(output[None], permutation[None], target)[0]) < 1e-12
-    assert float(distances(output[None], torch.arange(TINY.d_model)[None], target)[0]) > 0.5
+    output = torch.randn(1, TINY.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    batch = NonceBatch([0], torch.zeros(1, TINY.seq_len, dtype=torch.int64), permutation[None], torch.tensor([7]))
+    row = int(target_indices(output_keys(output, TINY.key_bits), batch.mix)[0])
+    unit = output[0] / output[0].norm()
+    expected = float((unit[permutation] - targets[row]).norm())
+    assert float(distances(output, batch, targets, TINY.key_bits)[0]) == pytest.approx(expected, abs=1e-12)
+    identity = NonceBatch([0], batch.tokens, torch.arange(TINY.d_model)[None], batch.mix)
+    assert float(distances(output, identity, targets, TINY.key_bits)[0]) != pytest.approx(expected, abs=1e-6)
 
 
 def test_appropriate_is_strictly_below_the_threshold() -> None:

@@ -1,4 +1,4 @@
-"""The verifier and the decision: honest proofs pass (also under bf16 noise), attacks fail."""
+"""The verifier and the chain's verdict on its counts: honest proofs pass (also under bf16 noise), attacks fail."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import threading
 import pytest
 import torch
 
+from racenet.chain.modules.race import Params as RaceParams
 from racenet.crypto.keys import PrivateKey
 from racenet.pow.decision import (
     ALPHA,
     P_HONEST,
     SAMPLE_SIZE,
-    accept,
     binomial_tail,
     detection_power,
     max_mismatches,
@@ -26,6 +26,7 @@ from tests.pow_helpers import LONG, SEED, StopAfter
 HONEST = PrivateKey(b"\x21" * 32).public_key.raw
 OTHER = PrivateKey(b"\x22" * 32).public_key.raw
 POOL = 96
+CHAIN = RaceParams()
 
 
 def mine_until(race: Race, public_key: bytes, count: int, confirm: Race | None = None) -> list[int]:
@@ -38,9 +39,9 @@ def mine_until(race: Race, public_key: bytes, count: int, confirm: Race | None =
 
 
 def proof_passes(race: Race, public_key: bytes, nonces: list[int]) -> bool:
-    """The verifier's decision on opened nonces."""
+    """The chain's verdict on what the verifier finds among opened nonces."""
     results = verify_nonces(race, public_key, nonces)
-    return accept(len(results), results.count(False))
+    return CHAIN.verdict(len(results), results.count(False))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,15 @@ def test_proof_from_a_smaller_model_is_rejected(proof: list[int]) -> None:
 
 
 def test_proof_from_another_race_seed_is_rejected(proof: list[int]) -> None:
+    """M5: nonces mined before the race seed existed (for a guess of it, or last cycle's) are garbage under it."""
     assert not proof_passes(build_race("tiny", bytes(32)), HONEST, proof)
+
+
+def test_small_claims_tolerate_no_bad_nonce(race: Race, proof: list[int]) -> None:
+    """C2: a claim of one garbage nonce opens it and is rejected; so is an honest small claim with one fake."""
+    garbage = random.Random(9).getrandbits(64)
+    assert not proof_passes(race, HONEST, [garbage])
+    assert proof_passes(race, HONEST, proof[:5]) and not proof_passes(race, HONEST, [*proof[:4], garbage])
 
 
 def honest_bf16_rejections(race: Race, pool: list[int], trials: int) -> float:
@@ -87,7 +96,7 @@ def honest_bf16_rejections(race: Race, pool: list[int], trials: int) -> float:
     rejected = 0
     for _ in range(trials):
         opened = pick.sample(pool, SAMPLE_SIZE)
-        rejected += not accept(SAMPLE_SIZE, sum(not reproduced[n] for n in opened))
+        rejected += not CHAIN.verdict(SAMPLE_SIZE, sum(not reproduced[n] for n in opened))
     return rejected / trials
 
 
@@ -115,7 +124,7 @@ def test_binomial_tail() -> None:
 
 def test_decision_rule_and_its_error_rates() -> None:
     k = max_mismatches(SAMPLE_SIZE)
-    assert accept(SAMPLE_SIZE, k) and not accept(SAMPLE_SIZE, k + 1)
+    assert CHAIN.verdict(SAMPLE_SIZE, k) and not CHAIN.verdict(SAMPLE_SIZE, k + 1)
     assert binomial_tail(k + 1, SAMPLE_SIZE, P_HONEST) < ALPHA
     powers = {f: detection_power(SAMPLE_SIZE, f) for f in (0.1, 0.25, 0.5, 1.0)}
     print(f"\nn={SAMPLE_SIZE} p_honest={P_HONEST} alpha={ALPHA}: accept up to {k} failures; power {powers}")

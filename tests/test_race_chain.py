@@ -27,13 +27,20 @@ from racenet.chain.modules.race import (
     Schedule,
     proof_leaf,
 )
+from racenet.chain.modules.race.module import challenge_seed, race_seed
 from racenet.chain.types import FinalizeBlockResult
 from racenet.crypto.keys import PrivateKey
 from racenet.crypto.merkle import merkle_proofs, merkle_root
 from tests.chain import CHAIN_ID, GENESIS_TIME, Chain, balances, key
 
 PARAMS = Params(
-    race_blocks=2, commit_blocks=2, reveal_blocks=2, vote_blocks=2, sample_size=4, validators_per_participant=2
+    race_blocks=3,
+    reveal_blocks=2,
+    vote_blocks=2,
+    escalation_blocks=2,
+    sample_size=4,
+    verdict_table=(0, 0, 0, 0, 1),
+    validators_per_participant=2,
 )
 NODES = [key(1), key(2), key(3)]
 CONSENSUS = [key(101), key(102), key(103)]
@@ -108,9 +115,15 @@ def trees(counts: list[int]) -> list[ProofTree]:
     ]
 
 
-def commit_all(chain: RaceChain, proofs: list[ProofTree]) -> None:
-    chain.until(Phase.COMMIT)
-    pairs = [(node, MsgCommitProof(0, tree.root, tree.count)) for node, tree in zip(NODES, proofs, strict=True)]
+def until_seed(chain: RaceChain, cycle: int = 0) -> None:
+    """Run blocks through the cycle's first, whose beacon round makes its race seed."""
+    chain.until(Phase.RACE, cycle)
+    chain.block()
+
+
+def commit_all(chain: RaceChain, proofs: list[ProofTree], nodes: list[PrivateKey] = NODES) -> None:
+    until_seed(chain)
+    pairs = [(node, MsgCommitProof(0, tree.root, tree.count)) for node, tree in zip(nodes, proofs, strict=True)]
     assert chain.send_all(pairs) == [0] * len(pairs)
 
 
@@ -122,16 +135,19 @@ def reveal_all(chain: RaceChain, proofs: list[ProofTree], nodes: list[PrivateKey
 
 
 def vote_all(chain: RaceChain, accept: bool = True, participants: list[PrivateKey] = NODES) -> None:
+    """Every committee member votes on each of `participants`: all opened nonces reproduced, or none."""
     chain.until(Phase.VOTE)
-    pairs = [(by_address(v), vote(p, accept)) for p in participants for v in chain.assigned(p)]
+    chain.block()
+    pairs = [(by_address(v), vote(chain, p, accept)) for p in participants for v in chain.assigned(p)]
     assert chain.send_all(pairs) == [0] * len(pairs)
 
 
-def vote(participant: PrivateKey, accept: bool) -> MsgVote:
-    """A cycle-0 verdict on 4 checked nonces: none or all of them failed."""
-    return MsgVote(
-        cycle=0, participant=participant.public_key.address, accept=accept, checked=4, mismatches=0 if accept else 4
-    )
+def vote(chain: RaceChain, participant: PrivateKey | bytes, accept: bool) -> MsgVote:
+    """A cycle-0 vote: none of the participant's opened nonces failed, or all of them."""
+    address = participant.public_key.address if isinstance(participant, PrivateKey) else participant
+    revealed = chain.app.race.keeper.reveals.get(chain.app.read_context(), (0, address))
+    opened = len(revealed.nonces) if revealed else PARAMS.sample_size
+    return MsgVote(cycle=0, participant=address, failed=() if accept else tuple(range(opened)))
 
 
 def finish_cycle(chain: RaceChain) -> FinalizeBlockResult:
@@ -140,11 +156,10 @@ def finish_cycle(chain: RaceChain) -> FinalizeBlockResult:
 
 def test_schedule() -> None:
     s = Schedule(PARAMS, start=1)
-    assert s.length == 8
-    assert [s.phase(h).value for h in range(1, 10)] == ["race"] * 2 + ["commit"] * 2 + ["reveal"] * 2 + ["vote"] * 2 + [
-        "race"
-    ]
-    assert s.cycle(8) == 0 and s.cycle(9) == 1 and s.tally_height(0) == 8
+    assert s.length == 9
+    phases = [s.phase(h).value for h in range(1, 11)]
+    assert phases == ["race"] * 3 + ["reveal"] * 2 + ["vote"] * 2 + ["escalate"] * 2 + ["race"]
+    assert s.cycle(9) == 0 and s.cycle(10) == 1 and s.tally_height(0) == 9 and s.commit_deadline(0) == 3
 
 
 def test_honest_cycle_sets_weights_and_validator_power(chain: RaceChain) -> None:
@@ -162,14 +177,22 @@ def test_honest_cycle_sets_weights_and_validator_power(chain: RaceChain) -> None
     assert chain.app.race.keeper.commitments.items(ctx, (0,)) == [], "cycle data is cleared"
 
 
-def test_seeds_are_fixed_at_phase_starts(chain: RaceChain) -> None:
+def test_seeds_come_from_beacon_rounds_fixed_at_phase_starts(chain: RaceChain) -> None:
+    """The race seed is the hash of the beacon round bound at the cycle's first block, the challenge seed of
+    the one bound at the reveal window's first block; neither exists before its phase starts."""
     ctx = chain.app.read_context
+    race, beacon = chain.app.race.keeper, chain.app.beacon.keeper
+    chain.until(Phase.RACE)
+    assert race.seed(ctx(), 0) == b""
     chain.block()
-    assert len(chain.app.race.keeper.seed(ctx(), 0)) == 32
+    bound = race.seed_rounds.get(ctx(), 0)
+    assert bound and race.seed(ctx(), 0) == race_seed(beacon.output(ctx(), bound), 0)
+    assert beacon.rounds.get(ctx(), bound).height == chain.schedule.cycle_start(0)  # type: ignore[union-attr]
     chain.until(Phase.REVEAL)
-    assert chain.app.race.keeper.challenges.get(ctx(), 0) is None
+    assert race.challenge(ctx(), 0) == b""
     chain.block()
-    assert len(chain.app.race.keeper.challenges.get(ctx(), 0) or b"") == 32
+    bound = race.challenge_rounds.get(ctx(), 0)
+    assert race.challenge(ctx(), 0) == challenge_seed(beacon.output(ctx(), bound), 0)
 
 
 def test_challenge_samples_without_replacement(chain: RaceChain) -> None:
@@ -182,10 +205,16 @@ def test_challenge_samples_without_replacement(chain: RaceChain) -> None:
     assert chain.challenged(NODES[1]) == [0, 1, 2]
 
 
-def test_commit_outside_window_is_rejected(chain: RaceChain) -> None:
+def test_commitments_count_only_inside_the_race_window(chain: RaceChain) -> None:
+    """M5: a commitment before the race seed is out is refused (nothing can have been mined for it), and so is
+    one after the race window's last block: the commit deadline is the race end, not a window after it."""
     tree = trees([5, 1, 1])[0]
     code, log = chain.send_log(NODES[0], MsgCommitProof(0, tree.root, tree.count))
-    assert code == Code.INVALID_MESSAGE and "not open" in log
+    assert code == Code.TOO_EARLY and "not out yet" in log
+    chain.until(Phase.REVEAL)
+    code, log = chain.send_log(NODES[0], MsgCommitProof(0, tree.root, tree.count))
+    assert code == Code.INVALID_MESSAGE and "not open" in log and "reveal" in log
+    assert chain.app.race.keeper.commitments.get(chain.app.read_context(), (0, NODES[0].public_key.address)) is None
 
 
 def test_reveal_that_does_not_match_commitment(chain: RaceChain) -> None:
@@ -203,7 +232,7 @@ def test_nonces_copied_from_another_node_are_rejected(chain: RaceChain) -> None:
     """Node 1 commits node 0's proof tree: its leaves are bound to node 0's key."""
     proofs = trees([5, 5, 5])
     stolen = proofs[0]
-    chain.until(Phase.COMMIT)
+    until_seed(chain)
     assert chain.send(NODES[1], MsgCommitProof(0, stolen.root, stolen.count)) == 0
     chain.until(Phase.REVEAL)
     chain.block()
@@ -216,7 +245,7 @@ def test_duplicate_nonces_are_rejected(chain: RaceChain) -> None:
     nonces = [7, 7, 7, 9]
     leaves = [proof_leaf(pub, 4, i, n) for i, n in enumerate(nonces)]
     root = merkle_root(leaves)
-    chain.until(Phase.COMMIT)
+    until_seed(chain)
     assert chain.send(NODES[0], MsgCommitProof(0, root, 4)) == 0
     chain.until(Phase.REVEAL)
     chain.block()
@@ -257,38 +286,41 @@ def test_rejected_by_validators(chain: RaceChain) -> None:
     assert [chain.weight(k) for k in NODES] == [GENESIS_WEIGHT] * 3, "all zero: weights are kept"
 
 
-def test_only_assigned_validators_vote_once(chain: RaceChain) -> None:
+def test_only_committee_members_vote_once_and_counts_must_fit_the_reveal(chain: RaceChain) -> None:
+    """In the vote window only the claim's committee votes, once each, with failing positions among the nonces
+    the participant opened (here 4)."""
     proofs = trees([5, 10, 20])
     commit_all(chain, proofs)
     reveal_all(chain, proofs)
     chain.until(Phase.VOTE)
+    chain.block()
     participant = NODES[0]
-    assigned = chain.assigned(participant)
-    outsider = (
-        next(k for k in NODES if k.public_key.address not in assigned and k != participant)
-        if len(assigned) < 2
-        else participant
-    )
-    verdict, validator = vote(participant, True), by_address(assigned[0])
-    codes = chain.send_all([(outsider, verdict), (validator, verdict), (validator, verdict)])
-    assert codes == [Code.UNAUTHORIZED, 0, Code.ALREADY_DONE], "all three in one block: the vote window is open"
+    validator = by_address(chain.assigned(participant)[0])
+    verdict = vote(chain, participant, True)
+    off_the_end = MsgVote(cycle=0, participant=participant.public_key.address, failed=(4,))
+    attempts = [(participant, verdict), (validator, off_the_end), (validator, verdict), (validator, verdict)]
+    codes = chain.send_all(attempts)
+    assert codes == [Code.UNAUTHORIZED, Code.INVALID_MESSAGE, 0, Code.ALREADY_DONE]
 
 
-def test_absent_validators_keep_previous_weight(chain: RaceChain) -> None:
-    """No quorum: an honest node keeps min(count, previous weight) instead of losing it."""
-    proofs = trees([5, 30, 30])
+def test_a_claim_nobody_checks_gets_no_weight(chain: RaceChain) -> None:
+    """M4: node 0 claims 30 and suppresses every vote on itself (its committee abstains, then the escalation
+    window passes unvoted): no quorum now gives weight 0, not the weight it held. The nodes checked by
+    their committees keep what they proved."""
+    proofs = trees([30, 10, 20])
     commit_all(chain, proofs)
     reveal_all(chain, proofs)
+    vote_all(chain, participants=NODES[1:])
     finish_cycle(chain)
-    assert [chain.outcome(k) for k in NODES] == ["no quorum"] * 3
-    assert [chain.weight(k) for k in NODES] == [5, GENESIS_WEIGHT, GENESIS_WEIGHT]
+    assert [chain.outcome(k) for k in NODES] == ["no quorum", "accepted", "accepted"]
+    assert [chain.weight(k) for k in NODES] == [0, 10, 20]
+    outcome = chain.app.race.keeper.outcomes.get(chain.app.read_context(), NODES[0].public_key.address)
+    assert outcome is not None and outcome.escalated and len(outcome.committee) == 2
 
 
 def test_nodes_that_skip_the_race_lose_weight(chain: RaceChain) -> None:
     proofs = trees([5, 10, 20])[:2]
-    chain.until(Phase.COMMIT)
-    pairs = [(node, MsgCommitProof(0, tree.root, tree.count)) for node, tree in zip(NODES, proofs, strict=False)]
-    assert chain.send_all(pairs) == [0, 0]
+    commit_all(chain, proofs, NODES[:2])
     reveal_all(chain, proofs, NODES[:2])
     vote_all(chain, participants=NODES[:2])
     tally = finish_cycle(chain)
@@ -297,12 +329,41 @@ def test_nodes_that_skip_the_race_lose_weight(chain: RaceChain) -> None:
     assert {u.pub_key: u.power for u in tally.validator_updates}[CONSENSUS[2].public_key.raw] == 0
 
 
-def test_weight_cap(tmp_path: Path) -> None:
-    c = RaceChain.start(tmp_path, race_genesis(replace(PARAMS, weight_cap=8)))
+def test_weight_cap_is_a_share_of_the_previous_total_weight(tmp_path: Path) -> None:
+    """With `weight_cap_percent` 40 and a previous total of 30, no claim gets more than 12."""
+    c = RaceChain.start(tmp_path, race_genesis(replace(PARAMS, weight_cap_percent=40)))
     chain = RaceChain(c.app, c.driver)
     proofs = trees([5, 10, 20])
     commit_all(chain, proofs)
     reveal_all(chain, proofs)
     vote_all(chain)
     finish_cycle(chain)
-    assert [chain.weight(k) for k in NODES] == [5, 8, 8]
+    assert [chain.weight(k) for k in NODES] == [5, 10, 12]
+
+
+def test_the_new_weights_take_over_the_beacon_in_the_next_cycle_without_a_gap(chain: RaceChain) -> None:
+    """After a tally changes the weights (10/10/10 → 5/10/20), the next cycle's key generation deals shares in
+    the new proportion (floor(w · 12 / 35): 1, 3, 6); the old group signs until the new key is ready, which
+    then signs the very next round, chained on the old group's last output: a round in every block."""
+    proofs = trees([5, 10, 20])
+    commit_all(chain, proofs)
+    reveal_all(chain, proofs)
+    vote_all(chain)
+    finish_cycle(chain)
+    chain.until(Phase.RACE, cycle=2)
+    chain.block()
+    chain.block()
+    ctx = chain.app.read_context()
+    beacon = chain.app.beacon.keeper
+    old, new = beacon.groups.get(ctx, 0), beacon.groups.get(ctx, 1)
+    assert old is not None and new is not None
+    assert [h.count for h in old.holders] == [4, 4, 4]
+    by_address = {h.address: h.count for h in new.holders}
+    assert [by_address[k.public_key.address] for k in NODES] == [1, 3, 6] and new.public_key != old.public_key
+    rounds = [r for _, r in beacon.rounds.items(ctx)]
+    heights = [r.height for r in rounds]
+    assert heights == list(range(heights[0], heights[0] + len(heights))), "no block without a round"
+    first_new = next(r for r in rounds if r.epoch == 1)
+    last_old = next(r for r in rounds if r.round == first_new.round - 1)
+    assert last_old.epoch == 0 and first_new.previous == last_old.output
+    assert first_new.height == new.active_from + 1, "the new key signs from the block after its dispute window"

@@ -40,6 +40,8 @@ from racenet.chain.codec import encode_uvarint
 from racenet.chain.types import (
     BlockRequest,
     Event,
+    ExtendedCommit,
+    ExtendedVote,
     FinalizeBlockResult,
     InfoResult,
     InitChainRequest,
@@ -84,13 +86,19 @@ class AbciApp(Protocol):
 
     def check_tx(self, tx: bytes) -> TxResult: ...
 
-    def prepare_proposal(self, req: BlockRequest, max_tx_bytes: int) -> tuple[bytes, ...]: ...
+    def prepare_proposal(
+        self, req: BlockRequest, max_tx_bytes: int, last_commit: ExtendedCommit = ...
+    ) -> tuple[bytes, ...]: ...
 
     def process_proposal(self, req: BlockRequest) -> bool: ...
 
     def finalize_block(self, req: BlockRequest) -> FinalizeBlockResult: ...
 
     def commit(self) -> int: ...
+
+    def extend_vote(self, height: int, txs: tuple[bytes, ...]) -> bytes: ...
+
+    def verify_vote_extension(self, extension: bytes) -> bool: ...
 
     def query(self, path: str, data: bytes, height: int = 0) -> QueryResult:
         """Answer from committed state; called on its own thread, concurrently with the other methods."""
@@ -213,6 +221,16 @@ def to_block_request(
         proposer=req.proposer_address,
         hash=b"" if isinstance(req, pb.RequestPrepareProposal) else req.hash,
     )
+
+
+def to_extended_commit(commit: pb.ExtendedCommitInfo) -> ExtendedCommit:
+    """The proposer's last commit with the vote extensions of the validators that sent one."""
+    votes = tuple(
+        ExtendedVote(v.validator.address, v.vote_extension, v.extension_signature)
+        for v in commit.votes
+        if v.extension_signature
+    )
+    return ExtendedCommit(commit.round, votes)
 
 
 def to_init_chain_request(req: pb.RequestInitChain) -> InitChainRequest:
@@ -363,7 +381,12 @@ class AbciServer:
     async def _prepare_proposal(self, request: pb.Request) -> pb.Response:
         """Let the App choose the transactions of the block this node proposes."""
         req = request.prepare_proposal
-        txs: tuple[bytes, ...] = await self._call(self._app.prepare_proposal, to_block_request(req), req.max_tx_bytes)
+        txs: tuple[bytes, ...] = await self._call(
+            self._app.prepare_proposal,
+            to_block_request(req),
+            req.max_tx_bytes,
+            to_extended_commit(req.local_last_commit),
+        )
         return pb.Response(prepare_proposal=pb.ResponsePrepareProposal(txs=txs))
 
     async def _process_proposal(self, request: pb.Request) -> pb.Response:
@@ -385,12 +408,15 @@ class AbciServer:
         return pb.Response(commit=pb.ResponseCommit(retain_height=retain_height))
 
     async def _extend_vote(self, request: pb.Request) -> pb.Response:
-        """racenet adds no vote extensions."""
-        return pb.Response(extend_vote=pb.ResponseExtendVote())
+        """This validator's beacon messages for the block it precommits."""
+        req = request.extend_vote
+        extension: bytes = await self._call(self._app.extend_vote, req.height, tuple(req.txs))
+        return pb.Response(extend_vote=pb.ResponseExtendVote(vote_extension=extension))
 
     async def _verify_vote_extension(self, request: pb.Request) -> pb.Response:
-        """Accept every (empty) vote extension; rejecting would cost liveness."""
-        status = pb.ResponseVerifyVoteExtension.ACCEPT
+        """Accept every extension that decodes; its content is judged when a proposer includes it."""
+        accepted: bool = await self._call(self._app.verify_vote_extension, request.verify_vote_extension.vote_extension)
+        status = pb.ResponseVerifyVoteExtension.ACCEPT if accepted else pb.ResponseVerifyVoteExtension.REJECT
         return pb.Response(verify_vote_extension=pb.ResponseVerifyVoteExtension(status=status))
 
     async def _list_snapshots(self, request: pb.Request) -> pb.Response:

@@ -14,14 +14,16 @@ so equal histories give equal hashes on every node without a full-state tree.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from racenet import __version__
 from racenet.chain.app_state import EXPORT, AppState
+from racenet.chain.codec import decode, encode
 from racenet.chain.collections import TEXT, Item
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.jsonform import from_json, to_json
@@ -36,12 +38,15 @@ from racenet.chain.module import (
     TxEnv,
     isolated,
 )
-from racenet.chain.modules import auth, bank, inference, race, validators
+from racenet.chain.modules import auth, bank, beacon, inference, race, validators
+from racenet.chain.modules.beacon import BEACON_TX_PREFIX, Extension, SignedExtension, parse_beacon_tx
 from racenet.chain.query import QuerySpec
 from racenet.chain.store import Branch, CommittedStore, KVStore, changes_hash_input
 from racenet.chain.tx import VerifiedCache, VerifiedTx, decode_envelope, decode_messages
 from racenet.chain.types import (
+    NO_COMMIT,
     BlockRequest,
+    ExtendedCommit,
     FinalizeBlockResult,
     InfoResult,
     InitChainRequest,
@@ -61,14 +66,25 @@ INIT_GENESIS_ORDER = (
     "bank",  # mints every genesis balance and escrow before another module could move one
     "validators",
     "race",  # registers the genesis nodes: inference accepts only registered Race nodes as servers
+    "beacon",  # checks its windows against the race schedule
     "inference",
 )
-BEGIN_BLOCK_ORDER = ("race",)  # fixes the cycle's seeds before the block's transactions read them
+BEGIN_BLOCK_ORDER = (
+    "beacon",  # opens a key generation with the weights the last tally set
+    "race",  # binds the cycle's seeds to fresh beacon rounds before the block's beacon transaction records one
+)
 END_BLOCK_ORDER = (
     "race",  # tallies the cycle: next cycle's weights, and power changes queued in validators
-    "inference",  # refunds expired requests; reads nothing the tally writes
+    "beacon",  # finishes a key generation and a commit-reveal
+    "inference",  # routes requests whose round arrived, refunds expired ones; reads nothing the tally writes
 )
 """After the end-block hooks, the power changes queued in `validators` go to the engine."""
+
+
+class VoteExtender(Protocol):
+    """A validator's beacon agent: what it adds to its precommit at a height (off-chain; holds secrets)."""
+
+    def extension(self, app: App, height: int, block: beacon.BeaconBlock | None) -> bytes: ...
 
 
 class GenesisError(ValueError):
@@ -99,17 +115,24 @@ def _json_bytes(value: Any) -> bytes:
 class App:
     """racenet's ABCI application: modules, store, and the block lifecycle."""
 
-    def __init__(self, db_path: Path | str, check_invariants: bool = False) -> None:
+    def __init__(
+        self, db_path: Path | str, check_invariants: bool = False, extender: VoteExtender | None = None
+    ) -> None:
         self.store = CommittedStore(Path(db_path))
         self.check_every_block = check_invariants
+        self.extender = extender
         self.bank = bank.BankModule(bank.Keeper())
         self.auth = auth.AuthModule(auth.Keeper(self.bank.keeper))
         self.validators = validators.ValidatorsModule(validators.Keeper())
         self.race = race.RaceModule(race.Keeper(self.validators.keeper))
-        self.inference = inference.InferenceModule(inference.Keeper(self.bank.keeper, self.race.keeper))
+        self.beacon = beacon.BeaconModule(beacon.Keeper(self.race.keeper))
+        self.race.keeper.use_beacon(self.beacon.keeper)
+        self.inference = inference.InferenceModule(
+            inference.Keeper(self.bank.keeper, self.race.keeper, self.beacon.keeper)
+        )
         self.info_keeper = ChainInfo()
         self.modules: dict[str, Module[Any, Any]] = {
-            m.name: m for m in (self.auth, self.bank, self.validators, self.race, self.inference)
+            m.name: m for m in (self.auth, self.bank, self.validators, self.race, self.beacon, self.inference)
         }
         self.registry: dict[str, type[Msg]] = {m.TYPE: m for mod in self.modules.values() for m in mod.messages()}
         self.routes: dict[str, Module[Any, Any]] = {
@@ -134,6 +157,9 @@ class App:
     def init_chain(self, req: InitChainRequest) -> InitChainResult:
         """Load genesis state into a branch that the first block's commit persists."""
         state = self._parse_app_state(req.app_state)
+        if not state.race.start:  # the first cycle starts once the genesis group can sign its seed
+            bootstrap = req.initial_height + state.beacon.params.dkg_blocks + 3
+            state = dataclasses.replace(state, race=dataclasses.replace(state.race, start=bootstrap))
         branch = Branch(self.store)
         ctx = Context(store=branch, block=BlockEnv(req.chain_id, req.initial_height - 1, req.time))
         self.info_keeper.chain_id.set(ctx, req.chain_id)
@@ -183,12 +209,21 @@ class App:
         env = BlockEnv(self.chain_id, self.height + 1, self.last_time, self.app_hash)
         return self._deliver(self.check_state, env, tx, in_block=False)
 
-    def prepare_proposal(self, req: BlockRequest, max_tx_bytes: int) -> tuple[bytes, ...]:
-        """Choose the block's transactions: those that pass the ante checks in order, within `max_tx_bytes`."""
+    def prepare_proposal(
+        self, req: BlockRequest, max_tx_bytes: int, last_commit: ExtendedCommit = NO_COMMIT
+    ) -> tuple[bytes, ...]:
+        """Choose the block's transactions: first the beacon transaction built from the last commit's vote
+        extensions, then those that pass the ante checks in order, all within `max_tx_bytes`."""
         branch, env = self._proposal_state(req)
         chosen: list[bytes] = []
         size = 0
+        beacon_tx = self._beacon_tx(Context(store=branch, block=env), last_commit)
+        if beacon_tx and len(beacon_tx) <= max_tx_bytes:
+            chosen.append(beacon_tx)
+            size += len(beacon_tx)
         for tx in req.txs:
+            if tx.startswith(BEACON_TX_PREFIX):
+                continue
             if size + len(tx) > max_tx_bytes:
                 break
             if self._passes_ante(branch, env, tx):
@@ -202,7 +237,53 @@ class App:
         So a proposer cannot fill a block with transactions nobody signed or pays for.
         """
         branch, env = self._proposal_state(req)
-        return all(self._passes_ante(branch, env, tx) for tx in req.txs)
+        txs = req.txs
+        if txs and txs[0].startswith(BEACON_TX_PREFIX):
+            block = parse_beacon_tx(txs[0])
+            if block is None or self.beacon.keeper.block_fault(Context(store=branch, block=env), block):
+                return False
+            txs = txs[1:]
+        return all(self._passes_ante(branch, env, tx) for tx in txs)
+
+    def _beacon_tx(self, ctx: Context, last_commit: ExtendedCommit) -> bytes:
+        """The beacon transaction for a proposal ('' when the last commit carried no extension)."""
+        keys = {hashlib.sha256(k).digest()[:20]: k for k in self.race.keeper.node_keys(ctx)}
+        votes = [
+            SignedExtension(keys[v.validator_address], v.extension, v.signature)
+            for v in last_commit.votes
+            if v.validator_address in keys and v.signature
+        ]
+        if not votes:
+            return b""
+        try:
+            block = self.beacon.keeper.propose(ctx, last_commit.round, votes)
+        except Exception:  # a bug must not stop this node from proposing: it proposes without the beacon
+            log.exception("building the beacon transaction failed; proposing without it")
+            return b""
+        return BEACON_TX_PREFIX + encode(block)
+
+    def extend_vote(self, height: int, txs: tuple[bytes, ...]) -> bytes:
+        """This validator's vote extension for the block at `height` (its beacon agent's messages)."""
+        if self.extender is None:
+            return b""
+        block = parse_beacon_tx(txs[0]) if txs else None
+        try:
+            return self.extender.extension(self, height, block)
+        except Exception:  # an agent bug costs this validator's contribution, never its vote
+            log.exception("the beacon agent failed to extend the vote at height %d", height)
+            return b""
+
+    def verify_vote_extension(self, extension: bytes) -> bool:
+        """Accept any extension that decodes (content is judged when a proposer includes it)."""
+        if not extension:
+            return True
+        if len(extension) > beacon.types.MAX_EXTENSION_BYTES:
+            return False
+        try:
+            decode(Extension, extension)
+        except ValueError:
+            return False
+        return True
 
     def _proposal_state(self, req: BlockRequest) -> tuple[Branch, BlockEnv]:
         return Branch(self.genesis or self.store), BlockEnv(self.chain_id, req.height, req.time, self.app_hash)
@@ -239,7 +320,7 @@ class App:
         for name in BEGIN_BLOCK_ORDER:
             with isolated(ctx, name, "begin_block") as hook:
                 self.modules[name].begin_block(hook)
-        results = tuple(self._deliver(block, env, tx) for tx in req.txs)
+        results = tuple(self._deliver_in_block(ctx, block, env, tx, i) for i, tx in enumerate(req.txs))
         for name in END_BLOCK_ORDER:
             with isolated(ctx, name, "end_block") as hook:
                 self.modules[name].end_block(hook)
@@ -250,6 +331,14 @@ class App:
         self.pending = (block, req.height)
         self.last_time = req.time
         return FinalizeBlockResult(results, self.app_hash, tuple(updates), tuple(ctx.events))
+
+    def _deliver_in_block(self, ctx: Context, block: Branch, env: BlockEnv, raw: bytes, position: int) -> TxResult:
+        """A block's transaction: the beacon transaction at its head runs in the beacon module, any other normally."""
+        if position == 0 and raw.startswith(BEACON_TX_PREFIX):
+            with isolated(ctx, self.beacon.name, "beacon transaction") as hook:
+                self.beacon.keeper.apply_block(hook, raw)
+            return TxResult()
+        return self._deliver(block, env, raw)
 
     def _deliver(self, parent: KVStore, env: BlockEnv, raw: bytes, *, in_block: bool = True) -> TxResult:
         """Run one transaction: ante checks and charges, then its messages, each stage in its own branch.
@@ -289,8 +378,7 @@ class App:
         block, height = self.pending
         changes = block.changes
         if self.genesis is not None:
-            self.genesis.changes.update(changes)
-            changes = self.genesis.changes
+            changes = {**self.genesis.changes, **changes}
         self.store.apply(changes, height, self.app_hash)
         self.height, self.genesis, self.pending = height, None, None
         if self.check_every_block:
@@ -346,11 +434,9 @@ class App:
         copy is the state it lacks; None if there is none (no InitChain yet, or the first block
         is being committed). A query has no block time (committed state does not record one).
         """
-        store = Branch(committed)
-        if committed_height == 0:
-            if genesis is None:
-                return None
-            store.changes = genesis
+        if committed_height == 0 and genesis is None:
+            return None
+        store = Branch(committed, genesis if committed_height == 0 else None)
         chain_id = self.info_keeper.chain_id.get(Context(store=store, block=BlockEnv("", committed_height, 0)))
         return Context(store=store, block=BlockEnv(chain_id, committed_height, 0))
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 
 from racenet.chain.modules.auth import AuthGenesis
 from racenet.chain.modules.bank import BankGenesis
+from racenet.chain.modules.beacon import BeaconGenesis
 from racenet.chain.modules.inference import InferenceGenesis
 from racenet.chain.modules.race import RaceGenesis
 from racenet.chain.modules.validators import ValidatorsGenesis
@@ -24,6 +25,7 @@ class AppState:
     bank: BankGenesis = field(default_factory=BankGenesis)
     validators: ValidatorsGenesis = field(default_factory=ValidatorsGenesis)
     race: RaceGenesis = field(default_factory=RaceGenesis)
+    beacon: BeaconGenesis = field(default_factory=BeaconGenesis)
     inference: InferenceGenesis = field(default_factory=InferenceGenesis)
 
     def validate(self) -> None:

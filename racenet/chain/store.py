@@ -12,6 +12,7 @@ connection whose `snapshot()` is one read transaction, so a query sees exactly o
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -214,11 +215,16 @@ class StoreReader:
 
 
 class Branch:
-    """An in-memory layer of writes over a parent store; `write()` pushes them down."""
+    """An in-memory layer of writes over a parent store; `write()` pushes them down.
 
-    def __init__(self, parent: KVStore) -> None:
+    Its written keys are also kept sorted, so a prefix scan costs the keys under the prefix, not every
+    write of the block (a tally reads many small prefixes of a branch holding many writes).
+    """
+
+    def __init__(self, parent: KVStore, changes: Changes | None = None) -> None:
         self.parent = parent
-        self.changes: Changes = {}
+        self.changes: Changes = dict(changes or {})
+        self._keys = sorted(self.changes)
 
     def get(self, key: bytes) -> bytes | None:
         """The value seen through this branch."""
@@ -228,16 +234,24 @@ class Branch:
 
     def set(self, key: bytes, value: bytes) -> None:
         """Record a write in this branch only."""
-        self.changes[key] = value
+        self._record(key, value)
 
     def delete(self, key: bytes) -> None:
         """Record a deletion in this branch only."""
-        self.changes[key] = None
+        self._record(key, None)
+
+    def _record(self, key: bytes, value: bytes | None) -> None:
+        if key not in self.changes:
+            bisect.insort(self._keys, key)
+        self.changes[key] = value
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs under `prefix` as seen through this branch, in key order."""
         merged: dict[bytes, bytes | None] = dict(self.parent.iterate(prefix))
-        merged.update((k, v) for k, v in self.changes.items() if k.startswith(prefix))
+        i = bisect.bisect_left(self._keys, prefix)
+        while i < len(self._keys) and self._keys[i].startswith(prefix):
+            merged[self._keys[i]] = self.changes[self._keys[i]]
+            i += 1
         for k in sorted(merged):
             v = merged[k]
             if v is not None:
@@ -251,6 +265,7 @@ class Branch:
             else:
                 self.parent.set(k, v)
         self.changes = {}
+        self._keys = []
 
 
 class PrefixStore:

@@ -84,3 +84,24 @@ class QueryResult:
     log: str = ""
     value: bytes = b""
     height: int = 0
+
+
+@dataclass(frozen=True)
+class ExtendedVote:
+    """One precommit's vote extension from the last commit, as the proposer's engine hands it over."""
+
+    validator_address: bytes
+    extension: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class ExtendedCommit:
+    """The previous height's precommits with their vote extensions (PrepareProposal's `local_last_commit`)."""
+
+    round: int = 0
+    votes: tuple[ExtendedVote, ...] = ()
+
+
+NO_COMMIT = ExtendedCommit()
+"""The last commit of a proposal that has none (the first block, or an engine without vote extensions)."""

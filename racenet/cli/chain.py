@@ -122,11 +122,20 @@ def app_command(home: Path, abci: str) -> None:
     """Serve the state machine to a CometBFT node over ABCI (one per validator)."""
     from racenet.abci.server import run
     from racenet.chain.app import App
+    from racenet.crypto.consensus_key import ConsensusKeyError, validator_pubkey
+    from racenet.node.beacon_agent import BeaconAgent, BeaconKeyError, load_or_create_secret
 
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
-    app = App(data / "app.db", check_invariants=os.environ.get(CHECK_INVARIANTS_ENV) == "1")
-    click.echo(f"racenet app at height {app.height}, ABCI on {abci}", err=True)
+    agent = None
+    if (home / "config" / "priv_validator_key.json").exists():
+        try:
+            agent = BeaconAgent(load_or_create_secret(home), validator_pubkey(home))
+        except (BeaconKeyError, ConsensusKeyError, OSError) as e:
+            fail(str(e))
+    app = App(data / "app.db", check_invariants=os.environ.get(CHECK_INVARIANTS_ENV) == "1", extender=agent)
+    role = "validator with a beacon agent" if agent else "no validator key: no beacon agent"
+    click.echo(f"racenet app at height {app.height}, ABCI on {abci} ({role})", err=True)
     try:
         run(app, abci)
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ import click
 
 from racenet import __version__
 from racenet.cli.apikey import api_key
+from racenet.cli.beacon import beacon
 from racenet.cli.chain import app_command, genesis, init, start
 from racenet.cli.devnet import devnet
 from racenet.cli.keys import keys
@@ -26,7 +27,7 @@ def cli(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-for command in (init, start, app_command, genesis, keys, tx, query, status, devnet, node, api_key, race):
+for command in (init, start, app_command, genesis, keys, tx, query, status, devnet, node, api_key, race, beacon):
     cli.add_command(command)
 
 

@@ -127,18 +127,23 @@ def run(
     "--cometbft-home",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     required=True,
-    help="The validator's CometBFT home (its config/priv_validator_key.json public key is read).",
+    help="The validator's CometBFT home (its config/priv_validator_key.json signs the registration).",
 )
 def register(home: Path, node: str, key_name: str, cometbft_home: Path) -> None:
-    """Join the Race: bind your account to your validator's consensus key (once)."""
-    from racenet.chain.modules.race import MsgRegisterNode
-    from racenet.crypto.consensus_key import ConsensusKeyError, validator_pubkey
+    """Join the Race and the beacon: bind your account to your validator's consensus key and register the
+    beacon key its `racenet app` signs with (`<cometbft-home>/config/beacon_key.json`, created if absent)."""
+    from racenet.chain.modules.race import register_node_msg
+    from racenet.crypto.consensus_key import ConsensusKeyError, validator_private_key
+    from racenet.node.beacon_agent import BeaconKeyError, load_or_create_secret, register_key_msg
 
     key = load_key(home, key_name)
     try:
-        consensus_key = validator_pubkey(cometbft_home)
-    except ConsensusKeyError as e:
+        consensus_key = validator_private_key(cometbft_home)
+        secret = load_or_create_secret(cometbft_home)
+    except (ConsensusKeyError, BeaconKeyError, OSError) as e:
         fail(str(e))
     with chain_client(node) as client:
-        outcome = TxSender(client, key).send([MsgRegisterNode(consensus_key)])
+        chain_id, address = client.chain_id(), key.public_key.address
+        msgs = [register_node_msg(consensus_key, chain_id, address), register_key_msg(secret, chain_id, address)]
+        outcome = TxSender(client, key).send(msgs)
     click.echo(f"registered in block {outcome.height}; the node races from the next cycle")

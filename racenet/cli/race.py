@@ -32,6 +32,9 @@ threads_option = click.option(
 )
 
 
+PIPED_WIDTH = 200
+
+
 @click.group()
 def race() -> None:
     """The compute Race (Proof-of-Work 2.0): status on chain; mine and calibrate locally."""
@@ -235,22 +238,29 @@ def calibrate(
 @node_option
 @json_option
 def status(node: str, as_json: bool) -> None:
-    """The current cycle and phase, and every node's weight, validator power and last outcome."""
+    """The current cycle and phase, this cycle's claims (committee, votes, escalation, standing), and every
+    node's weight, validator power and last outcome."""
     with chain_client(node) as client:
         cycle, nodes = client.query(chain_race.CYCLE), client.query(chain_race.NODES).nodes
+        claims = client.query(chain_race.CLAIMS).claims
     if as_json:
-        echo_json({"cycle": to_json(cycle), "nodes": to_json(nodes)})
+        echo_json({"cycle": to_json(cycle), "claims": to_json(claims), "nodes": to_json(nodes)})
         return
     starts = cycle.phase_starts
     click.echo(
         f"height {cycle.height}: cycle {cycle.cycle}, phase {cycle.phase} "
-        f"(race {starts[Phase.RACE]}, commit {starts[Phase.COMMIT]}, reveal {starts[Phase.REVEAL]}, "
-        f"vote {starts[Phase.VOTE]}, tally {cycle.tally_height}); preset {cycle.preset}, "
+        f"(race {starts[Phase.RACE]}, reveal {starts[Phase.REVEAL]}, vote {starts[Phase.VOTE]}, "
+        f"escalate {starts[Phase.ESCALATE]}, tally {cycle.tally_height}); preset {cycle.preset}, "
         f"difficulty 1/{DIFFICULTY}"
     )
-    table = Table()
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=PIPED_WIDTH)  # piped or captured: whole addresses and columns, not 80-column ellipses
+    if claims:
+        console.print(_claims_table(claims))
+    table = Table(title="nodes")
     table.add_column("node", no_wrap=True)
-    for column in ("weight", "power", "committed", "last cycle", "claimed", "outcome"):
+    for column in ("weight", "power", "committed", "last cycle", "claimed", "outcome", "committee", "escalated"):
         table.add_column(column)
     for n in nodes:
         last = n.last_outcome
@@ -262,8 +272,31 @@ def status(node: str, as_json: bool) -> None:
             _text(last and last.cycle),
             _text(last and last.claimed),
             last.status if last else "-",
+            _text(last and len(last.committee)),
+            _text(last and ("yes" if last.escalated else "no")),
         )
-    Console().print(table)
+    console.print(table)
+
+
+def _claims_table(claims: tuple[chain_race.ClaimInfo, ...]) -> Table:
+    """This cycle's claims: who checks each, how they voted (accept / reject weight), and where it stands."""
+    table = Table(title="claims this cycle")
+    table.add_column("participant", no_wrap=True)
+    for column in ("count", "revealed", "committee", "accept / reject weight", "escalated", "standing"):
+        table.add_column(column)
+    for c in claims:
+        accept = sum(v.weight for v in c.votes if v.accept)
+        reject = sum(v.weight for v in c.votes if not v.accept)
+        table.add_row(
+            encode_address(c.participant),
+            str(c.count),
+            "yes" if c.revealed else "no",
+            " ".join(encode_address(v)[-6:] for v in c.committee) or "-",
+            f"{accept} / {reject} ({len(c.votes)} votes)",
+            "yes" if c.escalated else "no",
+            c.standing,
+        )
+    return table
 
 
 def _text(value: object) -> str:

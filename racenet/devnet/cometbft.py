@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import racenet
 from racenet.crypto import consensus_key
@@ -129,3 +130,11 @@ def configure(home: Path, settings: Settings) -> None:
     """Apply settings to a home's config.toml."""
     path = home / "config" / "config.toml"
     path.write_text(apply_settings(path.read_text(), settings))
+
+
+def consensus_params_with_vote_extensions(home: Path) -> dict[str, Any]:
+    """The consensus params `cometbft init` wrote into a home's genesis, with vote extensions enabled from
+    height 1 (the random beacon's partial signatures and key generation travel in them)."""
+    params: dict[str, Any] = json.loads((home / "config" / "genesis.json").read_text())["consensus_params"]
+    params.setdefault("abci", {})["vote_extensions_enable_height"] = "1"
+    return params

@@ -32,6 +32,7 @@ from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis, GenesisValidator
 from racenet.chain.modules.bank import Balance, BankGenesis
 from racenet.chain.modules.bank.denom import NICOIN_PER
+from racenet.chain.modules.beacon import BeaconGenesis, BeaconKey
 from racenet.chain.modules.inference import InferenceGenesis, ModelEntry
 from racenet.chain.modules.inference import Params as InferenceParams
 from racenet.chain.modules.race import Params as RaceParams
@@ -43,6 +44,7 @@ from racenet.devnet import cometbft, process
 from racenet.devnet.errors import DevnetError
 from racenet.devnet.state import HOST, KINDS, DevnetState, Kind, NodeRecord, Ports
 from racenet.devnet.state import load as load_state
+from racenet.node.beacon_agent import load_or_create_secret, register_key_msg
 from racenet.node.client import ChainClient, ClientError
 
 CHAIN_ID = "racenet-devnet"
@@ -57,7 +59,7 @@ POLL_S = 0.25
 LOG_TAIL_LINES = 15
 STOP_ORDER: tuple[Kind, ...] = ("node", "cometbft", "app")
 NODE_NICOIN = 1_000 * NICOIN_PER["icon"]
-DEVNET_RACE_PARAMS = RaceParams(preset="tiny", race_blocks=12, commit_blocks=3, reveal_blocks=4, vote_blocks=4)
+DEVNET_RACE_PARAMS = RaceParams(preset="tiny", race_blocks=14, reveal_blocks=4, vote_blocks=4, escalation_blocks=3)
 MODEL = "SmolLM2-135M-Instruct"
 MODEL_UNITS_PER_TOKEN = 1
 
@@ -147,19 +149,26 @@ def config_settings(state: DevnetState, node: NodeRecord) -> cometbft.Settings:
 
 def build_genesis(state: DevnetState, race: RaceParams = DEVNET_RACE_PARAMS) -> Genesis:
     """One genesis for all nodes: validator keys at equal power (their genesis Race weight),
-    registered Race nodes with funded accounts, and a funded faucet/authority."""
+    registered Race nodes with funded accounts and beacon keys (each node's secret stays in its home),
+    vote extensions on from the first block (they carry the beacon), and a funded faucet/authority."""
     faucet = decode_address(state.faucet)
     accounts = [decode_address(n.account) for n in state.nodes]
     balances = (Balance(faucet, FAUCET_NICOIN), *(Balance(a, NODE_NICOIN) for a in accounts))
     race_nodes = tuple(RaceNode(a, n.pub_key, VALIDATOR_POWER) for a, n in zip(accounts, state.nodes, strict=True))
+    beacon_keys = []
+    for address, node in zip(accounts, state.nodes, strict=True):
+        msg = register_key_msg(load_or_create_secret(state.home(node)), state.chain_id, address)
+        beacon_keys.append(BeaconKey(address, msg.key, msg.proof))
     return Genesis(
         chain_id=state.chain_id,
         genesis_time=int(time.time()),
         validators=[GenesisValidator(n.pub_key, VALIDATOR_POWER, n.name) for n in state.nodes],
+        consensus_params=cometbft.consensus_params_with_vote_extensions(state.home(state.nodes[0])),
         app_state=AppState(
             bank=BankGenesis(balances=balances),
             validators=ValidatorsGenesis(authority=faucet),
             race=RaceGenesis(params=race, nodes=race_nodes),
+            beacon=BeaconGenesis(keys=tuple(beacon_keys)),
             inference=InferenceGenesis(
                 params=InferenceParams(allow_private_endpoints=True),  # devnet executors listen on loopback
                 models=(ModelEntry(MODEL, MODEL_UNITS_PER_TOKEN),),

@@ -11,11 +11,12 @@ import base64
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from racenet import __version__
-from racenet.abci.driver import Driver
+from racenet.abci.driver import Driver, Validator
 from racenet.chain.app import App
 from racenet.chain.genesis import Genesis, format_time, load_genesis
 from racenet.chain.tx import tx_hash
@@ -38,7 +39,7 @@ class RpcError(Exception):
 class EmbeddedNode:
     """Mempool, block loop and RPC handlers over one App and one block store."""
 
-    def __init__(self, home: Path, block_time: float = 1.0) -> None:
+    def __init__(self, home: Path, block_time: float = 1.0, validators: Sequence[Validator] = ()) -> None:
         self.home = home
         self.block_time = block_time
         self.genesis: Genesis = load_genesis(home / "config" / "genesis.json")
@@ -46,7 +47,7 @@ class EmbeddedNode:
         data.mkdir(parents=True, exist_ok=True)
         self.app = App(data / "app.db")
         self.blocks = BlockStore(data / "blocks.db")
-        self.driver = Driver(self.app)
+        self.driver = Driver(self.app, validators)
         self.lock = threading.Lock()
         self.mempool: list[bytes] = []
         self.stopping = threading.Event()

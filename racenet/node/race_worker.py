@@ -1,5 +1,9 @@
 """The node's Race loop: watch the chain and, with no manual step, mine, commit, reveal and vote.
 
+Mining runs from the moment the race seed is out until block `commit_deadline - COMMIT_MARGIN_BLOCKS` is
+committed; the commitment goes out at once and lands by the race window's last block, the deadline the chain
+enforces (a block or two of margin: the node must see the height, finish its batch and reach the proposer).
+
 Each cycle's progress (nonces found, whether the commitment, reveal and votes went out) is saved
 in `<state_dir>/cycle-<n>.json` after every step, so a restarted node resumes where it stopped:
 found nonces are never lost, and nothing is sent twice.
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.3
+COMMIT_MARGIN_BLOCKS = 2
 
 
 @dataclass
@@ -86,25 +91,32 @@ class RaceWorker:
         """Do what the current phase asks of this node, if it has not been done yet."""
         info = self.client.query(race.CYCLE)
         state = self._load(info.cycle)
-        if info.phase == Phase.RACE and info.race_seed and info.height < info.phase_starts[Phase.COMMIT] - 1:
-            self._mine(info, state)
-        elif info.phase == Phase.COMMIT and state.nonces and not state.committed:
+        last_mining_block = info.phase_starts[Phase.REVEAL] - 1 - COMMIT_MARGIN_BLOCKS
+        if info.phase == Phase.RACE and info.race_seed and info.height < last_mining_block:
+            self._mine(info, state, last_mining_block)
+        if (
+            info.phase == Phase.RACE
+            and info.race_seed
+            and state.nonces
+            and not state.committed
+            and not self.stop.is_set()
+        ):
             self._commit(state)
         elif info.phase == Phase.REVEAL and state.committed and not state.revealed:
             self._reveal(state)
-        elif info.phase == Phase.VOTE:
+        elif info.phase in (Phase.VOTE, Phase.ESCALATE):
             self._vote(info, state)
 
     def _race_for(self, info: CycleInfo) -> Race:
-        """The cycle's Race (model, target, threshold), built once per race seed on the compute thread."""
+        """The cycle's Race (model, targets, threshold), built once per race seed on the compute thread."""
         from racenet.pow.race import build_race
 
         if self._race is None or self._race.race_seed != info.race_seed:
             self._race = self.compute.run(build_race, info.preset, info.race_seed)
         return self._race
 
-    def _mine(self, info: CycleInfo, state: CycleState) -> None:
-        """Mine until the chain reaches the race window's last block, saving finds as they come.
+    def _mine(self, info: CycleInfo, state: CycleState, last_mining_block: int) -> None:
+        """Mine until the chain commits `last_mining_block`, saving finds as they come.
 
         Each batch runs on the compute thread, so a user request waits at most one batch; the budget's rests and
         the yields to user requests wait on this thread, so inference runs meanwhile.
@@ -115,9 +127,8 @@ class RaceWorker:
             state.next_nonce = so_far.next_nonce
 
         cycle_race = self._race_for(info)
-        last_race_block = info.phase_starts[Phase.COMMIT] - 1
         done = threading.Event()
-        watcher = threading.Thread(target=self._watch_race_end, args=(last_race_block, done, state), daemon=True)
+        watcher = threading.Thread(target=self._watch_race_end, args=(last_mining_block, done, state), daemon=True)
         watcher.start()
         try:
             with Miner(cycle_race, self.key.public_key.raw, execute=self.compute.run) as miner:
@@ -143,14 +154,14 @@ class RaceWorker:
             len(state.nonces),
         )
 
-    def _watch_race_end(self, last_race_block: int, done: threading.Event, state: CycleState) -> None:
-        """Stop mining when the race window's last block is committed (or the worker stops); save new finds."""
+    def _watch_race_end(self, last_mining_block: int, done: threading.Event, state: CycleState) -> None:
+        """Stop mining when `last_mining_block` is committed (or the worker stops); save new finds."""
         saved = -1
         while not done.is_set():
             if self.stop.is_set():
                 break
             try:
-                if self.client.height() >= last_race_block:
+                if self.client.height() >= last_mining_block:
                     break
             except ClientError as e:
                 log.warning("race worker: %s", e)
@@ -176,8 +187,11 @@ class RaceWorker:
         self._save(state)
 
     def _vote(self, info: CycleInfo, state: CycleState) -> None:
-        """Check every participant this node is assigned to and vote on them, as many per transaction as allowed."""
-        from racenet.pow.decision import accept
+        """Check every claim this node is asked to validate and send which opened nonces failed, in bounded txs.
+
+        A claim counts as voted once its transaction is in a block or refused; a transport error leaves it
+        for the next step, so no vote is lost to a node restart or a full mempool.
+        """
         from racenet.pow.verifier import verify_nonces
 
         assigned = self.client.query(race.ASSIGNMENTS, self.key.public_key.address).participants
@@ -185,29 +199,28 @@ class RaceWorker:
         if not todo:
             return
         cycle_race = self._race_for(info)
-        votes: list[Msg] = []
-        for participant in todo:
-            revealed = self.client.query(race.REVEAL, participant)
-            if revealed is None:
-                continue
-            ok = self.compute.run(verify_nonces, cycle_race, revealed.pub_key, list(revealed.nonces))
-            failed = ok.count(False)
-            verdict = accept(len(ok), failed)
-            votes.append(
-                MsgVote(cycle=state.cycle, participant=participant, accept=verdict, checked=len(ok), mismatches=failed)
-            )
-            log.info(
-                "cycle %d: %s — %d of %d opened nonces failed",
-                state.cycle,
-                encode_address(participant),
-                failed,
-                len(ok),
-            )
-        per_tx = self.client.query(auth.PARAMS).max_msgs_per_tx if votes else 1
-        for start in range(0, len(votes), per_tx):
-            self._send(state, votes[start : start + per_tx])
-        state.voted += [encode_address(p) for p in todo]
-        self._save(state)
+        per_tx = self.client.query(auth.PARAMS).max_msgs_per_tx
+        for start in range(0, len(todo), per_tx):
+            batch = todo[start : start + per_tx]
+            votes: list[Msg] = []
+            for participant in batch:
+                revealed = self.client.query(race.REVEAL, participant)
+                if revealed is None:
+                    continue
+                ok = self.compute.run(verify_nonces, cycle_race, revealed.pub_key, list(revealed.nonces))
+                failed = tuple(i for i, passed in enumerate(ok) if not passed)
+                votes.append(MsgVote(cycle=state.cycle, participant=participant, failed=failed))
+                log.info(
+                    "cycle %d: %s — %d of %d opened nonces failed",
+                    state.cycle,
+                    encode_address(participant),
+                    len(failed),
+                    len(ok),
+                )
+            if votes:
+                self._send(state, votes)
+            state.voted += [encode_address(p) for p in batch]
+            self._save(state)
 
     def _send(self, state: CycleState, msgs: list[Msg]) -> None:
         """Send and wait. A rejection ends the step too (retrying cannot fix it); logged unless already done."""

@@ -6,7 +6,8 @@ developer signed with its account key over the body, the prompt's token count, `
 the model, an expiry height and the chain. It checks the payer can cover the request, counts the
 prompt's tokens (a signed count must match), opens the request on chain (`inference/Start`:
 escrow from the developer, executor drawn by the chain, never this node) and waits until the
-Start is in a block, so no executor works for a request the chain refused. Then it forwards the
+chain has routed it (from a beacon round signed after the Start was included), so no executor
+works for a request the chain refused. Then it forwards the
 exact body the developer sent, signed for that executor, that request and this chain, and relays
 the answer. If the executor does not answer, the TA moves the request to the next executor
 (`inference/Reassign`, allowed a few blocks after routing) and tries again; when no executor
@@ -55,7 +56,8 @@ TOKEN_TIMEOUT = 30.0
 CACHE_SECONDS = 5.0
 START_TIMEOUT = 30.0
 """How long the TA waits for its Start (or a Reassign) to be in a block."""
-REASSIGN_POLL_SECONDS = 0.5
+POLL_SECONDS = 0.2
+"""How often the TA re-reads the chain while it waits for routing or for a Reassign to be allowed."""
 R = TypeVar("R")
 
 REJECTIONS: dict[int, tuple[int, str, str]] = {
@@ -172,14 +174,22 @@ class TransferAgent:
         return outcome.data
 
     def _opened(self, request_id: bytes, raw: bytes, model: str) -> Opened:
-        """The open request as the chain recorded it: its executor and the endpoints of the model's servers."""
+        """The open request once the chain routed it (its beacon round is recorded, normally one block
+        after the Start): its executor and the endpoints of the model's servers."""
+        deadline = time.monotonic() + START_TIMEOUT
         try:
-            record = self.client.query(inference.REQUEST, request_id)
+            while True:
+                record = self.client.query(inference.REQUEST, request_id)
+                if record is None or record.request is None:
+                    raise ApiError(503, "the request is not open on chain", "server_error", "no_executor")
+                if record.request.executor or time.monotonic() > deadline:
+                    break
+                time.sleep(POLL_SECONDS)
             servers = self.client.query(inference.SERVERS, model).servers
         except ClientError as e:
             raise ApiError(503, f"could not read the opened request: {e}", "server_error") from e
-        if record is None or record.request is None:
-            raise ApiError(503, "the request is not open on chain", "server_error", "no_executor")
+        if not record.request.executor:
+            raise ApiError(503, "the chain has not routed the request (no beacon round)", "server_error", "no_executor")
         endpoints = {s.address: s.endpoint for s in servers}
         return Opened(request_id, raw, model, endpoints, record.request.executor, self._params().max_attempts)
 
@@ -292,7 +302,7 @@ class TransferAgent:
                 except TxRejected as e:
                     if e.code != Code.TOO_EARLY or time.monotonic() > deadline:
                         raise
-                    time.sleep(REASSIGN_POLL_SECONDS)
+                    time.sleep(POLL_SECONDS)
             moved = self._opened(opened.request_id, opened.raw, opened.model)
         except ClientError as e:
             raise ApiError(503, f"could not re-route the request: {e}", "server_error", "no_executor") from e

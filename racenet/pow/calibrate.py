@@ -1,14 +1,16 @@
 """Calibration: the distance threshold for a difficulty, and the honest mismatch rate of float noise.
 
 Threshold. A nonce is appropriate when its distance is below the threshold, so the threshold for difficulty D
-is the 1/D quantile of the distance over nonces. The permutation is a hash of the input seed, independent of the
-output, so every pairing of an output vector with another nonce's permutation is a sample from the same
-distribution: a batch of B forward passes gives B^2 samples (`cross_distances`). We pool them over several race
-seeds and take the empirical quantile; the per-seed quantiles show how much the threshold depends on the seed.
+is the 1/D quantile of the distance over nonces. The permutation and the mix are hashes of the input seed,
+independent of the output, so every pairing of an output vector with another nonce's permutation and mix (the
+target then picked by the output's key and that mix) is a sample from the same distribution: a batch of B
+forward passes gives B^2 samples (`cross_distances`). We pool them over several race seeds and take the
+empirical quantile; the per-seed quantiles show how much the threshold depends on the seed.
 
 Noise. A node that mines in another dtype, batch size, thread count or matrix kernel than the validator sees
 slightly different outputs; an appropriate vector close to the threshold can then fail to reproduce. The honest
-mismatch rate is P(checker distance >= threshold | miner distance < threshold), measured on the same cross pairs.
+mismatch rate is P(checker distance >= threshold | miner distance < threshold), measured on the same cross pairs;
+it includes the outputs whose key (the signs that pick the target) differs between miner and checker.
 
 Reproduce (2 cores; the shipped numbers are in presets.py and decision.py):
 
@@ -31,11 +33,12 @@ import torch
 from racenet.pow.model import RaceTransformer, build_model
 from racenet.pow.presets import DIFFICULTY, Preset, get_preset
 from racenet.pow.race import Race, build_race
-from racenet.pow.vectors import NonceBatch, node_seed
+from racenet.pow.vectors import NonceBatch, node_seed, output_keys, target_indices
 
 CALIBRATION_NODE = node_seed(b"racenet-calibration")
 NOISE_DTYPES = {"bf16": torch.bfloat16, "fp64": torch.float64}
 ONE_BY_ONE = 32
+CROSS_ROWS = 16
 
 
 def calibration_seed(index: int) -> bytes:
@@ -43,18 +46,23 @@ def calibration_seed(index: int) -> bytes:
     return hashlib.blake2b(index.to_bytes(8, "little"), digest_size=32, person=b"racenet-calib").digest()
 
 
-def cross_distances(outputs: torch.Tensor, batch: NonceBatch, target: torch.Tensor) -> torch.Tensor:
-    """Distances of each output (any B1 of them) under every permutation of the batch: B1 x B values, float64.
+def cross_distances(outputs: torch.Tensor, batch: NonceBatch, race: Race) -> torch.Tensor:
+    """Distances of each output (any B1 of them) under every nonce's permutation and mix: B1 x B values, float64.
 
-    <permuted y, t> = <y, t scattered by the permutation>, so all pairs cost one B x B matrix product.
+    Pair (i, j) permutes output i by nonce j's permutation and measures it against the target that output i's
+    key and nonce j's mix pick; rows are done `CROSS_ROWS` at a time.
     """
     unit = outputs.double()
     unit = unit / unit.norm(dim=1, keepdim=True)
-    permutations = batch.permutations
-    scattered = torch.zeros(permutations.shape, dtype=torch.float64).scatter_(
-        1, permutations, target.expand_as(permutations)
-    )
-    return torch.sqrt(torch.clamp(2.0 - 2.0 * unit @ scattered.T, min=0.0))
+    keys = output_keys(outputs, race.preset.key_bits)
+    rows = []
+    for start in range(0, len(unit), CROSS_ROWS):
+        chunk = unit[start : start + CROSS_ROWS]
+        rows_of = torch.arange(len(chunk)).unsqueeze(1)
+        permuted = chunk[rows_of.unsqueeze(2), batch.permutations.unsqueeze(0)]
+        picked = race.targets[target_indices(keys[start : start + CROSS_ROWS].unsqueeze(1), batch.mix.unsqueeze(0))]
+        rows.append(torch.linalg.vector_norm(permuted - picked, dim=2))
+    return torch.cat(rows) if rows else torch.empty(0, len(batch.nonces), dtype=torch.float64)
 
 
 def quantile_threshold(samples: torch.Tensor, difficulty: int) -> float:
@@ -69,7 +77,7 @@ def seed_samples(race: Race, nonces: int, batch_size: int) -> torch.Tensor:
     parts = []
     for start in range(0, nonces, batch_size):
         batch = race.prepare(CALIBRATION_NODE, range(start, min(start + batch_size, nonces)))
-        parts.append(cross_distances(race.outputs(batch.tokens), batch, race.target).reshape(-1))
+        parts.append(cross_distances(race.outputs(batch.tokens), batch, race).reshape(-1))
     return torch.cat(parts)
 
 
@@ -127,8 +135,8 @@ def compare(miner: torch.Tensor, checker: torch.Tensor, batch: NonceBatch, race:
     """Mismatch between two computations of the same nonces' outputs (the miner's may be the first few only),
     over all their pairings with the batch's permutations."""
     checker = checker[: len(miner)]
-    mined = cross_distances(miner, batch, race.target) < race.threshold
-    checked = cross_distances(checker, batch, race.target) < race.threshold
+    mined = cross_distances(miner, batch, race) < race.threshold
+    checked = cross_distances(checker, batch, race) < race.threshold
     diff = float((miner.double() - checker.double()).abs().max())
     return Mismatch("", int(mined.sum()), int((mined & ~checked).sum()), diff)
 

@@ -5,11 +5,17 @@ feed-forward network, each on a LayerNorm of the residual stream, and a final La
 position's vector (d_model values), so there is no output head.
 
 The whitepaper gives only the dimensions. The rest is chosen so that the output is a thoroughly mixed function
-of every input token, with no direction shared by all inputs: the Race's permutation is known before the forward
-pass, so any part of the output that is cheaper to predict than to compute would let a miner pick promising
-nonces without running the model. Measured on the paper preset (48 random input pairs, cosine of the outputs):
-unrelated inputs 0.007; inputs sharing one of their four tokens 0.07 to 0.17 (the last, read position most);
-inputs differing in one token 0.37 to 0.48. Probes at the paper's depth (64 layers, d_model 128) showed what
+of every input token, with no direction shared by all inputs: any part of the output that is cheaper to predict
+than to compute would let a miner pick promising nonces without running the model. The architecture alone did
+not stop that on `tiny` (2 layers: a per-token table of mean outputs predicted them with cosine 0.79, security
+review H4), so the task also measures each output against a target its own signs pick (`racenet.pow.vectors`):
+a predictor must reproduce the final output's signs exactly to know what it is scored against. Measured by
+`bench/prescreen.py` (per-token table, half the layers, all layers without attention): no predictor gains over
+honest mining on any preset (figures in vectors.py and docs/race.md).
+
+Measured on the paper preset (48 random input pairs, cosine of the outputs): unrelated inputs 0.007; inputs
+sharing one of their four tokens 0.07 to 0.17 (the last, read position most); inputs differing in one token
+0.37 to 0.48. Probes at the paper's depth (64 layers, d_model 128) showed what
 each choice does:
 - Bidirectional attention. With causal attention, position 0 sees only token 0 through all 64 layers and the
   output leaned on it (two inputs sharing only their first token: cosine 0.70; bidirectional: 0.06).

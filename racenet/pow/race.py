@@ -1,4 +1,4 @@
-"""One Race: the model, target and threshold built from a race seed, and the distance of any node's nonces."""
+"""One Race: the model, targets and threshold built from a race seed, and the distance of any node's nonces."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from racenet.pow.model import RaceTransformer, build_model
 from racenet.pow.presets import Preset, get_preset
 from racenet.pow.rng import SEED_SIZE
-from racenet.pow.vectors import NonceBatch, distances, node_seed, prepare, target_vector
+from racenet.pow.vectors import NonceBatch, distances, node_seed, prepare, target_vectors
 
 # Matrix kernels pick other code paths for few rows (measured: under 12 rows for tiny and small, under 64 for
 # paper), which changes the last bits of the output. Forward passes therefore run on at least MIN_BATCH nonces
@@ -20,12 +20,12 @@ MIN_BATCH = 16
 
 @dataclass(frozen=True)
 class Race:
-    """A race's shared state: preset, race seed, seeded model, target vector and distance threshold."""
+    """A race's shared state: preset, race seed, seeded model, target vectors and distance threshold."""
 
     preset: Preset
     race_seed: bytes
     model: RaceTransformer
-    target: torch.Tensor
+    targets: torch.Tensor
     threshold: float
 
     def prepare(self, node: bytes, nonces: Sequence[int]) -> NonceBatch:
@@ -42,13 +42,13 @@ class Race:
         return out[:rows]
 
     def distances(self, batch: NonceBatch) -> torch.Tensor:
-        """Distance to the target of each nonce in `batch` (float64)."""
+        """Distance of each nonce in `batch` to its target (float64)."""
         if not batch.nonces:
             return torch.empty(0, dtype=torch.float64)
-        return distances(self.outputs(batch.tokens), batch.permutations, self.target)
+        return distances(self.outputs(batch.tokens), batch, self.targets, self.preset.key_bits)
 
     def node_distances(self, public_key: bytes, nonces: Sequence[int]) -> torch.Tensor:
-        """Distance to the target of each of a node's nonces, in one batch."""
+        """Distance of each of a node's nonces to its target, in one batch."""
         return self.distances(self.prepare(node_seed(public_key), nonces))
 
 
@@ -63,6 +63,6 @@ def build_race(
         preset=chosen,
         race_seed=race_seed,
         model=build_model(chosen, race_seed, dtype),
-        target=target_vector(race_seed, chosen),
+        targets=target_vectors(race_seed, chosen),
         threshold=chosen.threshold if threshold is None else threshold,
     )

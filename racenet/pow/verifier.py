@@ -1,14 +1,11 @@
-"""The verifier: recompute a node's opened nonces in fp32; `racenet.pow.decision` turns the failures into a verdict."""
+"""The verifier: recompute a node's opened nonces in fp32; the chain turns the failures into a verdict."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from racenet.pow.decision import accept
 from racenet.pow.race import Race
 from racenet.pow.vectors import NONCE_LIMIT, is_appropriate
-
-__all__ = ["accept", "verify_nonces"]  # the verdict lives in decision.py (torch-free); re-exported for callers
 
 
 def verify_nonces(race: Race, public_key: bytes, nonces: Sequence[int], batch_size: int = 256) -> list[bool]:

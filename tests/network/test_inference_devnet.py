@@ -19,14 +19,14 @@ import pytest
 from click.testing import CliRunner
 
 from racenet.chain.app_state import EXPORT
-from racenet.chain.modules import bank, inference, race
+from racenet.chain.modules import bank, beacon, inference, race
 from racenet.chain.modules.bank import MsgSend
-from racenet.chain.modules.inference import MsgStartRequest, Receipt, ReceiptStatus, choose_executor
+from racenet.chain.modules.inference import MsgServeModels, MsgStartRequest, Receipt, ReceiptStatus, choose_executor
 from racenet.cli.main import cli
 from racenet.crypto.address import decode_address, encode_address
+from racenet.crypto.keyring import Keyring
 from racenet.crypto.keys import PrivateKey
-from racenet.devnet import Devnet
-from racenet.devnet.process import stop as stop_process
+from racenet.devnet import DEVNET_PASSPHRASE, Devnet
 from racenet.ml.backend import Backend
 from racenet.ml.transformers_backend import TransformersBackend
 from racenet.node.client import ChainClient
@@ -267,26 +267,47 @@ def test_bad_requests_get_openai_errors_and_leave_no_escrow(
 def test_dead_executor_is_routed_around(
     net: Devnet, chain: ChainClient, developer: PrivateKey, tokenizer: Backend
 ) -> None:
+    """A weighted executor's endpoint refuses connections (it re-announced a dead port; its daemon races on,
+    so it keeps its weight). The chain draws each request's executor from a beacon round signed after the
+    Start, so nobody can aim a request at it: requests go out until one was drawn for the dead endpoint, and
+    that one is rerouted and paid to a live executor. Each first draw is recomputed from chain data alone
+    (the receipt's beacon round, its output, the servers' weights)."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 4}
-    request_id = os.urandom(32)
     entry = wait_for(
         "two weighted executors besides the entry node", partial(entry_with_spares, net, chain), timeout=180
     )
-    seed = chain.query(race.CYCLE).race_seed
-    servers = chain.query(inference.SERVERS, MODEL).servers
     agent = decode_address(net.state.nodes[entry].account)
-    executor = choose_executor(seed, request_id, 0, [(s.address, s.weight) for s in servers], (agent,))
-    assert executor is not None and executor != agent, "the chain never routes a request to its transfer agent"
-    victim = next(n for n in net.state.nodes if n.account == encode_address(executor))
-    stop_process(victim.processes["node"], timeout=10, hard=True)
+    servers = {s.address: s for s in chain.query(inference.SERVERS, MODEL).servers}
+    index, victim = next(
+        (i, n) for i, n in enumerate(net.state.nodes) if i != entry and servers[decode_address(n.account)].weight > 0
+    )
+    victim_key = Keyring(net.state.dir / "keyring").load(f"node{index + 1}", DEVNET_PASSPHRASE)
+    endpoint = servers[victim_key.public_key.address].endpoint
+    sender = TxSender(chain, victim_key)
+    sender.send([MsgServeModels((MODEL,), "http://127.0.0.1:9/racenet")])  # the discard port: refused
     try:
-        raw, headers = signed_request(chain, tokenizer, developer, body, request_id, agent)
-        response = post(net, raw, headers, node=entry)
-        assert response.status_code == 200, response.text
-        record = wait_for("the rerouted request to settle", lambda: finished(chain, request_id.hex()), timeout=90)
-        assert encode_address(record.executor) != victim.account
+        drawn_for_victim = 0
+        for _ in range(16):
+            request_id = os.urandom(32)
+            raw, headers = signed_request(chain, tokenizer, developer, body, request_id, agent)
+            response = post(net, raw, headers, node=entry)
+            assert response.status_code == 200, response.text
+            record = wait_for("the request to settle", partial(finished, chain, request_id.hex()), timeout=90)
+            assert encode_address(record.executor) != victim.account
+            drawn = chain.query(beacon.ROUND, str(record.route_round))
+            assert drawn is not None
+            cycle = chain.query(race.CYCLE)
+            if record.height - 2 < cycle.phase_starts[race.Phase.RACE]:
+                continue  # a tally may have changed the weights since the draw: recompute on the next request
+            weights = [(s.address, s.weight) for s in chain.query(inference.SERVERS, MODEL).servers]
+            first = choose_executor(drawn.output, request_id, 0, weights, (agent,))
+            if first == victim_key.public_key.address:
+                drawn_for_victim += 1
+                break
+            assert first == record.executor, "the first draw, recomputed from chain data, executed it"
+        assert drawn_for_victim, "no request was drawn for the dead endpoint in 16 tries"
     finally:
-        Devnet.open(net.state.dir).start()
+        sender.send([MsgServeModels((MODEL,), endpoint)])
 
 
 def test_a_forward_whose_body_differs_from_the_signed_one_is_refused_and_refunded(
@@ -319,8 +340,13 @@ def test_a_forward_whose_body_differs_from_the_signed_one_is_refused_and_refunde
         api_key_id=b"",
     )
     TxSender(chain, agent).send([start])
-    record = chain.query(inference.REQUEST, request_id)
-    assert record is not None and record.request is not None
+
+    def routed() -> inference.RequestInfo | None:
+        found = chain.query(inference.REQUEST, request_id)
+        return found if found is not None and found.request is not None and found.request.executor else None
+
+    record = wait_for("the chain to route the request (its beacon round)", routed, timeout=30)
+    assert record.request is not None
     executor = record.request.executor
     endpoint = next(s.endpoint for s in chain.query(inference.SERVERS, MODEL).servers if s.address == executor)
     escrow = record.request.escrow

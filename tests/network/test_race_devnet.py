@@ -40,10 +40,12 @@ def race_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def tallied_cycle(client: ChainClient, at_least: int) -> tuple[int, tuple[NodeInfo, ...]] | None:
-    """(cycle, nodes) once every node's last outcome is from cycle ≥ at_least."""
+    """(cycle, nodes) once every node's last outcome is from one cycle ≥ at_least in which every node raced
+    (a node still loading its models when a cycle starts sits that cycle out)."""
     nodes = client.query(race.NODES).nodes
     cycles = {n.last_outcome.cycle if n.last_outcome else -1 for n in nodes}
-    if len(cycles) == 1 and min(cycles) >= at_least:
+    raced = all(n.last_outcome is not None and n.last_outcome.status != OutcomeStatus.ABSENT for n in nodes)
+    if len(cycles) == 1 and min(cycles) >= at_least and raced:
         return cycles.pop(), nodes
     return None
 

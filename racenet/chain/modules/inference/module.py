@@ -5,7 +5,9 @@ Escrows (held by bank for module `inference`): `req/<request id>` per open reque
 
 A request is paid by the developer's signature over everything the charge depends on
 (`RequestAuth`) or by an API key whose gateways include the transfer agent. Its escrow is
-(prompt + max_tokens) × price; the chain draws the executor (never the transfer agent); the
+(prompt + max_tokens) × price; the chain draws the executor (never the transfer agent) from a
+beacon round nobody could know when the request was signed or included (`route_round`, recorded
+normally one block after the Start; docs/beacon.md), so until then the request is unrouted; the
 finish charges (prompt + completion) × price to the executor's pending reward and refunds the
 rest; a request not finished within `expiry_blocks` is refunded whole. Each expiring request is
 refunded, and each old receipt pruned, in its own isolated step, so one item never stops the
@@ -88,7 +90,6 @@ from racenet.chain.modules.inference.types import (
     is_private_host,
     key_request_id,
 )
-from racenet.chain.modules.race.schedule import Schedule
 from racenet.chain.scalars import Amount
 from racenet.crypto.address import address_from_pubkey, encode_address
 from racenet.crypto.keys import PublicKey
@@ -109,12 +110,18 @@ class BankKeeper(Protocol):
 
 
 class RaceKeeper(Protocol):
-    """What inference needs of race: registration, weights, the schedule and race seeds."""
+    """What inference needs of race: registration and weights."""
 
     def consensus_key(self, ctx: Context, address: bytes) -> bytes: ...
     def weight(self, ctx: Context, address: bytes) -> int: ...
-    def schedule(self, ctx: Context) -> Schedule: ...
-    def seed(self, ctx: Context, cycle: int) -> bytes: ...
+
+
+class BeaconKeeper(Protocol):
+    """What inference needs of the beacon: a round nobody knows yet, and outputs once recorded."""
+
+    def has_group(self, ctx: Context) -> bool: ...
+    def round_after(self, ctx: Context, height: int) -> int: ...
+    def output(self, ctx: Context, round_: int) -> bytes: ...
 
 
 class Keeper(ModuleKeeper):
@@ -131,12 +138,14 @@ class Keeper(ModuleKeeper):
     expiries = KeySet(b"expiry/", pair(U64, HASH))
     receipts = Map(b"receipt/", HASH, Record(Receipt))
     prunes = KeySet(b"prune/", pair(U64, HASH))
+    unrouted = KeySet(b"unrouted/", pair(U64, HASH))
     request_escrows = EscrowIds(b"req/", HASH)
     reward_escrows = EscrowIds(b"reward/", ADDRESS)
 
-    def __init__(self, bank: BankKeeper, race: RaceKeeper) -> None:
+    def __init__(self, bank: BankKeeper, race: RaceKeeper, beacon: BeaconKeeper) -> None:
         self.bank = bank
         self.race = race
+        self.beacon = beacon
 
     def register_model(self, ctx: Context, model: str, units_per_token: int) -> None:
         """Register a model with its units of compute per token."""
@@ -166,20 +175,11 @@ class Keeper(ModuleKeeper):
         """Nodes serving `model` with their voting weights (the executor draw's input)."""
         return [(a, self.race.weight(ctx, a)) for a, served in self.serving.items(ctx) if model in served.models]
 
-    def routing_seed(self, ctx: Context) -> tuple[int, bytes]:
-        """The cycle and seed a request started now is routed with: the current cycle's race seed."""
-        current = self.race.schedule(ctx).cycle(ctx.block.height)
-        for cycle in range(current, max(current - 2, -1), -1):
-            seed = self.race.seed(ctx, cycle)
-            if seed:
-                return cycle, seed
-        raise ChainError(Code.NOT_FOUND, "no race seed yet: requests can be routed from the first cycle on")
-
     def executor_for(
-        self, ctx: Context, request_id: bytes, model: str, cycle: int, attempt: int, exclude: tuple[bytes, ...]
+        self, ctx: Context, request_id: bytes, model: str, route_round: int, attempt: int, exclude: tuple[bytes, ...]
     ) -> bytes:
         """The executor the routing rule picks, or NOT_FOUND if no other node serves the model."""
-        seed = self.race.seed(ctx, cycle)
+        seed = self.beacon.output(ctx, route_round)
         chosen = choose_executor(seed, request_id, attempt, self.candidates(ctx, model), exclude)
         if chosen is None:
             raise ChainError(Code.NOT_FOUND, f"no node with voting weight (other than the gateway) serves {model!r}")
@@ -260,11 +260,13 @@ class Keeper(ModuleKeeper):
         """Replace an open request by its receipt."""
         self.requests.remove(ctx, request_id)
         self.expiries.remove(ctx, (request.expiry_height, request_id))
+        self.unrouted.remove(ctx, (request.route_round, request_id))
         retention = self.params.get(ctx).receipt_retention_blocks
         prune = Amount(max(ctx.block.height + retention, request.auth_expiry + 1))
         receipt = Receipt(
             developer=request.developer,
             executor=request.executor,
+            route_round=request.route_round,
             model=request.model,
             prompt_tokens=request.prompt_tokens,
             completion_tokens=completion_tokens,
@@ -325,13 +327,18 @@ class Keeper(ModuleKeeper):
             )
         price = self.price_per_token(ctx, msg.model)
         escrow = (Amount(msg.prompt_tokens) + msg.max_tokens) * price
-        cycle, _ = self.routing_seed(ctx)
+        if not self.beacon.has_group(ctx):
+            raise ChainError(Code.NOT_FOUND, "the random beacon has no group key yet: requests are routed once it has")
+        if not choose_executor(b"", b"", 0, self.candidates(ctx, msg.model), (ctx.tx.signer,)):
+            raise ChainError(
+                Code.NOT_FOUND, f"no node with voting weight (other than the gateway) serves {msg.model!r}"
+            )
         if msg.by_api_key:
             (request_id, key_number), auth_expiry = self._charge_key(ctx, msg, escrow), ctx.block.height
         else:
             self._check_signature(ctx, msg)
             request_id, key_number, auth_expiry = msg.request_id, 0, msg.expiry_height
-        executor = self.executor_for(ctx, request_id, msg.model, cycle, 0, (ctx.tx.signer,))
+        route_round = self.beacon.round_after(ctx, ctx.block.height)
         self.bank.lock(ctx, msg.developer, NAME, self.request_escrows.id(request_id), escrow)
         expiry = Amount(ctx.block.height + params.expiry_blocks)
         request = Request(
@@ -346,22 +353,39 @@ class Keeper(ModuleKeeper):
             api_key_id=msg.api_key_id,
             key_number=key_number,
             auth_expiry=auth_expiry,
-            cycle=cycle,
-            executor=executor,
+            route_round=route_round,
+            executor=b"",
             attempt=0,
             tried=(),
-            routed_height=ctx.block.height,
+            routed_height=0,
             expiry_height=expiry,
         )
         self.requests.set(ctx, request_id, request)
         self.expiries.add(ctx, (expiry, request_id))
-        ctx.emit(
-            "inference_start",
-            request_id=request_id.hex(),
-            executor=encode_address(executor),
-            escrow=str(escrow),
-        )
+        self.unrouted.add(ctx, (route_round, request_id))
+        ctx.emit("inference_start", request_id=request_id.hex(), route_round=str(route_round), escrow=str(escrow))
         return request_id
+
+    def route(self, ctx: Context) -> None:
+        """Draw the executor of every request whose beacon round is now recorded, each in its own isolated step."""
+        for route_round, request_id in self.unrouted.keys(ctx):
+            if not self.beacon.output(ctx, route_round):
+                break
+            with isolated(ctx, NAME, f"routing of request {request_id.hex()}") as item:
+                self._route_one(item, route_round, request_id)
+
+    def _route_one(self, ctx: Context, route_round: int, request_id: bytes) -> None:
+        self.unrouted.remove(ctx, (route_round, request_id))
+        request = self._open(ctx, request_id)
+        try:
+            executor = self.executor_for(ctx, request_id, request.model, route_round, 0, (request.transfer_agent,))
+        except ChainError as e:
+            ctx.emit("inference_unroutable", request_id=request_id.hex(), reason=e.message)  # it expires, refunded
+            return
+        self.requests.set(
+            ctx, request_id, dataclasses.replace(request, executor=executor, routed_height=ctx.block.height)
+        )
+        ctx.emit("inference_route", request_id=request_id.hex(), executor=encode_address(executor))
 
     def handle_reassign_request(self, ctx: TxContext, msg: MsgReassignRequest) -> bytes:
         """inference/Reassign: move a request to the next executor by the routing rule; return it.
@@ -372,6 +396,10 @@ class Keeper(ModuleKeeper):
         params = self.params.get(ctx)
         if ctx.tx.signer != request.transfer_agent:
             raise ChainError(Code.UNAUTHORIZED, "only the request's transfer agent can reassign it")
+        if not request.executor:
+            raise ChainError(
+                Code.TOO_EARLY, f"the request is routed once beacon round {request.route_round} is recorded"
+            )
         ready = request.routed_height + params.reassign_delay_blocks
         if ctx.block.height < ready:
             raise ChainError(Code.TOO_EARLY, f"the request can be reassigned from height {ready}")
@@ -380,7 +408,7 @@ class Keeper(ModuleKeeper):
             raise ChainError(Code.INVALID_MESSAGE, "no attempts left; the request will expire and be refunded")
         tried = (*request.tried, request.executor)
         exclude = (*tried, request.transfer_agent)
-        executor = self.executor_for(ctx, msg.request_id, request.model, request.cycle, attempt, exclude)
+        executor = self.executor_for(ctx, msg.request_id, request.model, request.route_round, attempt, exclude)
         moved = dataclasses.replace(
             request, executor=executor, attempt=attempt, tried=tried, routed_height=ctx.block.height
         )
@@ -394,7 +422,7 @@ class Keeper(ModuleKeeper):
         An earlier executor of a reassigned request may finish it too (it may have answered while the
         transfer agent moved the request): the first Finish is paid, so a reassign cannot take its work."""
         request = self._open(ctx, msg.request_id)
-        if ctx.tx.signer != request.executor and ctx.tx.signer not in request.tried:
+        if not request.executor or (ctx.tx.signer != request.executor and ctx.tx.signer not in request.tried):
             raise ChainError(Code.UNAUTHORIZED, "only an executor the request was routed to can finish it")
         request = dataclasses.replace(request, executor=ctx.tx.signer)
         if msg.completion_tokens > request.max_tokens:
@@ -554,6 +582,8 @@ class InferenceModule(Module[Keeper, InferenceGenesis]):
         for open_request in state.requests:
             k.requests.set(ctx, open_request.id, open_request.request)
             k.expiries.add(ctx, (open_request.request.expiry_height, open_request.id))
+            if not open_request.request.executor:
+                k.unrouted.add(ctx, (open_request.request.route_round, open_request.id))
         for closed in state.receipts:
             k.receipts.set(ctx, closed.id, closed.receipt)
             k.prunes.add(ctx, (closed.receipt.prune_height, closed.id))
@@ -572,7 +602,8 @@ class InferenceModule(Module[Keeper, InferenceGenesis]):
         )
 
     def end_block(self, ctx: Context) -> None:
-        """Refund expired requests, then prune old receipts."""
+        """Route requests whose beacon round arrived, refund expired ones, then prune old receipts."""
+        self.keeper.route(ctx)
         self.keeper.expire(ctx)
         self.keeper.prune(ctx)
 

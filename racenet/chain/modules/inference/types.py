@@ -278,7 +278,7 @@ class Request:
     api_key_id: bytes
     key_number: int
     auth_expiry: int
-    cycle: int
+    route_round: int
     executor: Address
     attempt: int
     tried: tuple[Address, ...]
@@ -299,6 +299,7 @@ class Receipt:
 
     developer: Address
     executor: Address
+    route_round: int
     model: str
     prompt_tokens: int
     completion_tokens: int

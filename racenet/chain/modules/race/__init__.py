@@ -1,5 +1,5 @@
 """race: the on-chain half of Proof-of-Work 2.0 — cycles, commitments, challenged reveals,
-weighted validation votes, and Race weights as validator power."""
+majority-verified validation votes, and Race weights as validator power."""
 
 from racenet.chain.modules.race.module import Keeper, RaceModule, validator_power
 from racenet.chain.modules.race.proof import ProofTree
@@ -7,14 +7,20 @@ from racenet.chain.modules.race.schedule import Schedule
 from racenet.chain.modules.race.types import (
     ASSIGNMENTS,
     CHALLENGE,
+    CLAIMS,
     CYCLE,
+    MISVOTES,
     NODES,
     PARAMS,
     REVEAL,
     Assignments,
     Challenge,
+    ClaimInfo,
+    Claims,
     CycleInfo,
     Leaf,
+    Misvote,
+    Misvotes,
     MsgCommitProof,
     MsgRegisterNode,
     MsgReveal,
@@ -28,21 +34,30 @@ from racenet.chain.modules.race.types import (
     RaceGenesis,
     RaceNode,
     RevealInfo,
+    VoteInfo,
+    possession_message,
     proof_leaf,
+    register_node_msg,
 )
 
 __all__ = [
     "ASSIGNMENTS",
     "CHALLENGE",
+    "CLAIMS",
     "CYCLE",
+    "MISVOTES",
     "NODES",
     "PARAMS",
     "REVEAL",
     "Assignments",
     "Challenge",
+    "ClaimInfo",
+    "Claims",
     "CycleInfo",
     "Keeper",
     "Leaf",
+    "Misvote",
+    "Misvotes",
     "MsgCommitProof",
     "MsgRegisterNode",
     "MsgReveal",
@@ -59,6 +74,9 @@ __all__ = [
     "RaceNode",
     "RevealInfo",
     "Schedule",
+    "VoteInfo",
+    "possession_message",
     "proof_leaf",
+    "register_node_msg",
     "validator_power",
 ]

@@ -18,14 +18,14 @@ class Schedule:
     def length(self) -> int:
         """Blocks per cycle."""
         p = self.params
-        return p.race_blocks + p.commit_blocks + p.reveal_blocks + p.vote_blocks
+        return p.race_blocks + p.reveal_blocks + p.vote_blocks + p.escalation_blocks
 
     def cycle(self, height: int) -> int:
         """The cycle a block height belongs to."""
         return max(height - int(self.start), 0) // self.length
 
     def cycle_start(self, cycle: int) -> int:
-        """First height of a cycle (its race seed is fixed there)."""
+        """First height of a cycle (its race seed is bound there)."""
         return self.start + cycle * self.length
 
     def phase_starts(self, cycle: int) -> dict[Phase, int]:
@@ -34,9 +34,9 @@ class Schedule:
         s = self.cycle_start(cycle)
         return {
             Phase.RACE: s,
-            Phase.COMMIT: s + p.race_blocks,
-            Phase.REVEAL: s + p.race_blocks + p.commit_blocks,
-            Phase.VOTE: s + p.race_blocks + p.commit_blocks + p.reveal_blocks,
+            Phase.REVEAL: s + p.race_blocks,
+            Phase.VOTE: s + p.race_blocks + p.reveal_blocks,
+            Phase.ESCALATE: s + p.race_blocks + p.reveal_blocks + p.vote_blocks,
         }
 
     def phase(self, height: int) -> Phase:
@@ -46,6 +46,10 @@ class Schedule:
             if height >= first:
                 current = phase
         return current
+
+    def commit_deadline(self, cycle: int) -> int:
+        """The last block that can hold a cycle's commitments: the race window's last."""
+        return self.phase_starts(cycle)[Phase.REVEAL] - 1
 
     def tally_height(self, cycle: int) -> int:
         """The last block of a cycle, whose end-block hook tallies it."""

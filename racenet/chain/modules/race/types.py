@@ -11,9 +11,16 @@ from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import GenesisState, Msg
 from racenet.chain.query import ADDRESS_ARG, NO_ARG, optional_query, query
 from racenet.chain.scalars import Address, Amount
+from racenet.crypto.keys import PrivateKey
 
 MAX_REVEAL_LEAVES = 256
 MAX_PROOF_DEPTH = 40
+
+
+SAMPLE_SIZE = 32
+VERDICT_TABLE = (0,) * SAMPLE_SIZE + (2,)
+"""Failures tolerated among n opened nonces, n = 0..SAMPLE_SIZE (`racenet.pow.decision.verdict_table`)."""
+REGISTER_DOMAIN = b"racenet/register-node/v1\x00"
 
 
 @dataclass(frozen=True)
@@ -23,48 +30,79 @@ class Params:
     `preset` names the Race model; its distance threshold (calibrated for one appropriate vector per
     900 nonces) comes with the preset, off chain.
 
-    A cycle is `race_blocks` of mining, `commit_blocks` to commit a Merkle root of the
-    appropriate vectors found, `reveal_blocks` to open the challenged leaves and
-    `vote_blocks` for assigned validators to vote; the tally at the cycle's last block
-    sets the voting weights of the next cycle.
+    A cycle is `race_blocks` of mining, whose commitments must be in by the window's last block,
+    `reveal_blocks` to open the challenged leaves, `vote_blocks` for each claim's committee to vote and
+    `escalation_blocks` for every weight holder to vote on the claims the committee did not settle; the
+    tally at the cycle's last block sets the voting weights of the next cycle.
+
+    `verdict_table[n]` is how many of n opened nonces may fail to reproduce in an accepted claim
+    (fewer than `sample_size` opened: none). `weight_cap_percent` bounds one claim's weight to that
+    percentage of the previous cycle's total weight (0: no cap): 1000 lets a network grow tenfold
+    per cycle while no single verdict, right or wrong, can hand out more.
     """
 
     preset: str = "tiny"
-    race_blocks: int = 10
-    commit_blocks: int = 3
+    race_blocks: int = 12
     reveal_blocks: int = 3
     vote_blocks: int = 4
-    sample_size: int = 16
+    escalation_blocks: int = 4
+    sample_size: int = SAMPLE_SIZE
+    verdict_table: tuple[int, ...] = VERDICT_TABLE
     validators_per_participant: int = 3
-    quorum_percent: int = 50
-    weight_cap: int = 0
+    weight_cap_percent: int = 1000
 
     def validate(self) -> None:
-        """Every phase lasts at least one block."""
-        if min(self.race_blocks, self.commit_blocks, self.reveal_blocks, self.vote_blocks) < 1:
-            raise ValueError("every phase needs at least one block")
+        """Phases long enough, a verdict table that rejects a claim whose every opened nonce failed."""
+        if min(self.reveal_blocks, self.vote_blocks, self.escalation_blocks) < 1 or self.race_blocks < 2:
+            raise ValueError("the race needs at least two blocks and every other phase at least one")
+        if not 1 <= self.sample_size <= MAX_REVEAL_LEAVES // 2:
+            raise ValueError(f"sample_size must be 1 to {MAX_REVEAL_LEAVES // 2}")
+        if len(self.verdict_table) != self.sample_size + 1:
+            raise ValueError("verdict_table needs one entry for each count of opened nonces, 0 to sample_size")
+        if self.verdict_table[0] != 0 or any(not 0 <= t < max(n, 1) for n, t in enumerate(self.verdict_table)):
+            raise ValueError("verdict_table[n] must be below n: a claim whose every opened nonce failed is rejected")
+        if self.validators_per_participant < 1 or self.weight_cap_percent < 0:
+            raise ValueError("validators_per_participant must be positive and weight_cap_percent not negative")
+
+    def verdict(self, checked: int, failed: int) -> bool:
+        """Whether a claim with `failed` of `checked` opened nonces not reproducing is accepted."""
+        return 0 < checked <= self.sample_size and failed <= self.verdict_table[checked]
 
 
 class Phase(StrEnum):
     """The phases of a cycle, in order."""
 
     RACE = "race"
-    COMMIT = "commit"
     REVEAL = "reveal"
     VOTE = "vote"
+    ESCALATE = "escalate"
+
+
+def possession_message(chain_id: str, address: bytes) -> bytes:
+    """What a consensus key signs to register for `address`: only its holder can bind it to an account."""
+    return REGISTER_DOMAIN + chain_id.encode() + b"\x00" + address
 
 
 @dataclass(frozen=True)
 class MsgRegisterNode(Msg):
-    """Bind the signing account to the ed25519 consensus key its Race weight powers."""
+    """Bind the signing account to the ed25519 consensus key its Race weight powers, proving the key is held."""
 
     TYPE: ClassVar[str] = "race/RegisterNode"
     consensus_pub_key: bytes
+    proof: bytes
 
     def validate(self) -> None:
-        """The key is a 32-byte ed25519 public key."""
+        """A 32-byte ed25519 public key and a 64-byte signature."""
         if len(self.consensus_pub_key) != 32:
             raise ChainError(Code.INVALID_MESSAGE, "consensus key must be a 32-byte ed25519 public key")
+        if len(self.proof) != 64:
+            raise ChainError(Code.INVALID_MESSAGE, "proof must be the consensus key's 64-byte signature")
+
+
+def register_node_msg(consensus_key: PrivateKey, chain_id: str, address: bytes) -> MsgRegisterNode:
+    """The RegisterNode message binding `address` to `consensus_key`, signed by that key."""
+    proof = consensus_key.sign(possession_message(chain_id, address))
+    return MsgRegisterNode(consensus_key.public_key.raw, proof)
 
 
 @dataclass(frozen=True)
@@ -110,21 +148,25 @@ class MsgReveal(Msg):
 
 @dataclass(frozen=True, kw_only=True)
 class MsgVote(Msg):
-    """An assigned validator's verdict on one participant's revealed nonces."""
+    """A validator's check of one participant's revealed nonces: the positions that did not reproduce.
+
+    The chain turns the counts into the verdict (`Params.verdict`); a voter states what it computed, not
+    whether it likes the claim.
+    """
 
     TYPE: ClassVar[str] = "race/Vote"
     cycle: int
     participant: bytes
-    accept: bool
-    checked: int
-    mismatches: int
+    failed: tuple[int, ...]
 
     def validate(self) -> None:
-        """A 20-byte participant address and consistent counts."""
+        """A 20-byte participant address and distinct, increasing positions."""
         if len(self.participant) != 20:
             raise ChainError(Code.INVALID_MESSAGE, "participant must be a 20-byte address")
-        if self.mismatches > self.checked:
-            raise ChainError(Code.INVALID_MESSAGE, "mismatches cannot exceed the nonces checked")
+        if len(self.failed) > MAX_REVEAL_LEAVES or any(
+            b <= a for a, b in zip(self.failed, self.failed[1:], strict=False)
+        ):
+            raise ChainError(Code.INVALID_MESSAGE, "failed lists distinct positions in increasing order")
 
 
 @dataclass(frozen=True)
@@ -145,11 +187,10 @@ class RevealedNonces:
 
 @dataclass(frozen=True, kw_only=True)
 class Vote:
-    """A validator's stored vote on a participant."""
+    """A validator's stored vote: the positions it found failing and the verdict the chain drew from them."""
 
+    failed: tuple[int, ...]
     accept: bool
-    checked: int
-    mismatches: int
 
 
 class OutcomeStatus(StrEnum):
@@ -165,12 +206,14 @@ class OutcomeStatus(StrEnum):
 
 @dataclass(frozen=True, kw_only=True)
 class Outcome:
-    """How a participant's proof fared in a cycle's tally: what it claimed and the weight it got."""
+    """How a participant's proof fared in a cycle's tally: what it claimed, the weight it got, who checked it."""
 
     cycle: int
     claimed: Amount
     weight: Amount
     status: OutcomeStatus
+    committee: tuple[Address, ...] = ()
+    escalated: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,14 +259,17 @@ class RaceGenesis(GenesisState):
 
 @dataclass(frozen=True, kw_only=True)
 class CycleInfo:
-    """Where the chain is in the Race: cycle, phase, the phases' first heights and the seeds."""
+    """Where the chain is in the Race: cycle, phase, the phases' first heights, and the seeds with the beacon
+    rounds they hash (0: not bound yet)."""
 
     height: int
     cycle: int
     phase: Phase
     phase_starts: dict[Phase, int]
     tally_height: int
+    race_round: int
     race_seed: bytes
+    challenge_round: int
     challenge_seed: bytes
     preset: str
 
@@ -273,9 +319,58 @@ class Assignments:
     participants: tuple[Address, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
+class VoteInfo:
+    """One vote on a claim: who cast it, with what weight, how many opened nonces it found failing, the verdict."""
+
+    voter: Address
+    weight: int
+    failed: int
+    accept: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimInfo:
+    """A claim of this cycle: its count, committee, votes, whether it escalated, and its standing so far."""
+
+    participant: Address
+    count: int
+    revealed: bool
+    committee: tuple[Address, ...]
+    votes: tuple[VoteInfo, ...]
+    escalated: bool
+    standing: str
+
+
+@dataclass(frozen=True)
+class Claims:
+    """Every claim of the current cycle, ordered by participant."""
+
+    cycle: int
+    claims: tuple[ClaimInfo, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Misvote:
+    """A voter on the losing side of escalated decisions in a cycle (it loses that cycle's reward share)."""
+
+    cycle: int
+    voter: Address
+    count: int
+
+
+@dataclass(frozen=True)
+class Misvotes:
+    """The voters recorded on the losing side of escalated decisions, by cycle and voter."""
+
+    misvotes: tuple[Misvote, ...]
+
+
 PARAMS = query("race/params", NO_ARG, Params)
 CYCLE = query("race/cycle", NO_ARG, CycleInfo)
 NODES = query("race/nodes", NO_ARG, Nodes)
 CHALLENGE = query("race/challenge", ADDRESS_ARG, Challenge)
 REVEAL = optional_query("race/reveal", ADDRESS_ARG, RevealInfo)
 ASSIGNMENTS = query("race/assignments", ADDRESS_ARG, Assignments)
+CLAIMS = query("race/claims", NO_ARG, Claims)
+MISVOTES = query("race/misvotes", NO_ARG, Misvotes)
