@@ -54,6 +54,8 @@ bench: install
 	$(BIN)/python bench/race.py
 	$(BIN)/python bench/prescreen.py
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/beacon.py
+	$(BIN)/python bench/verification.py
 	$(BIN)/python bench/backend.py
 
 clean:

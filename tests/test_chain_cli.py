@@ -95,7 +95,7 @@ def running_node(home: Path, owner: PrivateKey, name: str) -> Iterator[str]:
 
 
 def test_node_register_and_rewards_against_a_running_node(tmp_path: Path) -> None:
-    """A provider joins the Race with its validator key and sees its (zero) pending rewards."""
+    """A provider joins the Race with its validator key and sees its (zero) pending rewards and its reputation."""
     provider, validator = key(5), key(6)
     cometbft = tmp_path / "cometbft"
     (cometbft / "config").mkdir(parents=True)
@@ -116,6 +116,9 @@ def test_node_register_and_rewards_against_a_running_node(tmp_path: Path) -> Non
         assert_error(run("node", "register", *args, "--key", "provider", "--cometbft-home", str(cometbft)), "already")
         rewards = json.loads(run("query", "rewards", *args, "provider", "--json").stdout)
         assert rewards["amount"] == 0
+        reputation = json.loads(run("query", "reputation", *args, "provider", "--json").stdout)
+        assert (reputation["reputation"], reputation["check_ppm"]) == (0, 1_000_000)  # a new node: every task
+        assert "reputation 0, tasks checked with p = 100%" in run("query", "reputation", *args, "provider").output
 
 
 def test_api_key_create_list_show_revoke_against_a_running_node(tmp_path: Path) -> None:

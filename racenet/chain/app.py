@@ -38,7 +38,7 @@ from racenet.chain.module import (
     TxEnv,
     isolated,
 )
-from racenet.chain.modules import auth, bank, beacon, inference, race, validators
+from racenet.chain.modules import auth, bank, beacon, inference, race, validators, verification
 from racenet.chain.modules.beacon import BEACON_TX_PREFIX, Extension, SignedExtension, parse_beacon_tx
 from racenet.chain.query import QuerySpec
 from racenet.chain.store import Branch, CommittedStore, KVStore, changes_hash_input
@@ -68,15 +68,18 @@ INIT_GENESIS_ORDER = (
     "race",  # registers the genesis nodes: inference accepts only registered Race nodes as servers
     "beacon",  # checks its windows against the race schedule
     "inference",
+    "verification",
 )
 BEGIN_BLOCK_ORDER = (
     "beacon",  # opens a key generation with the weights the last tally set
     "race",  # binds the cycle's seeds to fresh beacon rounds before the block's beacon transaction records one
+    "verification",  # keeps the weights of a cycle that starts here (the last tally set them)
 )
 END_BLOCK_ORDER = (
     "race",  # tallies the cycle: next cycle's weights, and power changes queued in validators
     "beacon",  # finishes a key generation and a commit-reveal
     "inference",  # routes requests whose round arrived, refunds expired ones; reads nothing the tally writes
+    "verification",  # closes undecided disputes, then settles the cycle whose checks and disputes all closed
 )
 """After the end-block hooks, the power changes queued in `validators` go to the engine."""
 
@@ -130,9 +133,13 @@ class App:
         self.inference = inference.InferenceModule(
             inference.Keeper(self.bank.keeper, self.race.keeper, self.beacon.keeper)
         )
+        self.verification = verification.VerificationModule(verification.Keeper(self.race.keeper, self.beacon.keeper))
+        self.inference.keeper.use_hooks(self.verification.keeper)
+        self.verification.keeper.use_rewards(self.inference.keeper)
         self.info_keeper = ChainInfo()
         self.modules: dict[str, Module[Any, Any]] = {
-            m.name: m for m in (self.auth, self.bank, self.validators, self.race, self.beacon, self.inference)
+            m.name: m
+            for m in (self.auth, self.bank, self.validators, self.race, self.beacon, self.inference, self.verification)
         }
         self.registry: dict[str, type[Msg]] = {m.TYPE: m for mod in self.modules.values() for m in mod.messages()}
         self.routes: dict[str, Module[Any, Any]] = {

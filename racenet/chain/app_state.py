@@ -14,6 +14,7 @@ from racenet.chain.modules.beacon import BeaconGenesis
 from racenet.chain.modules.inference import InferenceGenesis
 from racenet.chain.modules.race import RaceGenesis
 from racenet.chain.modules.validators import ValidatorsGenesis
+from racenet.chain.modules.verification import VerificationGenesis
 from racenet.chain.query import NO_ARG, query
 
 
@@ -27,6 +28,7 @@ class AppState:
     race: RaceGenesis = field(default_factory=RaceGenesis)
     beacon: BeaconGenesis = field(default_factory=BeaconGenesis)
     inference: InferenceGenesis = field(default_factory=InferenceGenesis)
+    verification: VerificationGenesis = field(default_factory=VerificationGenesis)
 
     def validate(self) -> None:
         """Validate every module's state; ValueError names the module."""

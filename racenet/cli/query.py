@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from racenet.chain.jsonform import to_json
-from racenet.chain.modules import auth, bank, inference
+from racenet.chain.modules import auth, bank, inference, verification
 from racenet.chain.modules.bank.denom import format_amount
 from racenet.cli.chain import resolve_address
 from racenet.cli.common import chain_client, echo_json, home_option, json_option, node_option
@@ -60,6 +60,23 @@ def rewards(home: Path, node: str, as_json: bool, account: str) -> None:
         echo_json(to_json(value))
     else:
         click.echo(f"{encode_address(address)}: {format_amount(value.amount)} pending ({value.amount} nicoin)")
+
+
+@query.command("reputation")
+@home_option
+@node_option
+@json_option
+@click.argument("node_account", metavar="NODE")
+def reputation(home: Path, node: str, as_json: bool, node_account: str) -> None:
+    """Reputation of NODE (address or key name) and the probability that each of its tasks is checked."""
+    address = resolve_address(home, node_account)
+    with chain_client(node) as client:
+        value = client.query(verification.REPUTATION, address)
+    if as_json:
+        echo_json(to_json(value))
+    else:
+        percent = value.check_ppm / 10_000
+        click.echo(f"{encode_address(address)}: reputation {value.reputation}, tasks checked with p = {percent:g}%")
 
 
 @query.command("supply")

@@ -24,6 +24,8 @@ ORDER = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
 """The prime order r of BLS12-381's groups: every scalar is an int in [0, r)."""
 SIGNATURE_DST = b"BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_racenet-beacon"
 POSSESSION_DST = b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_racenet-beacon"
+DUTY_DST = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_NUL_racenet-check-duty"
+"""A node's check-duty signatures (a VRF: unique per message and key, verifiable by anyone)."""
 PAD_DOMAIN = b"racenet/beacon-share-pad/v1\x00"
 G1_BYTES, G2_BYTES, SCALAR_BYTES = 48, 96, 32
 
@@ -66,17 +68,27 @@ def public_key(secret: int) -> bytes:
 
 def prove_possession(secret: int, statement: bytes) -> bytes:
     """A G2 signature over `statement` by the beacon key (proof that its holder registered it)."""
-    return bytes((G2Point.hash_to_curve(POSSESSION_DST, statement) * scalar(secret)).to_compressed_bytes())
+    return key_sign(secret, POSSESSION_DST, statement)
 
 
 def verify_possession(key: bytes, statement: bytes, proof: bytes) -> bool:
     """Whether `proof` is the beacon key's signature over `statement`."""
+    return key_verify(key, POSSESSION_DST, statement, proof)
+
+
+def key_sign(secret: int, dst: bytes, message: bytes) -> bytes:
+    """A unique G2 signature (96 bytes) by a node's G1 beacon key over `message` in the domain `dst`."""
+    return bytes((G2Point.hash_to_curve(dst, message) * scalar(secret)).to_compressed_bytes())
+
+
+def key_verify(key: bytes, dst: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether `signature` is the beacon key's unique signature of `message` in the domain `dst`."""
     try:
-        point, signature = g1(key), g2(proof)
+        point, signed = g1(key), g2(signature)
     except InvalidPoint:
         return False
-    hashed = G2Point.hash_to_curve(POSSESSION_DST, statement)
-    return bool(GT.pairing_check([G1Point(), -point], [signature, hashed]))
+    hashed = G2Point.hash_to_curve(dst, message)
+    return bool(GT.pairing_check([G1Point(), -point], [signed, hashed]))
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """The default backend: a Hugging Face causal LM run in-process on the CPU with PyTorch.
 
 Generation is a plain loop over the model's forward pass with a KV cache, so the backend sees every step's logits:
-it samples with a `torch.Generator` of its own per request (seeded from the request, never from global state),
-reports the model's log-softmax at temperature 1 for each token (see `racenet.ml.backend`), and checks stop strings
-on the decoded text. `score` runs prompt + completion through the model once, teacher-forced, with the same weights
-and the same arithmetic, so it reproduces an honest generation's logprobs to ~1e-5.
+it samples each position with the replayable sampler of `racenet.ml.sampling` (one uniform draw per position from
+the request's seed, never from global state), reports the model's log-softmax at temperature 1 for each token (see
+`racenet.ml.backend`), and checks stop strings on the decoded text. `score` and `next_token_logits` run prompt +
+completion through the model once, teacher-forced, with the same weights and the same arithmetic, so they
+reproduce an honest generation's logprobs to ~1e-5 (what a spot check, `racenet.ml.check`, relies on).
 
 Thread safety: one model instance runs one generation or scoring at a time. `generate` takes the instance's lock
 when its iterator starts and keeps it until the iterator is exhausted or closed, so concurrent requests queue; a
@@ -17,6 +18,7 @@ process-wide: on a machine whose cores are busy (a Race miner), 1 thread generat
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections.abc import Generator, Sequence
@@ -38,12 +40,11 @@ from racenet.ml.backend import (
 )
 from racenet.ml.errors import InvalidRequestError, UnknownModelError
 from racenet.ml.model_files import SMOLLM2, ensure_cached, load_pretrained, packaged_model
+from racenet.ml.sampling import fresh_seed, pick, uniform
 from racenet.ml.text import TextAssembler
 
 if TYPE_CHECKING:
     from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
-
-SEED_MASK = (1 << 64) - 1
 
 
 class TransformersBackend:
@@ -95,6 +96,12 @@ class TransformersBackend:
         folder = ensure_cached(packaged_model(name), cache_dir)
         return cls.from_folder(folder, name, threads=threads)
 
+    def in_dtype(self, dtype: torch.dtype) -> TransformersBackend:
+        """A copy of this backend with its weights in another dtype (bf16 executors; the check's honest variants)."""
+        model = copy.deepcopy(self.model)
+        torch.nn.Module.to(model, dtype=dtype)
+        return TransformersBackend(model, self.tokenizer, self.name)
+
     def models(self) -> list[str]:
         """The one model this instance serves."""
         return [self.name]
@@ -128,12 +135,30 @@ class TransformersBackend:
         self, prompt_token_ids: Sequence[int], completion_token_ids: Sequence[int], *, model: str | None = None
     ) -> list[TokenScore]:
         """Each completion token's model logprob and rank, from one teacher-forced forward pass."""
+        completion = list(completion_token_ids)
+        if not completion:
+            self.next_token_logits(prompt_token_ids, [], model=model)
+            return []
+        logits = self.next_token_logits(prompt_token_ids, completion, model=model)
+        logprobs = torch.log_softmax(logits[:-1], dim=-1)
+        chosen = logprobs.gather(1, torch.tensor(completion)[:, None])
+        ranks = 1 + (logprobs > chosen).sum(dim=1)
+        return [
+            TokenScore(token_id=t, logprob=float(lp), rank=int(r))
+            for t, lp, r in zip(completion, chosen[:, 0].tolist(), ranks.tolist(), strict=True)
+        ]
+
+    def next_token_logits(
+        self, prompt_token_ids: Sequence[int], completion_token_ids: Sequence[int], *, model: str | None = None
+    ) -> torch.Tensor:
+        """The fp32 logits that predict each completion token and the one after it: len(completion) + 1 rows.
+
+        One teacher-forced forward pass: what a validator's check runs instead of generating the tokens again.
+        """
         self._check_model(model)
         prompt, completion = list(prompt_token_ids), list(completion_token_ids)
         if not prompt:
-            raise InvalidRequestError("score needs at least one prompt token")
-        if not completion:
-            return []
+            raise InvalidRequestError("scoring needs at least one prompt token")
         ids = prompt + completion
         if len(ids) > self.context_length:
             raise InvalidRequestError(f"{len(ids)} tokens exceed the context length {self.context_length}")
@@ -141,30 +166,20 @@ class TransformersBackend:
             raise InvalidRequestError(f"token ids must be in [0, {self.vocab_size})")
         with self._lock, torch.inference_mode():
             output = self.model(input_ids=torch.tensor([ids]), use_cache=False, logits_to_keep=len(completion) + 1)
-            logprobs = torch.log_softmax(output.logits[0, :-1].float(), dim=-1)
-            targets = torch.tensor(completion)
-            chosen = logprobs.gather(1, targets[:, None])
-            ranks = 1 + (logprobs > chosen).sum(dim=1)
-        return [
-            TokenScore(token_id=t, logprob=float(lp), rank=int(r))
-            for t, lp, r in zip(completion, chosen[:, 0].tolist(), ranks.tolist(), strict=True)
-        ]
+            logits: torch.Tensor = output.logits[0].float()
+        return logits
 
     def _generate(self, request: GenerationRequest, prompt: list[int]) -> Generator[GenerationEvent, None, None]:
-        generator = torch.Generator()
-        if request.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(request.seed & SEED_MASK)
+        seed = fresh_seed() if request.seed is None else request.seed
         budget = min(request.max_tokens, self.context_length - len(prompt))
-        assembler = TextAssembler(self._decode, request.stop)
+        assembler = TextAssembler(self.decode, request.stop)
         finish_reason: FinishReason = "length"
         completion_tokens = 0
         with self._lock:
             cache: Cache | None = None
             next_input = torch.tensor([prompt])
-            for _ in range(budget):
-                logprobs, token, cache = self._step(next_input, cache, request, generator)
+            for position in range(budget):
+                logprobs, token, cache = self._step(next_input, cache, request, uniform(seed, position))
                 if token in self.eos_token_ids:
                     finish_reason = "stop"
                     break
@@ -187,14 +202,14 @@ class TransformersBackend:
         input_ids: torch.Tensor,
         cache: Cache | None,
         request: GenerationRequest,
-        generator: torch.Generator,
+        u: float,
     ) -> tuple[torch.Tensor, int, Cache]:
         """One forward pass: the model's logprobs for the next token, the sampled token, and the updated cache."""
         with torch.inference_mode():
             output = self.model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
             logits = output.logits[0, -1].float()
             logprobs = torch.log_softmax(logits, dim=-1)
-            token = _sample(logits, request.temperature, request.top_p, generator)
+            token = pick(logits, request.temperature, request.top_p, u)
         return logprobs, token, output.cache
 
     def _top(self, logprobs: torch.Tensor, k: int) -> tuple[TopLogprob, ...]:
@@ -210,10 +225,11 @@ class TransformersBackend:
         """The token's own text (special tokens included), memoized: every step asks for up to 21 of them."""
         text = self._token_text.get(token_id)
         if text is None:
-            text = self._token_text[token_id] = self._decode([token_id], skip_special_tokens=False)
+            text = self._token_text[token_id] = self.decode([token_id], skip_special_tokens=False)
         return text
 
-    def _decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Token ids to text (special tokens dropped unless asked), as the output text is assembled."""
         with self._tokenizer_lock:
             text = self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
         if not isinstance(text, str):
@@ -223,18 +239,6 @@ class TransformersBackend:
     def _check_model(self, model: str | None) -> None:
         if model is not None and model != self.name:
             raise UnknownModelError(f"model {model!r} is not served here; this backend serves {self.name!r}")
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
-    """Greedy at temperature 0; otherwise nucleus sampling from softmax(logits / temperature)."""
-    if temperature == 0.0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
-        probs = probs.scatter(0, order[outside], 0.0)
-    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:

@@ -2,7 +2,8 @@
 
 `POST /v1/chat/completions` (streaming and not), `GET /v1/models`, errors shaped as OpenAI's
 (`{"error": {"message", "type", "param", "code"}}`), and the OpenAPI spec at `/openapi.json`.
-`POST /racenet/v1/execute` is node-to-node: a transfer agent forwards a request to its executor.
+`POST /racenet/v1/execute` is node-to-node: a transfer agent forwards a request to its executor;
+`GET /racenet/v1/answers/<request id>` too: a weight holder fetches an answer it checks (signed fetch).
 """
 
 from __future__ import annotations
@@ -156,6 +157,12 @@ def create_app(agent: TransferAgent, executor: Executor, limits: Limits = DEFAUL
         headers = {k.lower(): v for k, v in request.headers.items()}
         job = await run_in_threadpool(executor.authorize, raw, headers)
         return StreamingResponse(executor.execute(job), media_type="application/x-ndjson")
+
+    @app.get("/racenet/v1/answers/{request_id}", include_in_schema=False)
+    async def answer(request_id: str, request: Request) -> JSONResponse:
+        per_ip.take(client_ip(request))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        return JSONResponse(await run_in_threadpool(executor.answer_for, request_id, headers))
 
     return app
 

@@ -8,13 +8,17 @@ signer as transfer agent; the body hashes to the prompt hash the developer signe
 key's gateway declared); its model and `max_tokens` are the Start's; the model reads exactly the
 Start's prompt token count; and the request id was not served before. So nobody can make it
 work for a request nobody paid for, replay a forward, or make it settle a developer's request
-at a count the developer did not sign. It streams events back as JSON lines at once, then, off
-the user's path, sends `inference/Finish` with the completion's token count and response hash.
-Per-token logprobs (with top-k alternatives) are kept in `<state>/executions.db` for spot checks.
+at a count the developer did not sign. It samples with the seed the request id and the developer's own
+seed give (`racenet.ml.sampling`), so a validator can replay which token each position had to be. It streams
+events back as JSON lines at once, then, off the user's path, sends `inference/Finish` with the completion's
+token count and response hash. Per-token logprobs (with top-k alternatives), the body and the answer are kept in
+`<state>/executions.db`; a weight holder fetches them to check the answer (`answer_for`).
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from racenet.chain.codec import encode
-from racenet.chain.modules import inference
+from racenet.chain.modules import inference, race
 from racenet.chain.modules.inference import MsgFinishRequest, Request
 from racenet.crypto.address import address_from_pubkey
 from racenet.crypto.keys import PrivateKey, PublicKey
 from racenet.ml.backend import Backend, FinishEvent, GenerationEvent, GenerationRequest, TokenEvent, TopLogprob, Usage
+from racenet.ml.sampling import request_sampling_seed
 from racenet.node.client import ChainClient, ClientError
 from racenet.node.compute import ComputeThread
 from racenet.node.openai_format import ApiError, parse_request
@@ -41,6 +46,7 @@ from racenet.node.sender import TxSender
 log = logging.getLogger(__name__)
 
 FORWARD_DOMAIN = b"racenet/forward/v1\x00"
+ANSWER_DOMAIN = b"racenet/answer-fetch/v1\x00"
 EXPIRY_MARGIN_BLOCKS = 3
 """An executor refuses a request that expires within this many blocks: its Finish would come too late."""
 
@@ -72,12 +78,28 @@ def forward_headers(key: PrivateKey, chain_id: str, request_id: bytes, executor:
 
 
 @dataclass(frozen=True)
+class AnswerFetch:
+    """What a validator signs to fetch one answer it checks from the executor that gave it."""
+
+    chain_id: str
+    request_id: bytes
+    executor: bytes
+
+
+def answer_fetch_headers(key: PrivateKey, chain_id: str, request_id: bytes, executor: bytes) -> dict[str, str]:
+    """The headers of a validator's fetch of an answer, signed with its node key."""
+    signed = ANSWER_DOMAIN + encode(AnswerFetch(chain_id, request_id, executor))
+    return {"x-racenet-public-key": key.public_key.raw.hex(), "x-racenet-signature": key.sign(signed).hex()}
+
+
+@dataclass(frozen=True)
 class Job:
-    """A forward that passed every check: the request id, its on-chain record and what to generate."""
+    """A forward that passed every check: the request id, its on-chain record, the body and what to generate."""
 
     request_id: bytes
     record: Request
     request: GenerationRequest
+    body: bytes
 
 
 def event_json(event: GenerationEvent) -> dict[str, Any]:
@@ -111,6 +133,9 @@ class Executor:
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS executions (request_id TEXT PRIMARY KEY, prompt_tokens INTEGER, "
             "tokens TEXT NOT NULL, response_hash TEXT NOT NULL, created INTEGER NOT NULL)"
+        )
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS answers (request_id TEXT PRIMARY KEY, body BLOB NOT NULL, answer TEXT NOT NULL)"
         )
         self.db_lock = threading.Lock()
         self.active = 0
@@ -165,7 +190,8 @@ class Executor:
                 f"the request declares {request.prompt_tokens} prompt tokens; the model reads {prompt_tokens}",
                 code="prompt_tokens_mismatch",
             )
-        return Job(request_id, request, generation)
+        seeded = dataclasses.replace(generation, seed=request_sampling_seed(request_id, generation.seed))
+        return Job(request_id, request, seeded, raw)
 
     def executed(self, request_id: bytes) -> bool:
         """Whether this executor generated an answer for the request (it serves each once)."""
@@ -198,7 +224,7 @@ class Executor:
                 if isinstance(event, TokenEvent):
                     tokens.append(event)
                 else:
-                    self._record(request_id, event.usage, tokens, "".join(text))
+                    self._record(job, event, tokens, "".join(text))
                     threading.Thread(
                         target=self._settle,
                         args=(job, event.usage, "".join(text)),
@@ -214,14 +240,48 @@ class Executor:
                 self.claimed.discard(job.request_id)
             lines.put(None)
 
-    def _record(self, request_id: str, usage: Usage, tokens: list[TokenEvent], text: str) -> None:
-        """Keep the logprobs this executor reported, for spot checks."""
+    def _record(self, job: Job, finish: FinishEvent, tokens: list[TokenEvent], text: str) -> None:
+        """Keep the logprobs this executor reported, and the body and answer a validator's check needs."""
+        request_id = job.request_id.hex()
         doc = json.dumps([event_json(t) for t in tokens])
+        answer = {
+            "token_ids": [t.token_id for t in tokens],
+            "logprobs": [t.logprob for t in tokens],
+            "finish_reason": finish.finish_reason,
+            "text": text,
+        }
         with self.db_lock:
             self.db.execute(
                 "INSERT OR IGNORE INTO executions VALUES (?, ?, ?, ?, ?)",
-                (request_id, usage.prompt_tokens, doc, response_hash(text).hex(), int(time.time())),
+                (request_id, finish.usage.prompt_tokens, doc, response_hash(text).hex(), int(time.time())),
             )
+            self.db.execute(
+                "INSERT OR IGNORE INTO answers VALUES (?, ?, ?)", (request_id, job.body, json.dumps(answer))
+            )
+
+    def answer_for(self, request_id_hex: str, headers: Mapping[str, str]) -> dict[str, Any]:
+        """The body and answer of a request this executor served, for a weight holder that signed the fetch."""
+        try:
+            request_id = bytes.fromhex(request_id_hex)
+            pub = bytes.fromhex(headers.get("x-racenet-public-key", ""))
+            signature = bytes.fromhex(headers.get("x-racenet-signature", ""))
+        except ValueError:
+            request_id = pub = signature = b""
+        chain_id = self.sender.chain_id or self.client.chain_id()
+        signed = ANSWER_DOMAIN + encode(AnswerFetch(chain_id, request_id, self.address))
+        if len(request_id) != 32 or len(pub) != 32 or not PublicKey(pub).verify(signed, signature):
+            raise ApiError(401, "the fetch is not signed for this executor", "authentication_error")
+        requester = address_from_pubkey(pub)
+        nodes = self.client.query(race.NODES).nodes
+        if not any(n.address == requester and n.weight > 0 for n in nodes):
+            raise ApiError(403, "only weight holders check answers", "permission_error")
+        with self.db_lock:
+            row = self.db.execute(
+                "SELECT body, answer FROM answers WHERE request_id = ?", (request_id.hex(),)
+            ).fetchone()
+        if row is None:
+            raise ApiError(404, "this executor has no answer to that request", code="not_found")
+        return {"body": base64.b64encode(row[0]).decode(), "answer": json.loads(row[1])}
 
     def _settle(self, job: Job, usage: Usage, text: str) -> None:
         """Report the completion of a committed request on chain."""

@@ -103,8 +103,14 @@ class Keeper(ModuleKeeper):
         self.supply.set(ctx, self.supply.get(ctx) + amount)
 
     def burn(self, ctx: Context, holder: bytes, amount: int) -> None:
-        """Destroy nicoin held by `holder` (for tokenomics; nothing burns yet)."""
+        """Destroy nicoin held by `holder` (for tokenomics)."""
         self._debit(ctx, holder, amount)
+        self.supply.set(ctx, self.supply.get(ctx) - amount)
+        self.burned.set(ctx, self.burned.get(ctx) + amount)
+
+    def burn_escrow(self, ctx: Context, module: str, escrow_id: bytes, amount: int) -> None:
+        """Destroy nicoin held in a module's escrow (a forfeited reward)."""
+        self._take_escrow(ctx, module, escrow_id, amount)
         self.supply.set(ctx, self.supply.get(ctx) - amount)
         self.burned.set(ctx, self.burned.get(ctx) + amount)
 

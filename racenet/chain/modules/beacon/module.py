@@ -246,6 +246,11 @@ class Keeper(ModuleKeeper):
             round_, previous = round_ + 1, round_output(block.signature)
         return round_, round_message(round_, previous, self.mix_for(ctx, height))
 
+    def key_of(self, ctx: Context, address: bytes) -> bytes:
+        """A node's registered BLS beacon key (b"" if none): it also signs the node's check duties."""
+        entry = self.keys.get(ctx, address)
+        return b"" if entry is None else entry.key
+
     def share_key(self, group: Group, index: int) -> bytes:
         """The public key of one share index of a group (G2)."""
         return bytes(evaluate_commitments([g2(c) for c in group.commitments], index).to_compressed_bytes())

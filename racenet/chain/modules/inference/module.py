@@ -107,6 +107,7 @@ class BankKeeper(Protocol):
     def lock(self, ctx: Context, owner: bytes, module: str, escrow_id: bytes, amount: int) -> None: ...
     def release(self, ctx: Context, module: str, escrow_id: bytes, recipient: bytes, amount: int) -> None: ...
     def move_escrow(self, ctx: Context, module: str, from_id: bytes, to_id: bytes, amount: int) -> None: ...
+    def burn_escrow(self, ctx: Context, module: str, escrow_id: bytes, amount: int) -> None: ...
 
 
 class RaceKeeper(Protocol):
@@ -122,6 +123,13 @@ class BeaconKeeper(Protocol):
     def has_group(self, ctx: Context) -> bool: ...
     def round_after(self, ctx: Context, height: int) -> int: ...
     def output(self, ctx: Context, round_: int) -> bytes: ...
+
+
+class VerificationHooks(Protocol):
+    """What inference tells verification: routed requests (work owed) and finished ones (tasks to check)."""
+
+    def on_route(self, ctx: Context, executor: bytes) -> None: ...
+    def on_finish(self, ctx: Context, request_id: bytes, executor: bytes, developer: bytes, cost: int) -> None: ...
 
 
 class Keeper(ModuleKeeper):
@@ -146,6 +154,11 @@ class Keeper(ModuleKeeper):
         self.bank = bank
         self.race = race
         self.beacon = beacon
+        self.hooks: VerificationHooks | None = None
+
+    def use_hooks(self, hooks: VerificationHooks) -> None:
+        """Wire verification, which holds every reward until its cycle settles."""
+        self.hooks = hooks
 
     def register_model(self, ctx: Context, model: str, units_per_token: int) -> None:
         """Register a model with its units of compute per token."""
@@ -188,6 +201,23 @@ class Keeper(ModuleKeeper):
     def pending_reward(self, ctx: Context, executor: bytes) -> int:
         """nicoin earned by an executor and not yet released."""
         return self.bank.escrow_balance(ctx, NAME, self.reward_escrows.id(executor))
+
+    def move_reward(self, ctx: Context, source: bytes, destination: bytes, amount: int) -> None:
+        """Move part of one node's pending reward to another's (a checker's share of a verified task)."""
+        self.bank.move_escrow(ctx, NAME, self.reward_escrows.id(source), self.reward_escrows.id(destination), amount)
+
+    def pay_reward(self, ctx: Context, node: bytes, recipient: bytes, amount: int) -> None:
+        """Pay out of a node's pending reward: to the node at release, or to a developer whose task was invalid."""
+        self.bank.release(ctx, NAME, self.reward_escrows.id(node), recipient, amount)
+
+    def burn_reward(self, ctx: Context, node: bytes, amount: int) -> None:
+        """Destroy part of a node's pending reward (forfeited, or withheld for a shortfall)."""
+        self.bank.burn_escrow(ctx, NAME, self.reward_escrows.id(node), amount)
+
+    def _hooks(self) -> VerificationHooks:
+        if self.hooks is None:
+            raise ChainError(Code.INTERNAL, "inference has no verification hooks wired")
+        return self.hooks
 
     def _check_signature(self, ctx: TxContext, msg: MsgStartRequest) -> None:
         """A signed request: the developer's own key signed it, for this chain and this transfer agent, unexpired."""
@@ -385,6 +415,7 @@ class Keeper(ModuleKeeper):
         self.requests.set(
             ctx, request_id, dataclasses.replace(request, executor=executor, routed_height=ctx.block.height)
         )
+        self._hooks().on_route(ctx, executor)
         ctx.emit("inference_route", request_id=request_id.hex(), executor=encode_address(executor))
 
     def handle_reassign_request(self, ctx: TxContext, msg: MsgReassignRequest) -> bytes:
@@ -413,6 +444,7 @@ class Keeper(ModuleKeeper):
             request, executor=executor, attempt=attempt, tried=tried, routed_height=ctx.block.height
         )
         self.requests.set(ctx, msg.request_id, moved)
+        self._hooks().on_route(ctx, executor)
         ctx.emit("inference_reassign", request_id=msg.request_id.hex(), executor=encode_address(executor))
         return executor
 
@@ -441,6 +473,7 @@ class Keeper(ModuleKeeper):
             cost=cost,
             status=ReceiptStatus.FINISHED,
         )
+        self._hooks().on_finish(ctx, msg.request_id, request.executor, request.developer, cost)
         ctx.emit("inference_finish", request_id=msg.request_id.hex(), cost=str(cost))
 
     def expire(self, ctx: Context) -> None:
