@@ -147,3 +147,13 @@ def test_api_key_create_list_show_revoke_against_a_running_node(tmp_path: Path) 
         assert_error(run("api-key", "revoke", *args, "--from", "owner", token), "already revoked")
         assert_error(run("api-key", "show", "--node", url, "rk-zz"), "invalid API key")
         assert_error(run("api-key", "create", *args, "--from", "owner", "--gateway", "race1nothing"), "gateway")
+
+
+def test_report_of_a_bad_or_unknown_request_is_a_one_line_error(tmp_path: Path) -> None:
+    """`racenet report` refuses a malformed id before signing, and the chain's refusal of an unknown task is one
+    line (the report fee is only taken for a finished task its developer reports)."""
+    developer = key(9)
+    with running_node(tmp_path, developer, "dev") as url:
+        args = ["--home", str(tmp_path), "--node", url, "--from", "dev"]
+        assert_error(run("report", *args, "not-hex"), "is not a request id")
+        assert_error(run("report", *args, "chatcmpl-" + "ab" * 32), "no finished task")

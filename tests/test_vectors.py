@@ -51,7 +51,7 @@ from racenet.chain.modules.race import (
 )
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.validators import MsgSetPower, ValidatorsGenesis
-from racenet.chain.modules.verification import MsgCheck, MsgReverify
+from racenet.chain.modules.verification import MsgCheck, MsgReport, MsgReverify
 from racenet.chain.scalars import Amount
 from racenet.chain.tx import TxBody, build_tx, decode_envelope, sign_bytes
 from racenet.crypto.address import encode_address
@@ -318,6 +318,7 @@ def one_of_each_message() -> list[Msg]:
         MsgFinishRequest(request_id=h, completion_tokens=37, response_hash=h),
         MsgCheck(request_id=h, proof=b"\x0d" * 96, passed=False),
         MsgReverify(request_id=h, valid=True),
+        MsgReport(request_id=h),
     ]
 
 

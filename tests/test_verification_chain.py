@@ -21,6 +21,7 @@ from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.race import RaceGenesis, RaceNode
 from racenet.chain.modules.verification import (
     MsgCheck,
+    MsgReport,
     MsgReverify,
     Params,
     Task,
@@ -33,7 +34,7 @@ from racenet.chain.modules.verification import (
 from racenet.chain.scalars import Amount
 from racenet.crypto.keys import PrivateKey
 from racenet.crypto.threshold import DUTY_DST, key_sign
-from tests.chain import CHAIN_ID, GENESIS_TIME, Chain, balances, beacon_secret, key
+from tests.chain import CHAIN_ID, FEE, GENESIS_TIME, Chain, balances, beacon_secret, key
 from tests.test_inference_chain import DEV, MODEL, TA, UNIT_PRICE, UNITS, InferenceChain
 
 NODES = [key(1), key(2), key(3), key(4)]
@@ -353,3 +354,72 @@ def test_an_executor_that_drops_routed_requests_gets_its_work_share(chain: Verif
     released = chain.balance(dropper) - before
     share = min(100 * finished, (finished + 2) * 90)
     assert released == held * share // ((finished + 2) * 90) < held
+
+
+def test_windows_longer_than_a_cycle_still_settle_every_cycle(tmp_path: Path) -> None:
+    chain = start(tmp_path, Params(check_blocks=40, dispute_blocks=30))  # 70 blocks > the 51-block cycle
+    _, executor = chain.serve(1)
+    held = chain.pending(executor)
+    before = chain.balance(executor)
+    chain.until_settled()
+    assert chain.pending(executor) == 0 and chain.balance(executor) == before + held
+
+
+def serve_two_by_one_executor(chain: VerificationChain) -> tuple[bytes, bytes]:
+    """Two tasks of one executor (the second is reported): (reported request id, executor)."""
+    served: dict[bytes, list[bytes]] = {}
+    for n in range(1, 40):
+        request_id, executor = chain.serve(n)
+        served.setdefault(executor, []).append(request_id)
+        if len(served[executor]) == 2:
+            return request_id, executor
+    raise AssertionError("no executor served two tasks")
+
+
+def test_a_right_report_refunds_the_fee_and_splits_a_bounty_no_larger_than_the_task(chain: VerificationChain) -> None:
+    request_id, executor = serve_two_by_one_executor(chain)
+    fee = int(DEFAULT.report_fee)
+    dev_before = chain.balance(DEV)
+    assert chain.run(TA, MsgReport(request_id))[0] == Code.UNAUTHORIZED  # only the developer who paid
+    assert chain.run(DEV, MsgReport(request_id)) == (0, "")
+    assert chain.balance(DEV) == dev_before - fee - FEE
+    assert chain.run(DEV, MsgReport(request_id))[0] == Code.ALREADY_DONE
+    dev_before = chain.balance(DEV)
+    voters = [k for k in NODES if k.public_key.address != executor]
+    before = {k.public_key.address: chain.balance(k) for k in voters}
+    for voter in voters:
+        if chain.task(request_id).status == TaskStatus.DISPUTED:
+            assert chain.run(voter, MsgReverify(request_id, False)) == (0, "")
+    assert chain.task(request_id).status == TaskStatus.INVALID
+    # the developer: the task's cost refunded, the fee back, and half of a bounty of at most the task's cost
+    assert chain.balance(DEV) == dev_before + COST + fee + COST // 2
+    received = sum(int(chain.balance(k)) - int(before[k.public_key.address]) for k in voters)
+    votes = sum(1 for _ in voters)
+    assert received + votes * FEE >= COST - COST // 2  # the verifiers share the other half (their tx fees aside)
+
+
+def test_a_wrong_report_pays_its_fee_to_the_verifiers_who_upheld_the_answer(chain: VerificationChain) -> None:
+    request_id, executor = chain.serve(1)
+    fee = int(DEFAULT.report_fee)
+    dev_before = chain.balance(DEV)
+    assert chain.run(DEV, MsgReport(request_id)) == (0, "")
+    dev_before -= FEE
+    upholders = []
+    for voter in NODES:
+        if voter.public_key.address != executor and chain.task(request_id).status == TaskStatus.DISPUTED:
+            upholders.append(voter)
+            assert chain.run(voter, MsgReverify(request_id, True)) == (0, "")
+    assert chain.task(request_id).status == TaskStatus.VALID
+    assert chain.balance(DEV) == dev_before - fee
+    escrows = chain.app.bank.keeper.module_escrows(chain.app.read_context(), "verification")
+    assert escrows == []  # the whole fee went to the upholders
+    assert chain.pending(executor) == COST  # the executor keeps its pay
+
+
+def test_a_report_after_the_check_window_of_its_cycle_is_refused(chain: VerificationChain) -> None:
+    request_id, _ = chain.serve(1)
+    schedule = chain.app.race.keeper.schedule(chain.app.read_context())
+    last = schedule.cycle_start(chain.task(request_id).cycle + 1) + DEFAULT.check_blocks - 1
+    while chain.app.height < last:
+        chain.decided_block()
+    assert chain.run(DEV, MsgReport(request_id))[0] == Code.OUT_OF_RANGE

@@ -133,7 +133,9 @@ class App:
         self.inference = inference.InferenceModule(
             inference.Keeper(self.bank.keeper, self.race.keeper, self.beacon.keeper)
         )
-        self.verification = verification.VerificationModule(verification.Keeper(self.race.keeper, self.beacon.keeper))
+        self.verification = verification.VerificationModule(
+            verification.Keeper(self.bank.keeper, self.race.keeper, self.beacon.keeper)
+        )
         self.inference.keeper.use_hooks(self.verification.keeper)
         self.verification.keeper.use_rewards(self.inference.keeper)
         self.info_keeper = ChainInfo()

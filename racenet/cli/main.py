@@ -15,6 +15,7 @@ from racenet.cli.keys import keys
 from racenet.cli.node import node
 from racenet.cli.query import query, status
 from racenet.cli.race import race
+from racenet.cli.report import report
 from racenet.cli.tx import tx
 
 
@@ -27,7 +28,22 @@ def cli(verbose: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-for command in (init, start, app_command, genesis, keys, tx, query, status, devnet, node, api_key, race, beacon):
+for command in (
+    init,
+    start,
+    app_command,
+    genesis,
+    keys,
+    tx,
+    query,
+    status,
+    devnet,
+    node,
+    api_key,
+    race,
+    beacon,
+    report,
+):
     cli.add_command(command)
 
 

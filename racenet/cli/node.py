@@ -84,6 +84,12 @@ def node() -> None:
     help="Bearer token for an `openai:` backend that asks for one (vLLM's --api-key); prefer the environment "
     "variable, since other users can see command lines.",
 )
+@click.option(
+    "--cometbft-home",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The validator's CometBFT home: its config/beacon_key.json proves the spot checks this node owes, "
+    "which it then runs with the API's model (without it, the node checks nothing and loses its check share).",
+)
 def run(
     home: Path,
     node: str,
@@ -94,15 +100,18 @@ def run(
     api: tuple[str, int] | None,
     backend: str,
     backend_api_key: str | None,
+    cometbft_home: Path | None,
 ) -> None:
     """Race every cycle with no manual step: mine, commit, reveal, validate others; serve the API (Ctrl-C stops)."""
+    from racenet.node.beacon_agent import BeaconKeyError, load_or_create_secret
     from racenet.node.daemon import Daemon
 
     key = load_key(home, key_name)
     try:
+        secret = None if cometbft_home is None else load_or_create_secret(cometbft_home)
         state = state_dir or home / "race" / key_name
-        daemon = Daemon(node, key, state, compute_budget, api, threads, backend, backend_api_key)
-    except (ClientError, MLError) as e:
+        daemon = Daemon(node, key, state, compute_budget, api, threads, backend, backend_api_key, secret)
+    except (ClientError, MLError, BeaconKeyError) as e:
         fail(str(e))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -295,6 +295,8 @@ class Devnet:
             str(max(1, (os.cpu_count() or 1) // len(self.state.nodes))),
             "--api",
             f"{HOST}:{node.ports.api}",
+            "--cometbft-home",
+            str(self.state.home(node)),
         ]
         self._spawn(node, "node", argv)
 

@@ -2,13 +2,16 @@
 
 `POST /v1/chat/completions` (streaming and not), `GET /v1/models`, errors shaped as OpenAI's
 (`{"error": {"message", "type", "param", "code"}}`), and the OpenAPI spec at `/openapi.json`.
+`POST /v1/reports` relays a developer's signed report of a wrong answer (`racenet report` signs one).
 `POST /racenet/v1/execute` is node-to-node: a transfer agent forwards a request to its executor;
 `GET /racenet/v1/answers/<request id>` too: a weight holder fetches an answer it checks (signed fetch).
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,9 +22,12 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from racenet import __version__
+from racenet.chain.codec import DecodeError, decode
+from racenet.chain.modules.verification import MsgReport
+from racenet.chain.tx import SignedTx
 from racenet.crypto.address import encode_address
 from racenet.ml.backend import GenerationEvent, collect
-from racenet.node.client import ClientError
+from racenet.node.client import ChainClient, ClientError
 from racenet.node.executor import Executor
 from racenet.node.limits import (
     DEFAULT_LIMITS,
@@ -150,6 +156,12 @@ def create_app(agent: TransferAgent, executor: Executor, limits: Limits = DEFAUL
             if not streaming:
                 slot.release()
 
+    @app.post("/v1/reports", summary="Report a wrong answer (a signed verification/Report transaction)")
+    async def reports(request: Request) -> JSONResponse:
+        per_ip.take(client_ip(request))
+        raw = await read_limited_body(request, limits.max_body_bytes)
+        return JSONResponse(await run_in_threadpool(relay_report, agent.client, raw))
+
     @app.post("/racenet/v1/execute", include_in_schema=False)
     async def execute(request: Request) -> StreamingResponse:
         per_ip.take(client_ip(request))  # M9/H3: the executor's checks are cheap, and bounded per peer too
@@ -165,6 +177,28 @@ def create_app(agent: TransferAgent, executor: Executor, limits: Limits = DEFAUL
         return JSONResponse(await run_in_threadpool(executor.answer_for, request_id, headers))
 
     return app
+
+
+def relay_report(client: ChainClient, raw: bytes) -> dict[str, Any]:
+    """Broadcast a developer's signed transaction that carries exactly one `verification/Report`.
+
+    The developer signs it (the chain takes the report fee from its account; `racenet report` builds the same
+    transaction); this node only relays it, so it refuses anything else rather than relay arbitrary transactions.
+    """
+    try:
+        tx = base64.b64decode(json.loads(raw)["tx"], validate=True)
+        envelope = decode(SignedTx, tx)
+    except (ValueError, KeyError, TypeError, DecodeError) as e:
+        raise ApiError(400, f'the body must be {{"tx": base64 of a signed transaction}}: {e}') from e
+    if [m.type for m in envelope.body.msgs] != [MsgReport.TYPE]:
+        raise ApiError(400, "the transaction must carry exactly one verification/Report message")
+    try:
+        outcome = client.wait_for_tx(client.broadcast(tx))
+    except ClientError as e:
+        raise ApiError(400, f"the report was refused: {e}", code="report_refused") from e
+    if outcome.code:
+        raise ApiError(400, f"the report was refused: {outcome.log}", code="report_refused")
+    return {"hash": outcome.hash, "height": outcome.height}
 
 
 def _first_event(events: Iterator[GenerationEvent]) -> GenerationEvent:

@@ -1,4 +1,5 @@
-"""The provider's daemon: the Race loop and, when asked, the API (transfer agent and executor) in one process.
+"""The provider's daemon: the Race loop and, when asked, the API (transfer agent and executor) and the
+validator's spot checks (`racenet.node.checker`, given the node's beacon key) in one process.
 
 Sharing the process lets the miner yield the CPU the moment a user request runs (whitepaper §4:
 "The Race must not interfere with normal user requests"), lets both sign with one sequence, and
@@ -18,6 +19,7 @@ from racenet.chain.modules import inference
 from racenet.chain.modules.inference import MsgServeModels
 from racenet.crypto.keys import PrivateKey
 from racenet.ml.backend import Backend
+from racenet.node.checker import Checker
 from racenet.node.client import ChainClient
 from racenet.node.compute import ComputeThread
 from racenet.node.executor import Executor
@@ -53,7 +55,8 @@ def make_backend(spec: str, compute: ComputeThread, api_key: str | None = None) 
 
 
 class Daemon:
-    """Runs a node's Race worker and, if an API address is given, its HTTP API."""
+    """Runs a node's Race worker and, if an API address is given, its HTTP API (and its checker, given its
+    beacon secret)."""
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class Daemon:
         threads: int | None = None,
         backend: str = TRANSFORMERS,
         backend_api_key: str | None = None,
+        beacon_secret: int | None = None,
     ) -> None:
         self.client = ChainClient(node_url)
         self.sender = TxSender(self.client, key)
@@ -73,8 +77,12 @@ class Daemon:
         self.compute = ComputeThread(threads)
         self.executor: Executor | None = None
         self.server: uvicorn.Server | None = None
+        self.checker: Checker | None = None
         if api is not None:
-            self._start_api(api, make_backend(backend, self.compute, backend_api_key))
+            model = make_backend(backend, self.compute, backend_api_key)
+            self._start_api(api, model)
+            if beacon_secret is not None:
+                self._start_checker(model, beacon_secret)
         busy = self.executor.busy if self.executor is not None else None
         self.worker = RaceWorker(
             self.client, self.sender, self.compute, state_dir, compute_budget=compute_budget, should_yield=busy
@@ -93,6 +101,16 @@ class Daemon:
         self.executor, self.server = executor, server
         self._announce(backend.models(), f"http://{host}:{port}")
 
+    def _start_checker(self, model: Backend, beacon_secret: int) -> None:
+        """Check the answers this validator owes checks of, with the model it serves (an in-process one)."""
+        from racenet.ml.transformers_backend import TransformersBackend
+
+        if not isinstance(model, TransformersBackend):
+            log.warning("spot checks need the in-process model: this node will not check answers")
+            return
+        self.checker = Checker(self.client, self.sender, model, beacon_secret, self.compute)
+        threading.Thread(target=self.checker.run, name="checker", daemon=True).start()
+
     def _announce(self, models: list[str], endpoint: str) -> None:
         """Send inference/ServeModels unless the chain already lists this node at this endpoint."""
         me = self.sender.key.public_key.address
@@ -110,5 +128,7 @@ class Daemon:
     def stop(self) -> None:
         """Stop the Race loop and the API server."""
         self.worker.stop.set()
+        if self.checker is not None:
+            self.checker.stop.set()
         if self.server is not None:
             self.server.should_exit = True

@@ -10,7 +10,8 @@ signature as proof, and anyone can recheck it from chain data.
 
 A passed check earns the checker `checker_share_percent` of the task's pay (settled with the cycle). A failed
 check opens a re-verification: any weight holder votes (`MsgReverify`) after checking itself; the executor's own
-weight counts for its answer. Once more than half of the total weight holds one verdict it is final: invalid →
+weight counts for its answer. Once more than half of the total weight (of the task's cycle) holds one verdict it
+is final: invalid →
 the developer gets the task's cost back, the executor is caught (all its rewards of the cycle are forfeited and
 its reputation resets to 0); valid → nothing happens to the executor. A dispute nobody decides within
 `dispute_blocks` stays valid: an honest executor wrongly flagged loses nothing. Voters on the losing side are
@@ -30,10 +31,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar, Protocol
 
-from racenet.chain.collections import ADDRESS, HASH, U64, Item, KeySet, Map, Record, UintItem, UintMap, pair
+from racenet.chain.collections import ADDRESS, HASH, U64, EscrowIds, Item, KeySet, Map, Record, UintItem, UintMap, pair
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import (
     Context,
@@ -57,6 +58,7 @@ from racenet.chain.modules.verification.types import (
     Accounts,
     CycleAccount,
     MsgCheck,
+    MsgReport,
     MsgReverify,
     OpenTask,
     OpenTasks,
@@ -80,10 +82,9 @@ PASS, FAIL = 1, 2
 
 
 class RaceKeeper(Protocol):
-    """What verification needs of race: the cycle schedule and weights."""
+    """What verification needs of race: the cycle schedule and the weights it snapshots."""
 
     def schedule(self, ctx: Context) -> Schedule: ...
-    def weight(self, ctx: Context, address: bytes) -> int: ...
     def all_weights(self, ctx: Context) -> list[tuple[bytes, int]]: ...
 
 
@@ -93,6 +94,14 @@ class BeaconKeeper(Protocol):
     def round_after(self, ctx: Context, height: int) -> int: ...
     def output(self, ctx: Context, round_: int) -> bytes: ...
     def key_of(self, ctx: Context, address: bytes) -> bytes: ...
+
+
+class BankKeeper(Protocol):
+    """What verification needs of bank: the report fees it holds."""
+
+    def lock(self, ctx: Context, owner: bytes, module: str, escrow_id: bytes, amount: int) -> None: ...
+    def release(self, ctx: Context, module: str, escrow_id: bytes, recipient: bytes, amount: int) -> None: ...
+    def module_escrows(self, ctx: Context, module: str) -> list[tuple[bytes, int]]: ...
 
 
 class RewardEscrows(Protocol):
@@ -124,9 +133,11 @@ class Keeper(ModuleKeeper):
     cycle_weights = UintMap(b"cycle_weight/", pair(U64, ADDRESS))
     cycle_totals = UintMap(b"cycle_total/", U64)
     snapshots = UintItem(b"snapshots")
+    report_escrows = EscrowIds(b"report/", HASH)
     misjudged = UintMap(b"misjudged/", pair(U64, ADDRESS))
 
-    def __init__(self, race: RaceKeeper, beacon: BeaconKeeper) -> None:
+    def __init__(self, bank: BankKeeper, race: RaceKeeper, beacon: BeaconKeeper) -> None:
+        self.bank = bank
         self.race = race
         self.beacon = beacon
         self.rewards: RewardEscrows | None = None
@@ -229,14 +240,34 @@ class Keeper(ModuleKeeper):
                 ctx, msg.request_id, dataclasses.replace(task, status=TaskStatus.CHECKED, checker=ctx.tx.signer)
             )
         elif not msg.passed and task.status in (TaskStatus.OPEN, TaskStatus.CHECKED):
-            deadline = ctx.block.height + params.dispute_blocks
-            disputed = dataclasses.replace(task, status=TaskStatus.DISPUTED, dispute_deadline=deadline)
-            self.tasks.set(ctx, msg.request_id, disputed)
-            self.deadlines.add(ctx, (deadline, msg.request_id))
+            self._open_dispute(ctx, msg.request_id, task, reported=False)
             self.votes.set(ctx, (msg.request_id, ctx.tx.signer), FAIL)
-            ctx.emit("verification_dispute", request_id=msg.request_id.hex(), checker=encode_address(ctx.tx.signer))
+            self._decide(ctx, msg.request_id)
+        elif task.status == TaskStatus.DISPUTED and not self.votes.has(ctx, (msg.request_id, ctx.tx.signer)):
+            self.votes.set(ctx, (msg.request_id, ctx.tx.signer), PASS if msg.passed else FAIL)
             self._decide(ctx, msg.request_id)
         ctx.emit("verification_check", request_id=msg.request_id.hex(), passed=str(msg.passed).lower())
+
+    def _open_dispute(self, ctx: TxContext, request_id: bytes, task: Task, *, reported: bool) -> None:
+        deadline = ctx.block.height + self.params.get(ctx).dispute_blocks
+        disputed = dataclasses.replace(task, status=TaskStatus.DISPUTED, dispute_deadline=deadline, reported=reported)
+        self.tasks.set(ctx, request_id, disputed)
+        self.deadlines.add(ctx, (deadline, request_id))
+        ctx.emit("verification_dispute", request_id=request_id.hex(), by=encode_address(ctx.tx.signer))
+
+    def handle_report(self, ctx: TxContext, msg: MsgReport) -> None:
+        """verification/Report: the developer pays the report fee and the task goes to re-verification."""
+        task = self._task(ctx, msg.request_id)
+        params = self.params.get(ctx)
+        if ctx.tx.signer != task.developer:
+            raise ChainError(Code.UNAUTHORIZED, "only the developer who paid for the request can report it")
+        if task.status not in (TaskStatus.OPEN, TaskStatus.CHECKED):
+            raise ChainError(Code.ALREADY_DONE, f"the task is already {task.status.value}")
+        last = self.race.schedule(ctx).cycle_start(task.cycle + 1) + params.check_blocks - 1
+        if ctx.block.height > last:
+            raise ChainError(Code.OUT_OF_RANGE, f"reports of this task were taken until height {last}")
+        self.bank.lock(ctx, ctx.tx.signer, NAME, self.report_escrows.id(msg.request_id), params.report_fee)
+        self._open_dispute(ctx, msg.request_id, task, reported=True)
 
     def handle_reverify(self, ctx: TxContext, msg: MsgReverify) -> None:
         """verification/Reverify: a weight holder's verdict on a disputed task."""
@@ -245,25 +276,24 @@ class Keeper(ModuleKeeper):
             raise ChainError(Code.INVALID_MESSAGE, "the task is not under re-verification")
         if ctx.tx.signer == task.executor:
             raise ChainError(Code.UNAUTHORIZED, "the executor's own weight already counts for its answer")
-        if self.race.weight(ctx, ctx.tx.signer) <= 0:
-            raise ChainError(Code.UNAUTHORIZED, "only weight holders re-verify")
+        if self.weight_share(ctx, task.cycle, ctx.tx.signer)[0] <= 0:
+            raise ChainError(Code.UNAUTHORIZED, "only holders of weight in the task's cycle re-verify")
         if self.votes.has(ctx, (msg.request_id, ctx.tx.signer)):
             raise ChainError(Code.ALREADY_DONE, "this validator already voted on the task")
         self.votes.set(ctx, (msg.request_id, ctx.tx.signer), PASS if msg.valid else FAIL)
         self._decide(ctx, msg.request_id)
 
     def _decide(self, ctx: Context, request_id: bytes) -> None:
-        """Close a dispute once more than half of the total weight holds one verdict."""
+        """Close a dispute once more than half of the total weight of the task's cycle holds one verdict."""
         task = self._task(ctx, request_id)
-        weights = dict(self.race.all_weights(ctx))
-        total = sum(weights.values())
-        valid = weights.get(task.executor, 0)
-        invalid = 0
+        executor_weight, total = self.weight_share(ctx, task.cycle, task.executor)
+        valid, invalid = executor_weight, 0
         for (_, voter), verdict in self.votes.items(ctx, (request_id,)):
+            weight = self.weight_share(ctx, task.cycle, voter)[0]
             if verdict == PASS:
-                valid += weights.get(voter, 0)
+                valid += weight
             else:
-                invalid += weights.get(voter, 0)
+                invalid += weight
         if 2 * invalid > total:
             self._close_dispute(ctx, request_id, task, TaskStatus.INVALID)
         elif 2 * valid > total:
@@ -274,10 +304,17 @@ class Keeper(ModuleKeeper):
         for (_, voter), vote in self.votes.items(ctx, (request_id,)):
             if (vote == PASS) != (verdict == TaskStatus.VALID):
                 self._add(ctx, self.misjudged, task.cycle, voter, 1)
+        winners = [
+            voter
+            for (_, voter), vote in self.votes.items(ctx, (request_id,))
+            if (vote == PASS) == (verdict == TaskStatus.VALID)
+        ]
         self.votes.clear(ctx, (request_id,))
         self.tasks.set(ctx, request_id, dataclasses.replace(task, status=verdict, checker=b""))
         if verdict == TaskStatus.INVALID:
             self._catch(ctx, request_id, task)
+        if task.reported:
+            self._settle_report(ctx, request_id, task, verdict, winners)
         ctx.emit("verification_verdict", request_id=request_id.hex(), valid=str(verdict == TaskStatus.VALID).lower())
 
     def _catch(self, ctx: Context, request_id: bytes, task: Task) -> None:
@@ -290,6 +327,38 @@ class Keeper(ModuleKeeper):
         self.reputation.set(ctx, task.executor, 0)
         ctx.emit("verification_caught", request_id=request_id.hex(), executor=encode_address(task.executor))
 
+    def _settle_report(
+        self, ctx: Context, request_id: bytes, task: Task, verdict: TaskStatus, winners: list[bytes]
+    ) -> None:
+        """A right report gets its fee back and half the bounty (the rest to the verifiers who found the answer
+        invalid); a wrong one pays its fee to the verifiers who upheld the answer (or to the executor if none did).
+
+        The bounty is what the caught executor forfeits beyond the refund, at most the task's cost: never more than
+        honest work on the task would have earned, and never the refunded payment itself.
+        """
+        fee_id = self.report_escrows.id(request_id)
+        fee = int(self.params.get(ctx).report_fee)
+        if verdict == TaskStatus.INVALID:
+            self.bank.release(ctx, NAME, fee_id, task.developer, fee)
+            key = (task.cycle, task.executor)
+            bounty = min(int(task.cost), int(self.held.get(ctx, key)))
+            to_developer = bounty // 2 if winners else bounty
+            self._pay_from_held(ctx, task, task.developer, to_developer)
+            for voter, share in _by_weight(
+                bounty - to_developer, winners, lambda v: self.weight_share(ctx, task.cycle, v)[0]
+            ):
+                self._pay_from_held(ctx, task, voter, share)
+            return
+        recipients = winners or [task.executor]
+        for voter, share in _by_weight(fee, recipients, lambda v: self.weight_share(ctx, task.cycle, v)[0]):
+            self.bank.release(ctx, NAME, fee_id, voter, share)
+
+    def _pay_from_held(self, ctx: Context, task: Task, recipient: bytes, amount: int) -> None:
+        if amount:
+            key = (task.cycle, task.executor)
+            self._escrows().pay_reward(ctx, task.executor, recipient, amount)
+            self.held.set(ctx, key, int(self.held.get(ctx, key)) - amount)
+
     def close_disputes(self, ctx: Context) -> None:
         """Disputes whose window ends here and that no majority decided stay valid."""
         for _, request_id in self.deadlines.keys(ctx, (ctx.block.height,)):
@@ -301,11 +370,9 @@ class Keeper(ModuleKeeper):
         """Release the held rewards of the cycle whose checks and disputes have all closed (see the docstring)."""
         schedule = self.race.schedule(ctx)
         params = self.params.get(ctx)
-        cycle = schedule.cycle(ctx.block.height) - 1
-        if (
-            cycle < 0
-            or ctx.block.height != schedule.cycle_start(cycle + 1) + params.check_blocks + params.dispute_blocks
-        ):
+        boundary = ctx.block.height - params.check_blocks - params.dispute_blocks
+        cycle = schedule.cycle(boundary) - 1
+        if cycle < 0 or schedule.cycle_start(cycle + 1) != boundary:
             return
         for _, request_id in self.cycle_tasks.keys(ctx, (cycle,)):
             with isolated(ctx, NAME, f"settlement of task {request_id.hex()}") as item:
@@ -384,6 +451,15 @@ class Keeper(ModuleKeeper):
             if pending != total:
                 raise InvariantBroken(f"{encode_address(node)} holds {total} in verification, {pending} in escrow")
 
+    def check_reports(self, ctx: Context) -> None:
+        """Every report fee is held for a task under re-verification that a report opened."""
+        fee = int(self.params.get(ctx).report_fee)
+        for escrow_id, amount in self.bank.module_escrows(ctx, NAME):
+            request_id = self.report_escrows.parse(escrow_id)
+            task = None if request_id is None else self.tasks.get(ctx, request_id)
+            if task is None or not task.reported or task.status != TaskStatus.DISPUTED or amount != fee:
+                raise InvariantBroken(f"verification escrow {escrow_id.hex()} ({amount}) is no open report's fee")
+
     def query_params(self, ctx: Context, _: None) -> Params:
         """The verification parameters."""
         return self.params.get(ctx)
@@ -429,12 +505,28 @@ class Keeper(ModuleKeeper):
         return Accounts(Address(node), tuple(found))
 
 
+def _by_weight(amount: int, recipients: list[bytes], weight: Callable[[bytes], int]) -> list[tuple[bytes, int]]:
+    """Split `amount` among `recipients` in proportion to their weights (at least 1 each); the remainder of the
+    integer division goes to the first in address order, so the parts always add up to `amount`."""
+    if not recipients or amount <= 0:
+        return []
+    ordered = sorted(recipients)
+    weights = [max(weight(r), 1) for r in ordered]
+    parts = [amount * w // sum(weights) for w in weights]
+    parts[0] += amount - sum(parts)
+    return [(r, p) for r, p in zip(ordered, parts, strict=True) if p]
+
+
 class VerificationModule(Module[Keeper, VerificationGenesis]):
     """Module wiring: check and re-verification messages, settlement hooks, queries and the held-rewards invariant."""
 
     name = NAME
     genesis_type = VerificationGenesis
-    handlers: ClassVar[HandlerTable] = {MsgCheck: Keeper.handle_check, MsgReverify: Keeper.handle_reverify}
+    handlers: ClassVar[HandlerTable] = {
+        MsgCheck: Keeper.handle_check,
+        MsgReverify: Keeper.handle_reverify,
+        MsgReport: Keeper.handle_report,
+    }
     queries: ClassVar[QueryTable] = {
         PARAMS: Keeper.query_params,
         REPUTATION: Keeper.query_reputation,
@@ -465,5 +557,5 @@ class VerificationModule(Module[Keeper, VerificationGenesis]):
         self.keeper.settle(ctx)
 
     def invariants(self) -> Mapping[str, Invariant]:
-        """held: verification's held rewards equal the inference reward escrows."""
-        return {"held": self.keeper.check_held}
+        """held: verification's held rewards equal the inference reward escrows; reports: fees back open reports."""
+        return {"held": self.keeper.check_held, "reports": self.keeper.check_reports}

@@ -29,16 +29,19 @@ class Params:
     passed check moves `checker_share_percent` of the task's pay to the checker. An executor that finished less
     than `min_work_percent` of the requests routed to it, or a validator that did fewer checks than it owed
     (less `shortfall_sigmas` standard deviations), gets the matching fraction of its held rewards; the rest burns.
+    A developer's report of a task costs `report_fee`, returned if the answer is found invalid and paid to the
+    verifiers who upheld it otherwise.
     """
 
     new_node_check_ppm: int = PPM
     trusted_check_ppm: int = 100_000
     trusted_cycles: int = 10
-    check_blocks: int = 10
-    dispute_blocks: int = 10
+    check_blocks: int = 20
+    dispute_blocks: int = 20
     checker_share_percent: int = 50
     min_work_percent: int = 90
     shortfall_sigmas: int = 3
+    report_fee: Amount = Amount(1_000_000)
 
     def validate(self) -> None:
         """Probabilities in (0, 1], windows of at least one block, percentages in range."""
@@ -99,6 +102,7 @@ class Task:
     status: TaskStatus
     checker: bytes = b""
     dispute_deadline: int = 0
+    reported: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,19 @@ class MsgReverify(Msg):
     TYPE: ClassVar[str] = "verification/Reverify"
     request_id: bytes
     valid: bool
+
+    def validate(self) -> None:
+        """A 32-byte request id."""
+        if len(self.request_id) != 32:
+            raise ChainError(Code.INVALID_MESSAGE, "request_id must be 32 bytes")
+
+
+@dataclass(frozen=True)
+class MsgReport(Msg):
+    """A developer's report that the answer to its request is wrong: pays `report_fee` and opens re-verification."""
+
+    TYPE: ClassVar[str] = "verification/Report"
+    request_id: bytes
 
     def validate(self) -> None:
         """A 32-byte request id."""
