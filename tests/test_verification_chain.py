@@ -15,6 +15,7 @@ from racenet.chain.app_state import AppState
 from racenet.chain.errors import Code
 from racenet.chain.genesis import Genesis, GenesisValidator
 from racenet.chain.modules.bank import BankGenesis
+from racenet.chain.modules.bank.module import FEE_COLLECTOR
 from racenet.chain.modules.inference import InferenceGenesis, ModelEntry, MsgFinishRequest, ServerEntry
 from racenet.chain.modules.inference import Params as InferenceParams
 from racenet.chain.modules.race import Params as RaceParams
@@ -31,6 +32,7 @@ from racenet.chain.modules.verification import (
     duty_value,
     has_duty,
 )
+from racenet.chain.modules.verification.module import split_by_weight
 from racenet.chain.scalars import Amount
 from racenet.crypto.keys import PrivateKey
 from racenet.crypto.threshold import DUTY_DST, key_sign
@@ -135,17 +137,23 @@ class VerificationChain(InferenceChain):
     def check(self, validator: PrivateKey, request_id: bytes, passed: bool) -> tuple[int, str]:
         return self.run(validator, MsgCheck(request_id, self.proof(validator, request_id), passed))
 
-    def until_settled(self) -> None:
-        """Run blocks until the current cycle's rewards are settled."""
+    def until_settled(self) -> dict[bytes, int]:
+        """Run blocks until the current cycle's rewards are settled; each weight holder's share of the fees
+        collected until then (held with its rewards, so released by the same rules)."""
         keeper = self.app.verification.keeper
         ctx = self.app.read_context
         schedule = self.app.race.keeper.schedule(ctx())
         params = keeper.params.get(ctx())
-        settle_at = (
-            schedule.cycle_start(schedule.cycle(self.app.height) + 1) + params.check_blocks + params.dispute_blocks
-        )
-        while self.app.height < settle_at:
+        cycle = schedule.cycle(self.app.height)
+        settle_at = schedule.cycle_start(cycle + 1) + params.check_blocks + params.dispute_blocks
+        while self.app.height < settle_at - 1:
             self.decided_block()
+        fees = self.balance(FEE_COLLECTOR)
+        weights = {k.public_key.address: w for k, w in zip(NODES, WEIGHTS, strict=True)}
+        shares = dict(split_by_weight(fees, list(weights), weights.__getitem__))
+        self.decided_block()
+        assert self.balance(FEE_COLLECTOR) == 0
+        return {a: shares.get(a, 0) for a in weights}
 
     def reputation(self, node: bytes) -> int:
         return int(self.app.verification.keeper.reputation.get(self.app.read_context(), node))
@@ -213,11 +221,12 @@ def test_a_checked_task_pays_half_to_the_checker_at_settlement_and_builds_reputa
     assert chain.check(checker, request_id, True) == (0, "")
     before = {k.public_key.address: chain.balance(k) for k in NODES}
     held = chain.pending(executor)
-    chain.until_settled()
+    fees = chain.until_settled()
     checker_address = checker.public_key.address
-    assert chain.balance(checker_address) - before[checker_address] >= COST // 2
+    assert chain.balance(checker_address) - before[checker_address] >= COST // 2 + fees[checker_address]
     assert chain.pending(executor) == 0 and chain.pending(checker_address) == 0
-    assert chain.balance(executor) - before[executor] == held - COST // 2
+    assert chain.balance(executor) - before[executor] == held - COST // 2 + fees[executor]
+    assert sum(fees.values()) > 0  # the fees collected so far went to the weight holders, by weight
     assert chain.reputation(executor) == 1
     assert chain.app.verification.keeper.tasks.get(chain.app.read_context(), request_id) is None
 
@@ -260,9 +269,9 @@ def test_an_invalid_answer_refunds_the_user_forfeits_the_cycle_and_resets_reputa
     assert held >= COST  # its other tasks' pay, still held
     burned = chain.app.bank.keeper.burned.get(chain.app.read_context())
     executor_balance = chain.balance(executor)
-    chain.until_settled()
-    assert chain.balance(executor) == executor_balance  # everything of the cycle is forfeited
-    assert chain.app.bank.keeper.burned.get(chain.app.read_context()) == burned + held
+    fees = chain.until_settled()
+    assert chain.balance(executor) == executor_balance  # everything of the cycle is forfeited, its fee share too
+    assert chain.app.bank.keeper.burned.get(chain.app.read_context()) == burned + held + fees[executor]
     assert chain.reputation(executor) == 0
 
 
@@ -303,8 +312,8 @@ def test_an_honest_executor_wrongly_flagged_loses_nothing(chain: VerificationCha
     assert chain.task(request_id).status == TaskStatus.VALID
     held = chain.pending(executor)
     before = chain.balance(executor)
-    chain.until_settled()
-    assert chain.balance(executor) == before + held
+    fees = chain.until_settled()
+    assert chain.balance(executor) == before + held + fees[executor]
     assert chain.reputation(executor) == 1
 
 
@@ -335,7 +344,7 @@ def test_a_validator_that_skipped_its_owed_checks_loses_its_cycle_reward(tmp_pat
     assert lazy_held > 0 and diligent_held > 0
     before_lazy, before_diligent = chain.balance(lazy), chain.balance(diligent)
     chain.until_settled()
-    assert chain.balance(lazy) == before_lazy  # owed several checks, did none: nothing released
+    assert chain.balance(lazy) == before_lazy  # owed several checks, did none: nothing released, fees neither
     assert chain.balance(diligent) - before_diligent > 0
     assert chain.pending(lazy.public_key.address) == chain.pending(diligent.public_key.address) == 0
 
@@ -350,10 +359,10 @@ def test_an_executor_that_drops_routed_requests_gets_its_work_share(chain: Verif
     assert keeper.routed.get(chain.app.read_context(), (cycle, dropper)) == finished + 2
     held = chain.pending(dropper)
     before = chain.balance(dropper)
-    chain.until_settled()
+    fees = chain.until_settled()
     released = chain.balance(dropper) - before
     share = min(100 * finished, (finished + 2) * 90)
-    assert released == held * share // ((finished + 2) * 90) < held
+    assert released == (held + fees[dropper]) * share // ((finished + 2) * 90) < held + fees[dropper]
 
 
 def test_windows_longer_than_a_cycle_still_settle_every_cycle(tmp_path: Path) -> None:
@@ -361,8 +370,8 @@ def test_windows_longer_than_a_cycle_still_settle_every_cycle(tmp_path: Path) ->
     _, executor = chain.serve(1)
     held = chain.pending(executor)
     before = chain.balance(executor)
-    chain.until_settled()
-    assert chain.pending(executor) == 0 and chain.balance(executor) == before + held
+    fees = chain.until_settled()
+    assert chain.pending(executor) == 0 and chain.balance(executor) == before + held + fees[executor]
 
 
 def serve_two_by_one_executor(chain: VerificationChain) -> tuple[bytes, bytes]:

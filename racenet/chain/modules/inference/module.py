@@ -214,6 +214,10 @@ class Keeper(ModuleKeeper):
         """Destroy part of a node's pending reward (forfeited, or withheld for a shortfall)."""
         self.bank.burn_escrow(ctx, NAME, self.reward_escrows.id(node), amount)
 
+    def fund_reward(self, ctx: Context, payer: bytes, node: bytes, amount: int) -> None:
+        """Add to a node's pending reward from an account (the fees collected, shared at a cycle's settlement)."""
+        self.bank.lock(ctx, payer, NAME, self.reward_escrows.id(node), amount)
+
     def _hooks(self) -> VerificationHooks:
         if self.hooks is None:
             raise ChainError(Code.INTERNAL, "inference has no verification hooks wired")

@@ -24,6 +24,7 @@ caught → all burned; otherwise released × work share × check share, the rest
 - check share = min(1, done / required), required = owed - shortfall_sigmas·√owed, owed = Σ task check
   probabilities × the validator's weight share. Weight shares (for duties and owed checks) are those of the
   task's cycle, kept at its first block.
+The transaction fees collected so far join the cycle's held rewards of its weight holders, by weight, first.
 A node that was not caught and served tasks gains one reputation point per settled cycle.
 """
 
@@ -47,6 +48,7 @@ from racenet.chain.module import (
     TxContext,
     isolated,
 )
+from racenet.chain.modules.bank.module import FEE_COLLECTOR
 from racenet.chain.modules.race.schedule import Schedule
 from racenet.chain.modules.verification.types import (
     ACCOUNTS,
@@ -97,8 +99,9 @@ class BeaconKeeper(Protocol):
 
 
 class BankKeeper(Protocol):
-    """What verification needs of bank: the report fees it holds."""
+    """What verification needs of bank: the report fees it holds, and the fees collected for the weight holders."""
 
+    def balance(self, ctx: Context, address: bytes) -> int: ...
     def lock(self, ctx: Context, owner: bytes, module: str, escrow_id: bytes, amount: int) -> None: ...
     def release(self, ctx: Context, module: str, escrow_id: bytes, recipient: bytes, amount: int) -> None: ...
     def module_escrows(self, ctx: Context, module: str) -> list[tuple[bytes, int]]: ...
@@ -111,6 +114,7 @@ class RewardEscrows(Protocol):
     def move_reward(self, ctx: Context, source: bytes, destination: bytes, amount: int) -> None: ...
     def pay_reward(self, ctx: Context, node: bytes, recipient: bytes, amount: int) -> None: ...
     def burn_reward(self, ctx: Context, node: bytes, amount: int) -> None: ...
+    def fund_reward(self, ctx: Context, payer: bytes, node: bytes, amount: int) -> None: ...
 
 
 class Keeper(ModuleKeeper):
@@ -344,13 +348,13 @@ class Keeper(ModuleKeeper):
             bounty = min(int(task.cost), int(self.held.get(ctx, key)))
             to_developer = bounty // 2 if winners else bounty
             self._pay_from_held(ctx, task, task.developer, to_developer)
-            for voter, share in _by_weight(
+            for voter, share in split_by_weight(
                 bounty - to_developer, winners, lambda v: self.weight_share(ctx, task.cycle, v)[0]
             ):
                 self._pay_from_held(ctx, task, voter, share)
             return
         recipients = winners or [task.executor]
-        for voter, share in _by_weight(fee, recipients, lambda v: self.weight_share(ctx, task.cycle, v)[0]):
+        for voter, share in split_by_weight(fee, recipients, lambda v: self.weight_share(ctx, task.cycle, v)[0]):
             self.bank.release(ctx, NAME, fee_id, voter, share)
 
     def _pay_from_held(self, ctx: Context, task: Task, recipient: bytes, amount: int) -> None:
@@ -377,6 +381,8 @@ class Keeper(ModuleKeeper):
         for _, request_id in self.cycle_tasks.keys(ctx, (cycle,)):
             with isolated(ctx, NAME, f"settlement of task {request_id.hex()}") as item:
                 self._settle_task(item, cycle, request_id)
+        with isolated(ctx, NAME, "transaction fees") as item:
+            self._share_fees(item, cycle)
         nodes = {node for (_, node), _ in self.held.items(ctx, (cycle,))}
         nodes |= {node for (_, node), _ in self.done.items(ctx, (cycle,))}
         for node in sorted(nodes):
@@ -385,6 +391,15 @@ class Keeper(ModuleKeeper):
         self.owed_ppm.remove(ctx, cycle)
         self.cycle_weights.clear(ctx, (cycle,))
         self.cycle_totals.remove(ctx, cycle)
+
+    def _share_fees(self, ctx: Context, cycle: int) -> None:
+        """The transaction fees collected so far join the held rewards of the cycle's weight holders, by weight
+        (so they are released, cut or forfeited by the same rules)."""
+        fees = self.bank.balance(ctx, FEE_COLLECTOR)
+        holders = [(node, int(w)) for (_, node), w in self.cycle_weights.items(ctx, (cycle,))]
+        for node, share in split_by_weight(fees, [n for n, _ in holders], dict(holders).__getitem__):
+            self._escrows().fund_reward(ctx, FEE_COLLECTOR, node, share)
+            self._add(ctx, self.held, cycle, node, share)
 
     def _settle_task(self, ctx: Context, cycle: int, request_id: bytes) -> None:
         """A checked, valid task pays its checker its share out of the executor's held reward."""
@@ -505,7 +520,7 @@ class Keeper(ModuleKeeper):
         return Accounts(Address(node), tuple(found))
 
 
-def _by_weight(amount: int, recipients: list[bytes], weight: Callable[[bytes], int]) -> list[tuple[bytes, int]]:
+def split_by_weight(amount: int, recipients: list[bytes], weight: Callable[[bytes], int]) -> list[tuple[bytes, int]]:
     """Split `amount` among `recipients` in proportion to their weights (at least 1 each); the remainder of the
     integer division goes to the first in address order, so the parts always add up to `amount`."""
     if not recipients or amount <= 0:
