@@ -432,3 +432,25 @@ def test_a_report_after_the_check_window_of_its_cycle_is_refused(chain: Verifica
     while chain.app.height < last:
         chain.decided_block()
     assert chain.run(DEV, MsgReport(request_id))[0] == Code.OUT_OF_RANGE
+
+
+def test_a_pass_later_overturned_counts_against_its_checker_and_earns_nothing(chain: VerificationChain) -> None:
+    for n in range(1, 60):
+        request_id, executor = chain.serve(n)
+        chain.until_round(request_id)
+        checkers = chain.checkers(request_id)
+        if len(checkers) >= 2:
+            break
+    else:
+        raise AssertionError("no task drew two checkers")
+    lenient, strict = checkers[:2]
+    assert chain.check(lenient, request_id, True) == (0, "")
+    assert chain.check(strict, request_id, False) == (0, "")
+    for voter in NODES:
+        outside = voter.public_key.address not in (executor, lenient.public_key.address, strict.public_key.address)
+        if outside and chain.task(request_id).status == TaskStatus.DISPUTED:
+            assert chain.run(voter, MsgReverify(request_id, False)) == (0, "")
+    task = chain.task(request_id)
+    assert task.status == TaskStatus.INVALID and task.checker == b""
+    misjudged = chain.app.verification.keeper.misjudged
+    assert misjudged.get(chain.app.read_context(), (task.cycle, lenient.public_key.address)) == 1

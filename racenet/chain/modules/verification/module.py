@@ -253,10 +253,13 @@ class Keeper(ModuleKeeper):
         ctx.emit("verification_check", request_id=msg.request_id.hex(), passed=str(msg.passed).lower())
 
     def _open_dispute(self, ctx: TxContext, request_id: bytes, task: Task, *, reported: bool) -> None:
+        """Re-verification of a task; a check that passed it already counts as a vote for the answer."""
         deadline = ctx.block.height + self.params.get(ctx).dispute_blocks
         disputed = dataclasses.replace(task, status=TaskStatus.DISPUTED, dispute_deadline=deadline, reported=reported)
         self.tasks.set(ctx, request_id, disputed)
         self.deadlines.add(ctx, (deadline, request_id))
+        if task.checker:
+            self.votes.set(ctx, (request_id, task.checker), PASS)
         ctx.emit("verification_dispute", request_id=request_id.hex(), by=encode_address(ctx.tx.signer))
 
     def handle_report(self, ctx: TxContext, msg: MsgReport) -> None:
@@ -314,7 +317,8 @@ class Keeper(ModuleKeeper):
             if (vote == PASS) == (verdict == TaskStatus.VALID)
         ]
         self.votes.clear(ctx, (request_id,))
-        self.tasks.set(ctx, request_id, dataclasses.replace(task, status=verdict, checker=b""))
+        checker = task.checker if verdict == TaskStatus.VALID else b""
+        self.tasks.set(ctx, request_id, dataclasses.replace(task, status=verdict, checker=checker))
         if verdict == TaskStatus.INVALID:
             self._catch(ctx, request_id, task)
         if task.reported:
@@ -407,7 +411,7 @@ class Keeper(ModuleKeeper):
         self.cycle_tasks.remove(ctx, (cycle, request_id))
         self.tasks.remove(ctx, request_id)
         self.checks.clear(ctx, (request_id,))
-        if task.status != TaskStatus.CHECKED or not task.checker:
+        if task.status not in (TaskStatus.CHECKED, TaskStatus.VALID) or not task.checker:
             return
         if self.caught.has(ctx, (cycle, task.executor)):
             return
