@@ -163,7 +163,7 @@ class FakeApp:
         self._enter("init_chain")
         return InitChainResult(app_hash=req.app_state[:2], validators=req.validators)
 
-    def check_tx(self, tx: bytes) -> TxResult:
+    def check_tx(self, tx: bytes, recheck: bool = False) -> TxResult:
         self._enter("check_tx")
         return TxResult(code=0 if tx else 7, log="ok" if tx else "empty")
 

@@ -14,7 +14,7 @@ import pytest
 from racenet.chain.app_state import AppState
 from racenet.chain.errors import Code
 from racenet.chain.genesis import Genesis, GenesisValidator
-from racenet.chain.modules.bank import BankGenesis
+from racenet.chain.modules.bank import BankGenesis, MsgSend
 from racenet.chain.modules.bank.module import FEE_COLLECTOR
 from racenet.chain.modules.inference import InferenceGenesis, ModelEntry, MsgFinishRequest, ServerEntry
 from racenet.chain.modules.inference import Params as InferenceParams
@@ -454,3 +454,38 @@ def test_a_pass_later_overturned_counts_against_its_checker_and_earns_nothing(ch
     assert task.status == TaskStatus.INVALID and task.checker == b""
     misjudged = chain.app.verification.keeper.misjudged
     assert misjudged.get(chain.app.read_context(), (task.cycle, lenient.public_key.address)) == 1
+
+
+def test_a_vote_a_block_made_stale_stays_in_the_mempool_and_its_senders_next_tx_is_not_stranded(
+    chain: VerificationChain,
+) -> None:
+    """A re-verification vote passes CheckTx; the next block decides the dispute without it. On the recheck
+    after that block only the ante runs, so the vote stays, is included and fails there (fee and sequence
+    used), and the same sender's next transaction, queued behind it, is included too."""
+    weights = dict(zip((k.public_key.address for k in NODES), WEIGHTS, strict=True))
+
+    def pick() -> tuple[bytes, PrivateKey, PrivateKey, PrivateKey]:
+        """A task, an accuser that owes its check, and two other voters: the heavier decides with the accuser."""
+        for n in range(1, 40):
+            request_id, executor = chain.serve(n)
+            chain.until_round(request_id)
+            for accuser in chain.checkers(request_id):
+                late, decider = sorted(
+                    (k for k in NODES if k.public_key.address not in (executor, accuser.public_key.address)),
+                    key=lambda k: weights[k.public_key.address],
+                )
+                if 2 * (weights[accuser.public_key.address] + weights[decider.public_key.address]) > sum(WEIGHTS):
+                    return request_id, accuser, late, decider
+        raise AssertionError("no task drew a suitable accuser")
+
+    request_id, accuser, late, decider = pick()
+    assert chain.check(accuser, request_id, False) == (0, "")
+    app = chain.app
+    stale = chain.tx(late, MsgReverify(request_id, False))
+    queued = chain.tx(late, MsgSend(DEV.public_key.address, 1))
+    assert app.check_tx(stale).code == 0 and app.check_tx(queued).code == 0
+    chain.decided_block(chain.tx(decider, MsgReverify(request_id, False)))
+    assert chain.task(request_id).status == TaskStatus.INVALID
+    assert app.check_tx(stale, recheck=True).code == 0 and app.check_tx(queued, recheck=True).code == 0
+    stale_result, queued_result = chain.decided_block(stale, queued).tx_results
+    assert stale_result.code == Code.INVALID_MESSAGE and queued_result.code == 0

@@ -84,7 +84,7 @@ class AbciApp(Protocol):
 
     def init_chain(self, req: InitChainRequest) -> InitChainResult: ...
 
-    def check_tx(self, tx: bytes) -> TxResult: ...
+    def check_tx(self, tx: bytes, recheck: bool = False) -> TxResult: ...
 
     def prepare_proposal(
         self, req: BlockRequest, max_tx_bytes: int, last_commit: ExtendedCommit = ...
@@ -360,7 +360,8 @@ class AbciServer:
     async def _check_tx(self, request: pb.Request) -> pb.Response:
         """Admit or reject a mempool transaction; an App error rejects it with a code."""
         try:
-            result: TxResult = await self._call(self._app.check_tx, request.check_tx.tx)
+            check = request.check_tx
+            result: TxResult = await self._call(self._app.check_tx, check.tx, check.type == pb.RECHECK)
             return pb.Response(check_tx=to_check_tx_response(result))
         except Exception as exc:
             log.exception("CheckTx raised; rejecting the transaction")

@@ -213,9 +213,25 @@ class App:
             raise GenesisError(f"genesis app_state.{e}") from e
         return state
 
-    def check_tx(self, tx: bytes) -> TxResult:
-        """Admit a transaction to the mempool if it would pass against the pending state."""
+    def check_tx(self, tx: bytes, recheck: bool = False) -> TxResult:
+        """Admit a transaction to the mempool if it would pass against the pending state.
+
+        A recheck (CometBFT re-runs the mempool after each block) runs only the ante: a transaction whose
+        message a block just made fail stays, is included and fails there, paying its fee and using its
+        sequence. Evicting it would strand every later transaction of its sender behind the gap.
+        """
         env = BlockEnv(self.chain_id, self.height + 1, self.last_time, self.app_hash)
+        if recheck:
+            branch = Branch(self.check_state)
+            try:
+                self._verified(Context(store=branch, block=env), tx)
+            except ChainError as e:
+                return _rejected(e)
+            except Exception:
+                log.exception("the ante checks raised an unexpected error on recheck; rejected")
+                return _rejected(ChainError(Code.INTERNAL, "internal error"))
+            branch.write()
+            return TxResult()
         return self._deliver(self.check_state, env, tx, in_block=False)
 
     def prepare_proposal(

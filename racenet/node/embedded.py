@@ -73,7 +73,8 @@ class EmbeddedNode:
             block = self.driver.propose(self.mempool, now)
             included = set(block.txs)
             result = self.driver.execute(block, self.blocks.save)
-            self.mempool = [tx for tx in self.mempool if tx not in included and self.app.check_tx(tx).code == 0]
+            left = [tx for tx in self.mempool if tx not in included]
+            self.mempool = [tx for tx in left if self.app.check_tx(tx, recheck=True).code == 0]
             return result
 
     def run(self) -> None:
