@@ -1,9 +1,12 @@
 """Key generation rules as pure functions: who holds which shares, which dealings are well formed, the group key.
 
-Shares follow weight: holder i gets floor(w_i · shares / W) indices, W being the total weight of every
-node (not only the holders), so the shares of any coalition below W/2 sum to less than shares/2 and
-never reach the threshold `shares // 2 + 1`. Only the `max_participants` heaviest nodes hold shares
-(the paper's "group of participants with the highest accumulated voting weights").
+Shares follow weight: only the `max_participants` heaviest nodes hold shares (the paper's "group of
+participants with the highest accumulated voting weights"), `shares` indices split among them in proportion
+to weight by largest remainders. The threshold is then the fewest shares that only a set holding more than
+half of the total weight W of every node (holders or not) can reach (`safe_threshold`): no coalition with at
+most W/2 can sign, whatever the rounding, while any honest set of holders reaching it can. When no set of
+holders can be above W/2 (weight spread over more nodes than the group), there is no safe group: the
+epoch's key generation is skipped and the previous group keeps signing.
 """
 
 from __future__ import annotations
@@ -15,18 +18,48 @@ from racenet.crypto.threshold import G1_BYTES, SCALAR_BYTES, InvalidPoint, g1, g
 
 
 def allocate(epoch: int, params: Params, weights: Sequence[tuple[bytes, int]], keys: dict[bytes, bytes]) -> Epoch:
-    """The holders of an epoch: the heaviest nodes with a beacon key, shares in proportion to total weight."""
+    """The holders of an epoch, their share counts and its threshold (0 if no safe threshold exists)."""
     total = sum(w for _, w in weights)
     ranked = sorted(((w, a) for a, w in weights if w > 0 and a in keys), key=lambda x: (-x[0], x[1]))
     chosen = sorted(ranked[: params.max_participants], key=lambda x: x[1])
+    counts = share_counts([w for w, _ in chosen], params.shares)
     holders: list[Holder] = []
     first = 1
-    for weight, address in chosen:
-        count = weight * params.shares // total if total else 0
+    for (_, address), count in zip(chosen, counts, strict=True):
         if count:
             holders.append(Holder(address, keys[address], first, count))
             first += count
-    return Epoch(epoch, params.threshold, tuple(holders))
+    weight_of = dict((a, w) for w, a in chosen)
+    threshold = safe_threshold([(weight_of[h.address], h.count) for h in holders], total)
+    return Epoch(epoch, threshold, tuple(holders))
+
+
+def share_counts(weights: Sequence[int], shares: int) -> list[int]:
+    """`shares` split in proportion to `weights` by largest remainders (ties to the earlier entry)."""
+    total = sum(weights)
+    if not total:
+        return [0] * len(weights)
+    counts = [w * shares // total for w in weights]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(weights[i] * shares % total), i))
+    for i in by_remainder[: shares - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def safe_threshold(holders: Sequence[tuple[int, int]], total_weight: int) -> int:
+    """The fewest shares that every set of (weight, shares) holders reaching them holds more than half of
+    `total_weight` with; 0 if even all holders together do not.
+
+    lightest[c] is the least weight of a set of holders with at least c shares (a knapsack over share counts,
+    in integers): the threshold is the smallest c with 2 · lightest[c] > total_weight.
+    """
+    shares = sum(count for _, count in holders)
+    unreachable = total_weight + 1
+    lightest = [0] + [unreachable] * shares
+    for weight, count in holders:
+        for c in range(shares, 0, -1):
+            lightest[c] = min(lightest[c], lightest[max(0, c - count)] + weight)
+    return next((c for c in range(1, shares + 1) if 2 * lightest[c] > total_weight), 0)
 
 
 def share_count(epoch: Epoch) -> int:

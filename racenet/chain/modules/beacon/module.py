@@ -426,8 +426,8 @@ class Keeper(ModuleKeeper):
             return
         keys = {k.address: k.key for _, k in self.keys.items(ctx)}
         setup = allocate(epoch, self.params.get(ctx), self.race.all_weights(ctx), keys)
-        if sum(h.count for h in setup.holders) < setup.threshold:
-            ctx.emit("beacon_dkg", epoch=str(epoch), result="skipped: the holders have too few shares")
+        if not setup.threshold:
+            ctx.emit("beacon_dkg", epoch=str(epoch), result="skipped: the heaviest nodes hold at most half the weight")
             return
         self.epochs.set(ctx, epoch, setup)
         ctx.emit("beacon_dkg", epoch=str(epoch), holders=str(len(setup.holders)))

@@ -27,8 +27,8 @@ class Params:
     """The beacon's group size and the windows of each cycle's key generation and commit-reveal.
 
     Every cycle, `shares` share indices are dealt to the (at most `max_participants`) heaviest weight
-    holders, floor(weight · shares / total weight) each, so a coalition below half of the total
-    weight holds fewer than the threshold `shares // 2 + 1`. Windows are counted from the cycle's
+    holders in proportion to weight, and the threshold is the fewest shares only more than half of the
+    total weight can hold (`dkg.safe_threshold`). Windows are counted from the cycle's
     second block: dealings for `deal_blocks`, then complaints, then answers to complaints; the
     new group key signs from the block after the dispute window. Commit-reveal: commitments for
     `commit_blocks` from the cycle's second block, reveals for the `reveal_blocks` after them.
@@ -53,11 +53,6 @@ class Params:
             # before (a complaint about a dealing, an answer to a complaint, a reveal of a commit) lands
             # two blocks after it at the earliest
             raise ValueError("the complaint, dispute and reveal windows need at least two blocks")
-
-    @property
-    def threshold(self) -> int:
-        """Partial signatures needed for a group signature: more than half of the shares."""
-        return self.shares // 2 + 1
 
     @property
     def dkg_blocks(self) -> int:
