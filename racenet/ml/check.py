@@ -17,6 +17,10 @@ Honest numeric noise (another dtype, thread count, or a KV-cached generation vs 
 token's logprob and its interval's edges a little; the tolerances and `HONEST_MISS_RATE` were measured on honest
 runs (`python -m racenet.ml.calibrate_check`, table in docs/verification.md), and the misses an answer may have
 are the largest count an honest one reaches with probability at least `ALPHA` (binomial, as the Race verifier).
+
+Repeated small deviations — one altered token in a few dozen — stay inside each answer's allowance, so the
+misses of an executor's answers in one cycle are also judged together (`cycle_failed`): the same binomial bound
+over all their positions, at `CYCLE_ALPHA`, since a checker tests its running total after every answer it adds.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ ALPHA = 1e-4
 """Target false-positive rate of one check on an honest answer."""
 HONEST_MISS_RATE = 2e-3
 """Upper bound on the per-position rate of logprob or sample misses of an honest executor (see docs/verification.md)."""
+
+CYCLE_ALPHA = 1e-6
+"""False-positive rate of one look at an executor's running total of misses in a cycle: a checker looks once per
+answer it adds, so up to 100 looks keep an honest executor's chance of being flagged in a cycle below `ALPHA`."""
 
 Failure = Literal["", "ending", "text", "sampling", "logprobs", "malformed"]
 
@@ -142,6 +150,14 @@ def check_answer(
     elif logprob_misses > allowed:
         failure = "logprobs"
     return CheckResult(position, logprob_misses, sample_misses, allowed, max(errors, default=0.0), failure, detail)
+
+
+def cycle_failed(results: Sequence[CheckResult]) -> bool:
+    """Whether answers of one executor in one cycle, each passing alone, together miss more positions than honest
+    noise allows: the whitepaper's error-rate threshold over a cycle instead of a verdict on a single miss."""
+    positions = sum(r.positions for r in results)
+    allowed = max_mismatches(positions, HONEST_MISS_RATE, CYCLE_ALPHA)
+    return max(sum(r.sample_misses for r in results), sum(r.logprob_misses for r in results)) > allowed
 
 
 def _failed(positions: int, failure: Failure, detail: str) -> CheckResult:

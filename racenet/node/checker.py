@@ -7,6 +7,11 @@ both must hash to what the chain recorded), checks it with the local model (`rac
 `verification/Check` with the signature as proof. For a disputed task it runs the same check and votes with
 `verification/Reverify`. An answer that cannot be fetched, or does not match its hashes, fails: no answer is
 not a pass. All model work runs on the node's compute thread.
+
+Repeated small deviations pass each answer's own test, so the checker also keeps the results of the answers it
+passed per executor and cycle, and fails the check that tips their total over the cycle's error-rate bound
+(`cycle_failed`). A re-verifier of a task whose answer passes alone judges the same way: it checks up to
+`CYCLE_SAMPLE` other answers of that executor in that cycle and votes invalid if, together, they fail.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from racenet.chain.modules import beacon, inference, verification
 from racenet.chain.modules.verification import MsgCheck, MsgReverify, OpenTask, TaskStatus
 from racenet.crypto.keys import PrivateKey
 from racenet.crypto.threshold import DUTY_DST, key_sign
-from racenet.ml.check import Answer, CheckResult, Sampling, check_answer
+from racenet.ml.check import Answer, CheckResult, Sampling, check_answer, cycle_failed
 from racenet.ml.sampling import request_sampling_seed
 from racenet.ml.transformers_backend import TransformersBackend
 from racenet.node.client import ChainClient, ClientError
@@ -36,6 +41,8 @@ log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_S = 15.0
 POLL_INTERVAL_S = 1.0
+CYCLE_SAMPLE = 8
+"""Other answers of the same executor and cycle a re-verifier checks when the disputed one passes alone."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,8 @@ class Checker:
         self.stop = threading.Event()
         self.results: dict[bytes, CheckResult | str] = {}
         """The latest finding per request id (a result, or why the answer could not be checked)."""
+        self.passed: dict[tuple[int, bytes], dict[bytes, CheckResult]] = {}
+        """Per (cycle, executor), the answers this validator checked that passed alone, by request id."""
 
     @property
     def key(self) -> PrivateKey:
@@ -89,7 +98,11 @@ class Checker:
         me = self.key.public_key.address
         params = self.client.query(verification.PARAMS)
         height = self.client.height()
-        for open_task in self.client.query(verification.TASKS, me).tasks:
+        tasks = self.client.query(verification.TASKS, me).tasks
+        open_ids = {t.request_id for t in tasks}
+        self.handled = {m for m in self.handled if m[0] in open_ids}
+        self.passed = {k: v for k, v in self.passed.items() if any(r in open_ids for r in v)}
+        for open_task in tasks:
             try:
                 self._consider(open_task, height, params.check_blocks)
             except ClientError as e:
@@ -131,19 +144,37 @@ class Checker:
         return proof
 
     def _check(self, open_task: OpenTask, proof: bytes) -> None:
-        passed = self.verdict(open_task)
+        passed = self.verdict(open_task) and not cycle_failed(list(self._cycle_results(open_task).values()))
         self.sender.send([MsgCheck(open_task.request_id, proof, passed)])
         log.info("checked %s: %s", open_task.request_id.hex(), "pass" if passed else "FAIL")
 
     def _reverify(self, open_task: OpenTask) -> None:
-        valid = self.verdict(open_task)
+        valid = self.verdict(open_task) and not self._cycle_fails(open_task)
         try:
             self.sender.send([MsgReverify(open_task.request_id, valid)])
         except ClientError as e:
             log.info("re-verification of %s not counted: %s", open_task.request_id.hex(), e)
 
+    def _cycle_results(self, open_task: OpenTask) -> dict[bytes, CheckResult]:
+        return self.passed.setdefault((open_task.task.cycle, bytes(open_task.task.executor)), {})
+
+    def _cycle_fails(self, open_task: OpenTask) -> bool:
+        """Whether the executor's answers in the task's cycle, with up to CYCLE_SAMPLE more checked now, fail
+        the error-rate bound together."""
+        task = open_task.task
+        me = self.key.public_key.address
+        known = self._cycle_results(open_task)
+        others = [
+            t
+            for t in self.client.query(verification.TASKS, me).tasks
+            if t.task.executor == task.executor and t.task.cycle == task.cycle and t.request_id not in known
+        ]
+        for other in others[:CYCLE_SAMPLE]:
+            self.verdict(other)
+        return cycle_failed(list(known.values()))
+
     def verdict(self, open_task: OpenTask) -> bool:
-        """Whether the task's answer passes this validator's check (False when it cannot be fetched)."""
+        """Whether the task's answer passes this validator's check alone (False when it cannot be fetched)."""
         request_id = open_task.request_id
         try:
             fetched = self.fetch(open_task)
@@ -153,6 +184,8 @@ class Checker:
             log.warning("task %s has no checkable answer: %s", request_id.hex(), e)
             return False
         self.results[request_id] = result
+        if result.passed:
+            self._cycle_results(open_task)[request_id] = result
         return result.passed
 
     def fetch(self, open_task: OpenTask) -> Fetched:

@@ -56,10 +56,19 @@ SAMPLE_SIZE = 32
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), summed exactly term by term."""
+    """P(X >= k) for X ~ Binomial(n, p), summed term by term in logs (a cycle's thousands of positions fit)."""
     if k <= 0:
         return 1.0
-    return math.fsum(math.comb(n, i) * p**i * (1.0 - p) ** (n - i) for i in range(k, n + 1))
+    if k > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q, log_n = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+
+    def term(i: int) -> float:
+        return math.exp(log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q)
+
+    return math.fsum(term(i) for i in range(k, n + 1))
 
 
 def max_mismatches(n: int, p_honest: float = P_HONEST, alpha: float = ALPHA) -> int:
