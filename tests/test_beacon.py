@@ -27,7 +27,7 @@ from racenet.chain.modules.beacon import (
     round_output,
 )
 from racenet.chain.modules.beacon.dkg import holder_of
-from racenet.chain.modules.beacon.types import Dealing, Epoch, Extension, Partial
+from racenet.chain.modules.beacon.types import Answer, Dealing, Epoch, Extension, Partial, RevealedShare
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.race import RaceGenesis, RaceNode
 from racenet.chain.modules.race.module import race_seed
@@ -93,6 +93,33 @@ class CheatingDealer(BeaconAgent):
 
     def answers(self, ctx, keeper, me, setup):  # type: ignore[no-untyped-def]
         return ()
+
+
+class WrongRevealer(BeaconAgent):
+    """Reveals a value that is not the one it committed to."""
+
+    def contents(self, ctx: Context, keeper: Keeper, me: bytes, height: int, block: BeaconBlock | None) -> Extension:
+        honest = super().contents(ctx, keeper, me, height, block)
+        return dataclasses.replace(honest, reveals=tuple(bytes(31) + b"\x01" for _ in honest.reveals))
+
+
+class AbsentDealer(BeaconAgent):
+    """Holds shares of the key generation but never deals."""
+
+    def contents(self, ctx: Context, keeper: Keeper, me: bytes, height: int, block: BeaconBlock | None) -> Extension:
+        return dataclasses.replace(super().contents(ctx, keeper, me, height, block), dealings=())
+
+
+class WrongAnswerDealer(CheatingDealer):
+    """Cheats node 1 of its share, and answers the complaint with the same wrong share."""
+
+    def answers(self, ctx, keeper, me, setup):  # type: ignore[no-untyped-def]
+        victim = holder_of(setup, NODES[0].public_key.address)
+        assert victim is not None
+        complained = keeper.complaints.has(ctx, (setup.epoch, me, victim.address))
+        if not complained or keeper.answers.has(ctx, (setup.epoch, me, victim.address)):
+            return ()
+        return (Answer(setup.epoch, victim.address, tuple(RevealedShare(i, bytes(32)) for i in victim.indices)),)
 
 
 def start(path: Path, agents: dict[int, type[BeaconAgent]] | None = None) -> Chain:
@@ -184,8 +211,19 @@ def test_withheld_reveals_are_penalized_and_do_not_stop_rounds(tmp_path: Path) -
     withholder = NODES[2].public_key.address
     assert (withholder, "no reveal") in penalties(chain)
     assert not any(a != withholder for a, _ in penalties(chain))
-    rounds = outputs(chain)
-    assert len(rounds) >= schedule.cycle_start(1) - 10
+    heights = [r.height for _, r in chain.app.beacon.keeper.rounds.items(chain.app.read_context())]
+    assert len(heights) >= schedule.cycle_start(1) - 10
+    assert heights == list(range(heights[0], heights[0] + len(heights)))  # a round every block, no gap
+
+
+def test_a_wrong_reveal_is_penalized_and_left_out_of_the_mix(tmp_path: Path) -> None:
+    chain = start(tmp_path, {1: WrongRevealer})
+    schedule = chain.app.race.keeper.schedule(chain.app.read_context())
+    run(chain, schedule.cycle_start(1) + 4)
+    liar = NODES[1].public_key.address
+    assert {(a, r) for a, r in penalties(chain)} == {(liar, "wrong reveal")}
+    heights = [r.height for _, r in chain.app.beacon.keeper.rounds.items(chain.app.read_context())]
+    assert heights == list(range(heights[0], heights[0] + len(heights))) and len(heights) >= 10
 
 
 def test_forged_partial_is_detected_and_its_sender_penalized(tmp_path: Path) -> None:
@@ -216,7 +254,13 @@ def test_a_proposal_that_flags_an_honest_partial_as_forged_is_rejected(tmp_path:
 
 
 @pytest.mark.parametrize(
-    ("agent", "reason"), [(MalformedDealer, "bad dealing"), (CheatingDealer, "unanswered complaint")]
+    ("agent", "reason"),
+    [
+        (MalformedDealer, "bad dealing"),
+        (CheatingDealer, "unanswered complaint"),
+        (WrongAnswerDealer, "wrong answer to a complaint"),
+        (AbsentDealer, "no dealing"),
+    ],
 )
 def test_a_bad_dealing_is_detected_and_its_dealer_penalized(
     tmp_path: Path, agent: type[BeaconAgent], reason: str

@@ -337,6 +337,23 @@ def test_reassign_waits_and_moves_to_another_executor(chain: InferenceChain) -> 
     assert chain.run(chain.node(request.executor), finish(start.request_id, 1))[0] == 0
 
 
+def test_the_executor_comes_from_a_round_nobody_knew_when_the_start_was_included(chain: InferenceChain) -> None:
+    """Whoever signed, sent or proposed the Start: the round that picks its executor was signed only afterwards."""
+    start = chain.start_msg(8)
+    start_height = chain.app.height + 1
+    assert chain.run(TA, start)[0] == 0
+    request = chain.request(start.request_id)
+    ctx = chain.app.read_context()
+    beacon_keeper = chain.app.beacon.keeper
+    record = beacon_keeper.rounds.get(ctx, request.route_round)
+    assert record is not None and record.height > start_height  # its partials were made after the Start's block
+    servers = [
+        (s.address, s.weight) for s in _query(chain, inference.SERVERS.decode, "inference/servers", MODEL).servers
+    ]
+    exclude = (TA.public_key.address,)
+    assert request.executor == choose_executor(record.output, start.request_id, 0, servers, exclude)
+
+
 def test_the_transfer_agent_is_never_its_own_requests_executor(chain: InferenceChain) -> None:
     """H2 (security review): a node that opens a request (a gateway holding an API key, or the transfer agent of
     a signed request) is never drawn as its executor, on the first draw or on a reassign."""

@@ -27,13 +27,16 @@ import pytest
 
 from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis, GenesisValidator
+from racenet.chain.modules import auth, race
 from racenet.chain.modules.bank import BankGenesis
 from racenet.chain.modules.race import OutcomeStatus, Phase, ProofTree, RaceGenesis, RaceNode
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.race.schedule import Schedule
+from racenet.chain.scalars import Address
+from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 from racenet.node.compute import ComputeThread
-from racenet.node.race_worker import RaceWorker
+from racenet.node.race_worker import CycleState, RaceWorker
 from racenet.node.sender import TxSender
 from tests.chain import CHAIN_ID, GENESIS_TIME, balances, key
 from tests.nodefake import FakeChain
@@ -216,3 +219,42 @@ def test_workers_race_a_cycle_and_killed_ones_resume_without_loss_or_resending(
         assert outcome is not None
         assert (outcome.status, outcome.weight) == (OutcomeStatus.ACCEPTED, len(found))
         assert app.race.keeper.weight(ctx, node.public_key.address) == len(found)
+
+
+class VoteDuties:
+    """A chain client and sender for `RaceWorker._vote` alone: five assigned claims, two messages per transaction."""
+
+    def __init__(self) -> None:
+        self.participants = [key(60 + i).public_key.address for i in range(5)]
+        self.sent: list[list[Any]] = []
+        self.key = NODES[0]
+
+    def query(self, spec: Any, arg: Any = None) -> Any:
+        if spec is race.ASSIGNMENTS:
+            return race.Assignments(0, tuple(Address(p) for p in self.participants))
+        if spec is auth.PARAMS:
+            return auth.Params(max_msgs_per_tx=2)
+        if spec is race.REVEAL:
+            return race.RevealInfo(0, key(99).public_key.raw, (1, 2, 3))
+        raise AssertionError(f"unexpected query {spec}")
+
+    def send(self, msgs: list[Any]) -> None:
+        self.sent.append(msgs)
+
+    def run(self, fn: Any, *args: Any) -> list[bool]:
+        return [True, False, True]
+
+
+def test_votes_go_in_transactions_of_at_most_max_msgs_per_tx_and_each_batch_is_saved(tmp_path: Path) -> None:
+    stub = VoteDuties()
+    worker = RaceWorker(stub, stub, stub, tmp_path)  # type: ignore[arg-type]
+    worker._race_for = lambda info: None  # type: ignore[assignment,method-assign,return-value]
+    state = CycleState(0)
+    worker._vote(None, state)  # type: ignore[arg-type]
+    assert [len(batch) for batch in stub.sent] == [2, 2, 1]
+    assert [m.participant for batch in stub.sent for m in batch] == stub.participants
+    assert all(m.failed == (1,) for batch in stub.sent for m in batch)
+    assert saved(tmp_path)["voted"] == [encode_address(p) for p in stub.participants]
+    stub.sent.clear()
+    RaceWorker(stub, stub, stub, tmp_path)._vote(None, worker._load(0))  # type: ignore[arg-type]
+    assert stub.sent == [], "a restarted worker does not vote again"

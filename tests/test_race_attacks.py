@@ -9,13 +9,17 @@ drawn once per cycle and votes in bounded transactions (M2, M8). The votes here 
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from racenet.chain.app_state import AppState
 from racenet.chain.errors import Code
 from racenet.chain.genesis import Genesis, GenesisValidator
+from racenet.chain.modules import race
 from racenet.chain.modules.bank import BankGenesis
 from racenet.chain.modules.race import (
     MsgCommitProof,
@@ -30,6 +34,8 @@ from racenet.chain.modules.race import (
     register_node_msg,
 )
 from racenet.chain.modules.race.types import SAMPLE_SIZE, VERDICT_TABLE
+from racenet.cli.race import _claims_table
+from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 from racenet.pow.decision import verdict_table
 from tests.chain import CHAIN_ID, GENESIS_TIME, balances, key, with_beacon
@@ -146,14 +152,20 @@ def test_sybils_with_one_garbage_nonce_get_no_weight(tmp_path: Path) -> None:
     assert powers == [0] * 40
 
 
-def colluding_cycle(tmp_path: Path, colluder_share: int) -> tuple[RaceChain, list[PrivateKey], PrivateKey, PrivateKey]:
+def colluding_cycle(
+    tmp_path: Path,
+    colluder_share: int,
+    committee: int = 3,
+    at_escalation: Callable[[RaceChain, PrivateKey, PrivateKey], None] = lambda chain, b, a: None,
+) -> tuple[RaceChain, list[PrivateKey], PrivateKey, PrivateKey]:
     """Five honest nodes, a heavy colluding validator B and a light participant A whose garbage B vouches for.
     B and A together hold `colluder_share` percent of the weight; B also votes every honest claim down, and
-    both vote the same way again when the claims escalate."""
+    both vote the same way again when the claims escalate. Committees have `committee` members;
+    `at_escalation` looks at the chain when the escalation window opens."""
     attacker_weight = 1
     b_weight = colluder_share - attacker_weight
     honest_each = (100 - colluder_share) // 5
-    chain, nodes = start(tmp_path, [honest_each] * 5 + [b_weight, attacker_weight], replace_k(3))
+    chain, nodes = start(tmp_path, [honest_each] * 5 + [b_weight, attacker_weight], replace_k(committee))
     honest, b, a = nodes[:5], nodes[5], nodes[6]
     run_claims(chain, {**dict.fromkeys(honest, 20), b: 20, a: 1000})
     colluders = {b.public_key.address, a.public_key.address}
@@ -167,12 +179,15 @@ def colluding_cycle(tmp_path: Path, colluder_share: int) -> tuple[RaceChain, lis
     by_address = {n.public_key.address: n for n in nodes}
     chain.until(Phase.VOTE)
     chain.block()
+    if committee == len(nodes) - 1:
+        assert b.public_key.address in chain.assigned(a), "B sits on A's committee"
     committee_votes = [
         (by_address[v], lie(by_address[v], p.public_key.address)) for p in nodes[:7] for v in chain.assigned(p)
     ]
     assert chain.send_all(committee_votes) == [0] * len(committee_votes)
     chain.until(Phase.ESCALATE)
     chain.block()
+    at_escalation(chain, b, a)
     escalated = [p for _, p in chain.app.race.keeper.escalated.keys(chain.app.read_context(), (0,))]
     assert a.public_key.address in escalated or not any(v in colluders for v in chain.assigned(a)), (
         "a garbage claim the colluders vouch for is escalated as soon as an honest member votes"
@@ -191,13 +206,15 @@ def replace_k(k: int) -> Params:
 
 
 @pytest.mark.parametrize("colluder_share", [28, 49])
+@pytest.mark.parametrize("committee", [3, 6])
 def test_a_colluding_minority_can_neither_pass_garbage_nor_reject_honest_claims(
-    tmp_path: Path, colluder_share: int
+    tmp_path: Path, colluder_share: int, committee: int
 ) -> None:
     """C3 at 28% and 49% of weight: every claim the colluders disagree on escalates to all weight holders, the
     honest majority decides it, the garbage claim gets nothing, every honest claim its count, and the colluders
-    are recorded on the losing side of each escalated decision."""
-    chain, honest, b, a = colluding_cycle(tmp_path, colluder_share)
+    are recorded on the losing side of each escalated decision. With committees of 6 (everyone but the
+    participant), B certainly sits on A's committee and vouches for its garbage."""
+    chain, honest, b, a = colluding_cycle(tmp_path, colluder_share, committee)
     assert chain.outcome(a) == "rejected" and weight(chain, a) == 0
     assert [chain.outcome(h) for h in honest] == ["accepted"] * 5
     assert [weight(chain, h) for h in honest] == [20] * 5
@@ -209,6 +226,30 @@ def test_a_colluding_minority_can_neither_pass_garbage_nor_reject_honest_claims(
     losers = {m.voter for m in misvotes}
     assert losers <= {b.public_key.address, a.public_key.address} and b.public_key.address in losers
     assert sum(m.count for m in misvotes if m.voter == b.public_key.address) >= 1
+
+
+def test_race_status_shows_each_claims_committee_votes_escalation_and_standing(tmp_path: Path) -> None:
+    """The race/claims query and `racenet race status`'s table: A's committee, B's vouching vote against the
+    honest rejections, the escalation."""
+    seen: list[str] = []
+
+    def look(chain: RaceChain, b: PrivateKey, a: PrivateKey) -> None:
+        r = chain.app.query("race/claims", b"")
+        assert r.code == 0, r.log
+        claims = race.CLAIMS.decode(json.loads(r.value)).claims
+        claim = next(c for c in claims if c.participant == a.public_key.address)
+        assert claim.committee == tuple(chain.assigned(a)) and b.public_key.address in claim.committee
+        assert claim.revealed and claim.escalated and claim.standing == "rejected"  # the honest 72% already voted
+        votes = {v.voter: v.accept for v in claim.votes}
+        assert votes[b.public_key.address] is True and False in votes.values()
+        console = Console(width=400, record=True)
+        console.print(_claims_table(claims))
+        seen.append(console.export_text())
+
+    colluding_cycle(tmp_path, 28, committee=6, at_escalation=look)
+    table = seen[0]
+    a_row = next(line for line in table.splitlines() if encode_address(key(7).public_key.address) in line)
+    assert "yes" in a_row and "rejected" in a_row
 
 
 def test_escalation_votes_come_only_from_weight_holders_on_escalated_claims(tmp_path: Path) -> None:
