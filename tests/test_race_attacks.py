@@ -226,6 +226,9 @@ def test_a_colluding_minority_can_neither_pass_garbage_nor_reject_honest_claims(
     losers = {m.voter for m in misvotes}
     assert losers <= {b.public_key.address, a.public_key.address} and b.public_key.address in losers
     assert sum(m.count for m in misvotes if m.voter == b.public_key.address) >= 1
+    chain.block()  # cycle 1's first block counts cycle 0's misvotes as misjudgements
+    misjudged = chain.app.verification.keeper.misjudged.get(chain.app.read_context(), (0, b.public_key.address))
+    assert misjudged == sum(m.count for m in misvotes if m.voter == b.public_key.address), "B loses cycle 0's rewards"
 
 
 def test_race_status_shows_each_claims_committee_votes_escalation_and_standing(tmp_path: Path) -> None:

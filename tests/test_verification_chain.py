@@ -300,6 +300,10 @@ def test_a_coalition_below_half_cannot_save_its_executor(tmp_path: Path) -> None
     assert chain.task(request_id).status == TaskStatus.INVALID
     misjudged = chain.app.verification.keeper.misjudged
     assert misjudged.get(chain.app.read_context(), (chain.task(request_id).cycle, colluder.public_key.address)) == 1
+    before = chain.balance(colluder)
+    fees = chain.until_settled()
+    assert fees[colluder.public_key.address] > 0 and chain.balance(colluder) == before  # misjudged: nothing released
+    assert chain.pending(colluder.public_key.address) == 0
 
 
 def test_an_honest_executor_wrongly_flagged_loses_nothing(chain: VerificationChain) -> None:

@@ -426,9 +426,9 @@ class Keeper(ModuleKeeper):
             self.seed_rounds.set(ctx, cycle - 1, 0)
             self.misvotes.clear(ctx, (cycle - 1,))
 
-    def misvoted(self, ctx: Context, cycle: int, voter: bytes) -> int:
-        """How many escalated decisions of `cycle` a voter was on the losing side of (kept one cycle)."""
-        return self.misvotes.get(ctx, (cycle, voter))
+    def misvoters(self, ctx: Context, cycle: int) -> list[tuple[bytes, int]]:
+        """Voters on the losing side of escalated decisions of `cycle`, with how many (kept one cycle)."""
+        return [(voter, int(n)) for (_, voter), n in self.misvotes.items(ctx, (cycle,))]
 
     def check_powers(self, ctx: Context) -> None:
         """After a tally, every registered node's validator power is its (scaled) weight."""

@@ -15,11 +15,13 @@ is final: invalid →
 the developer gets the task's cost back, the executor is caught (all its rewards of the cycle are forfeited and
 its reputation resets to 0); valid → nothing happens to the executor. A dispute nobody decides within
 `dispute_blocks` stays valid: an honest executor wrongly flagged loses nothing. Voters on the losing side are
-recorded (`misjudged`).
+recorded (`misjudged`), as are the Race's voters on the losing side of an escalated claim (its misvotes, counted
+at the next cycle's first block): a misjudged node loses the cycle's reward share.
 
 Rewards are held per cycle (`held/<cycle>/<node>`, the inference module's reward escrows) and settled
 `check_blocks + dispute_blocks` after the cycle ends, when every check and dispute of its tasks is closed:
-caught → all burned; otherwise released × work share × check share, the rest burned (docs/verification.md):
+caught or misjudged → all burned; otherwise released × work share × check share, the rest burned
+(docs/verification.md):
 - work share = min(1, finished / (routed × min_work_percent / 100)) for an executor with routed requests;
 - check share = min(1, done / required), required = owed - shortfall_sigmas·√owed, owed = Σ task check
   probabilities × the validator's weight share. Weight shares (for duties and owed checks) are those of the
@@ -88,6 +90,7 @@ class RaceKeeper(Protocol):
 
     def schedule(self, ctx: Context) -> Schedule: ...
     def all_weights(self, ctx: Context) -> list[tuple[bytes, int]]: ...
+    def misvoters(self, ctx: Context, cycle: int) -> list[tuple[bytes, int]]: ...
 
 
 class BeaconKeeper(Protocol):
@@ -156,7 +159,8 @@ class Keeper(ModuleKeeper):
         return self.rewards
 
     def snapshot_weights(self, ctx: Context) -> None:
-        """At a cycle's first block, keep its weights: duties and owed checks of its tasks are shares of these."""
+        """At a cycle's first block, keep its weights (duties and owed checks of its tasks are shares of these),
+        and count the Race's misvotes of the cycle just tallied as misjudgements of that cycle."""
         cycle = self.race.schedule(ctx).cycle(ctx.block.height)
         if self.snapshots.get(ctx) > cycle:
             return
@@ -166,6 +170,9 @@ class Keeper(ModuleKeeper):
             total += weight
         self.cycle_totals.set(ctx, cycle, total)
         self.snapshots.set(ctx, cycle + 1)
+        if cycle > 0:
+            for voter, count in self.race.misvoters(ctx, cycle - 1):
+                self._add(ctx, self.misjudged, cycle - 1, voter, count)
 
     def weight_share(self, ctx: Context, cycle: int, node: bytes) -> tuple[int, int]:
         """A node's weight and the total weight in a cycle, as its first block had them."""
@@ -389,6 +396,7 @@ class Keeper(ModuleKeeper):
             self._share_fees(item, cycle)
         nodes = {node for (_, node), _ in self.held.items(ctx, (cycle,))}
         nodes |= {node for (_, node), _ in self.done.items(ctx, (cycle,))}
+        nodes |= {node for (_, node), _ in self.misjudged.items(ctx, (cycle,))}
         for node in sorted(nodes):
             with isolated(ctx, NAME, f"settlement of {encode_address(node)}") as item:
                 self._settle_node(item, params, cycle, node)
@@ -446,8 +454,10 @@ class Keeper(ModuleKeeper):
         )
 
     def _release_fraction(self, ctx: Context, params: Params, cycle: int, node: bytes) -> tuple[int, int]:
-        """work share × check share, as one fraction."""
+        """work share × check share, as one fraction; nothing for a node misjudged in the cycle."""
         key = (cycle, node)
+        if self.misjudged.get(ctx, key):
+            return 0, 1
         routed, finished = int(self.routed.get(ctx, key)), int(self.finished.get(ctx, key))
         work = (1, 1)
         if routed and 100 * finished < routed * params.min_work_percent:
