@@ -33,6 +33,7 @@ from racenet.chain.modules.race import (
     RaceNode,
     register_node_msg,
 )
+from racenet.chain.modules.race.selection import WeightedPool, assign_validators
 from racenet.chain.modules.race.types import SAMPLE_SIZE, VERDICT_TABLE
 from racenet.cli.race import _claims_table
 from racenet.crypto.address import encode_address
@@ -240,6 +241,11 @@ def test_race_status_shows_each_claims_committee_votes_escalation_and_standing(t
         r = chain.app.query("race/claims", b"")
         assert r.code == 0, r.log
         claims = race.CLAIMS.decode(json.loads(r.value)).claims
+        cycle = race.CYCLE.decode(json.loads(chain.app.query("race/cycle", b"").value))
+        nodes = race.NODES.decode(json.loads(chain.app.query("race/nodes", b"").value)).nodes
+        pool = WeightedPool([(n.address, n.weight) for n in nodes])
+        for c in claims:  # every committee, recomputed from the challenge seed and the weights alone
+            assert set(c.committee) == set(assign_validators(pool, cycle.challenge_seed, c.participant, 6))
         claim = next(c for c in claims if c.participant == a.public_key.address)
         assert claim.committee == tuple(chain.assigned(a)) and b.public_key.address in claim.committee
         assert claim.revealed and claim.escalated and claim.standing == "rejected"  # the honest 72% already voted
