@@ -241,11 +241,6 @@ def test_race_status_shows_each_claims_committee_votes_escalation_and_standing(t
         r = chain.app.query("race/claims", b"")
         assert r.code == 0, r.log
         claims = race.CLAIMS.decode(json.loads(r.value)).claims
-        cycle = race.CYCLE.decode(json.loads(chain.app.query("race/cycle", b"").value))
-        nodes = race.NODES.decode(json.loads(chain.app.query("race/nodes", b"").value)).nodes
-        pool = WeightedPool([(n.address, n.weight) for n in nodes])
-        for c in claims:  # every committee, recomputed from the challenge seed and the weights alone
-            assert set(c.committee) == set(assign_validators(pool, cycle.challenge_seed, c.participant, 6))
         claim = next(c for c in claims if c.participant == a.public_key.address)
         assert claim.committee == tuple(chain.assigned(a)) and b.public_key.address in claim.committee
         assert claim.revealed and claim.escalated and claim.standing == "rejected"  # the honest 72% already voted
@@ -259,6 +254,22 @@ def test_race_status_shows_each_claims_committee_votes_escalation_and_standing(t
     table = seen[0]
     a_row = next(line for line in table.splitlines() if encode_address(key(7).public_key.address) in line)
     assert "yes" in a_row and "rejected" in a_row
+
+
+def test_every_committee_is_recomputed_from_the_challenge_seed_and_the_weights(tmp_path: Path) -> None:
+    recomputed: list[int] = []
+
+    def recompute(chain: RaceChain, b: PrivateKey, a: PrivateKey) -> None:
+        claims = race.CLAIMS.decode(json.loads(chain.app.query("race/claims", b"").value)).claims
+        cycle = race.CYCLE.decode(json.loads(chain.app.query("race/cycle", b"").value))
+        nodes = race.NODES.decode(json.loads(chain.app.query("race/nodes", b"").value)).nodes
+        pool = WeightedPool([(n.address, n.weight) for n in nodes])
+        for c in claims:
+            assert set(c.committee) == set(assign_validators(pool, cycle.challenge_seed, c.participant, 3))
+            recomputed.append(len(c.committee))
+
+    colluding_cycle(tmp_path, 28, committee=3, at_escalation=recompute)
+    assert recomputed == [3] * 7
 
 
 def test_escalation_votes_come_only_from_weight_holders_on_escalated_claims(tmp_path: Path) -> None:
