@@ -189,7 +189,8 @@ class Checker:
         return result.passed
 
     def fetch(self, open_task: OpenTask) -> Fetched:
-        """The body and the answer from the task's executor; ValueError if either does not match the chain."""
+        """The body and the answer from the task's executor; ValueError if either does not match the chain, or if
+        the executor charged for more (or fewer) completion tokens than its answer has."""
         request_id, task = open_task.request_id, open_task.task
         record = self.client.query(inference.REQUEST, request_id)
         receipt = None if record is None else record.receipt
@@ -216,6 +217,10 @@ class Checker:
             raise ValueError("the body does not hash to the request's prompt hash")
         if hashlib.sha256(answer.text.encode()).digest() != receipt.response_hash:
             raise ValueError("the answer does not hash to the response hash the executor settled")
+        if len(answer.token_ids) != receipt.completion_tokens:
+            raise ValueError(
+                f"the answer has {len(answer.token_ids)} tokens, the executor charged for {receipt.completion_tokens}"
+            )
         return Fetched(request_id, body, answer)
 
     def _run_check(self, fetched: Fetched) -> CheckResult:
