@@ -41,6 +41,7 @@ from racenet.chain.modules.inference import (
 )
 from racenet.chain.modules.inference import Params as InferenceParams
 from racenet.chain.modules.inference.types import MAX_SPEND_LIMIT
+from racenet.chain.modules.pricing import MsgVotePrice, PricingGenesis
 from racenet.chain.modules.race import (
     Leaf,
     MsgCommitProof,
@@ -98,7 +99,6 @@ def hostile_genesis() -> Genesis:
             ),
             inference=InferenceGenesis(
                 params=InferenceParams(
-                    unit_price=Amount(1),
                     max_tokens=MAX_AMOUNT,
                     max_prompt_tokens=MAX_AMOUNT,
                     expiry_blocks=4,
@@ -108,6 +108,7 @@ def hostile_genesis() -> Genesis:
                 models=(ModelEntry(MODEL, 1),),
                 servers=tuple(ServerEntry(k.public_key.address, (MODEL,), "http://127.0.0.1:9") for k in NODES),
             ),
+            pricing=PricingGenesis(unit_price=Amount(1)),
         ),
     )
 
@@ -126,7 +127,20 @@ class Action:
 actions = st.builds(
     Action,
     kind=st.sampled_from(
-        ["send", "set_power", "register", "race", "race", "serve", "authorize", "revoke", "start", "reassign", "finish"]
+        [
+            "send",
+            "set_power",
+            "register",
+            "race",
+            "race",
+            "serve",
+            "authorize",
+            "revoke",
+            "start",
+            "reassign",
+            "finish",
+            "price",
+        ]
     ),
     signer=st.integers(0, len(SIGNERS) - 1),
     numbers=st.lists(ints, min_size=3, max_size=3),
@@ -181,6 +195,8 @@ class World:
             return DEV if a.flag else signer, MsgRevokeKey(KEY_ID)
         if a.kind == "start":
             return TA if a.flag else signer, self.start(a)
+        if a.kind == "price":
+            return NODES[a.signer % 3] if a.flag else signer, MsgVotePrice(n0)
         return self.request_step(a)
 
     def race_step(self, a: Action) -> tuple[PrivateKey, Msg]:

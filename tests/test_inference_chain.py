@@ -40,6 +40,7 @@ from racenet.chain.modules.inference import (
     key_request_id,
 )
 from racenet.chain.modules.inference.types import ApiKey
+from racenet.chain.modules.pricing import PricingGenesis
 from racenet.chain.modules.race import RaceGenesis, RaceNode
 from racenet.chain.scalars import Amount
 from racenet.chain.tx import build_tx
@@ -70,13 +71,14 @@ def genesis() -> Genesis:
                 )
             ),
             inference=InferenceGenesis(
-                params=Params(unit_price=Amount(UNIT_PRICE), max_tokens=512, expiry_blocks=5),
+                params=Params(max_tokens=512, expiry_blocks=5),
                 models=(ModelEntry(MODEL, UNITS),),
                 servers=tuple(
                     ServerEntry(k.public_key.address, (MODEL,), f"https://node{i}.example.com")
                     for i, k in enumerate(NODES)
                 ),
             ),
+            pricing=PricingGenesis(unit_price=Amount(UNIT_PRICE)),
         ),
     )
 

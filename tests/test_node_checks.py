@@ -31,6 +31,7 @@ from racenet.chain.modules import auth, bank, verification
 from racenet.chain.modules.bank import BankGenesis, MsgSend
 from racenet.chain.modules.inference import InferenceGenesis, ModelEntry, ServerEntry
 from racenet.chain.modules.inference import Params as InferenceParams
+from racenet.chain.modules.pricing import PricingGenesis
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.race import RaceGenesis, RaceNode
 from racenet.chain.modules.verification import MsgReport, TaskStatus
@@ -82,12 +83,13 @@ def genesis() -> Genesis:
             bank=BankGenesis(balances=balances([*NODES, DEV])),
             race=RaceGenesis(params=RaceParams(race_blocks=300), nodes=nodes),
             inference=InferenceGenesis(
-                params=InferenceParams(unit_price=Amount(1_000), expiry_blocks=30, allow_private_endpoints=True),
+                params=InferenceParams(expiry_blocks=30, allow_private_endpoints=True),
                 models=(ModelEntry(MODEL, 1),),
                 servers=tuple(
                     ServerEntry(k.public_key.address, (MODEL,), f"http://{host(i)}") for i, k in enumerate(NODES)
                 ),
             ),
+            pricing=PricingGenesis(unit_price=Amount(1_000)),
         ),
     )
 

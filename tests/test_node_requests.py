@@ -32,6 +32,7 @@ from racenet.chain.modules.inference import (
     ServerEntry,
 )
 from racenet.chain.modules.inference import Params as InferenceParams
+from racenet.chain.modules.pricing import PricingGenesis
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.race import RaceGenesis, RaceNode
 from racenet.chain.scalars import Amount
@@ -77,7 +78,6 @@ def genesis() -> Genesis:
             race=RaceGenesis(params=RaceParams(race_blocks=1_000), nodes=nodes),
             inference=InferenceGenesis(
                 params=InferenceParams(
-                    unit_price=Amount(UNIT_PRICE),
                     max_tokens=MAX_TOKENS,
                     expiry_blocks=EXPIRY,
                     reassign_delay_blocks=1,  # blocks come only when a test asks: reassign at the next one
@@ -88,6 +88,7 @@ def genesis() -> Genesis:
                     ServerEntry(k.public_key.address, (MODEL,), f"http://{host(i)}") for i, k in enumerate(NODES)
                 ),
             ),
+            pricing=PricingGenesis(unit_price=Amount(UNIT_PRICE)),
         ),
     )
 

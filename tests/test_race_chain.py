@@ -343,8 +343,9 @@ def test_weight_cap_is_a_share_of_the_previous_total_weight(tmp_path: Path) -> N
 
 def test_the_new_weights_take_over_the_beacon_in_the_next_cycle_without_a_gap(chain: RaceChain) -> None:
     """After a tally changes the weights (10/10/10 → 5/10/20), the next cycle's key generation deals shares in
-    the new proportion (floor(w · 12 / 35): 1, 3, 6); the old group signs until the new key is ready, which
-    then signs the very next round, chained on the old group's last output: a round in every block."""
+    the new proportion (12 shares by largest remainders: 2, 3, 7; threshold 6, which only the 20 or all three
+    reach); the old group signs until the new key is ready, which then signs the very next round, chained on the
+    old group's last output: a round in every block."""
     proofs = trees([5, 10, 20])
     commit_all(chain, proofs)
     reveal_all(chain, proofs)
@@ -359,7 +360,8 @@ def test_the_new_weights_take_over_the_beacon_in_the_next_cycle_without_a_gap(ch
     assert old is not None and new is not None
     assert [h.count for h in old.holders] == [4, 4, 4]
     by_address = {h.address: h.count for h in new.holders}
-    assert [by_address[k.public_key.address] for k in NODES] == [1, 3, 6] and new.public_key != old.public_key
+    assert [by_address[k.public_key.address] for k in NODES] == [2, 3, 7] and new.public_key != old.public_key
+    assert new.threshold == 6
     rounds = [r for _, r in beacon.rounds.items(ctx)]
     heights = [r.height for r in rounds]
     assert heights == list(range(heights[0], heights[0] + len(heights))), "no block without a round"

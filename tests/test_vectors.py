@@ -17,10 +17,13 @@ from typing import Any
 
 import pytest
 
+from racenet.chain.app import App
 from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis, GenesisValidator
 from racenet.chain.module import Msg
 from racenet.chain.modules.bank import BankGenesis, MsgSend
+from racenet.chain.modules.beacon import MsgRegisterKey
+from racenet.chain.modules.dummy import MsgClaim, MsgCommit
 from racenet.chain.modules.inference import (
     InferenceGenesis,
     ModelEntry,
@@ -37,6 +40,7 @@ from racenet.chain.modules.inference import (
     key_request_id,
 )
 from racenet.chain.modules.inference import Params as InferenceParams
+from racenet.chain.modules.pricing import MsgVotePrice, PricingGenesis
 from racenet.chain.modules.race import (
     Leaf,
     MsgCommitProof,
@@ -98,15 +102,14 @@ def scenario_genesis() -> Genesis:
                 ),
             ),
             inference=InferenceGenesis(
-                params=InferenceParams(
-                    unit_price=Amount(1_000), max_tokens=512, expiry_blocks=5, allow_private_endpoints=True
-                ),
+                params=InferenceParams(max_tokens=512, expiry_blocks=5, allow_private_endpoints=True),
                 models=(ModelEntry(MODEL, 2),),
                 servers=tuple(
                     ServerEntry(k.public_key.address, (MODEL,), f"http://127.0.0.1:{9000 + i}")
                     for i, k in enumerate(NODES[:2])
                 ),
             ),
+            pricing=PricingGenesis(unit_price=Amount(1_000)),
         ),
     )
 
@@ -319,7 +322,17 @@ def one_of_each_message() -> list[Msg]:
         MsgCheck(request_id=h, proof=b"\x0d" * 96, passed=False),
         MsgReverify(request_id=h, valid=True),
         MsgReport(request_id=h),
+        MsgVotePrice(price=2_000),
+        MsgRegisterKey(b"\x10" * 48, b"\x11" * 96),
+        MsgCommit((h, bytes(32))),
+        MsgClaim(request_id=h, salt=h, developer_key=b"\x0e" * 32, developer_signature=b"\x0f" * 64),
     ]
+
+
+def test_one_of_each_message_covers_every_registered_type(tmp_path: Path) -> None:
+    app = App(tmp_path / "app.db")
+    assert sorted(m.TYPE for m in one_of_each_message()) == sorted(app.registry)
+    app.close()
 
 
 def sign_bytes_vector() -> dict[str, Any]:

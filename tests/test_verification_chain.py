@@ -16,8 +16,9 @@ from racenet.chain.errors import Code
 from racenet.chain.genesis import Genesis, GenesisValidator
 from racenet.chain.modules.bank import BankGenesis, MsgSend
 from racenet.chain.modules.bank.module import FEE_COLLECTOR
-from racenet.chain.modules.inference import InferenceGenesis, ModelEntry, MsgFinishRequest, ServerEntry
+from racenet.chain.modules.inference import InferenceGenesis, ModelEntry, MsgFinishRequest, ReceiptStatus, ServerEntry
 from racenet.chain.modules.inference import Params as InferenceParams
+from racenet.chain.modules.pricing import PricingGenesis
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.race import RaceGenesis, RaceNode
 from racenet.chain.modules.verification import (
@@ -63,13 +64,14 @@ def genesis(params: Params = DEFAULT) -> Genesis:
                 ),
             ),
             inference=InferenceGenesis(
-                params=InferenceParams(unit_price=Amount(UNIT_PRICE), max_tokens=512, expiry_blocks=8),
+                params=InferenceParams(max_tokens=512, expiry_blocks=8),
                 models=(ModelEntry(MODEL, UNITS),),
                 servers=tuple(
                     ServerEntry(k.public_key.address, (MODEL,), f"https://node{i}.example.com")
                     for i, k in enumerate(NODES)
                 ),
             ),
+            pricing=PricingGenesis(unit_price=Amount(UNIT_PRICE)),
             verification=VerificationGenesis(params=params),
         ),
     )
@@ -265,6 +267,8 @@ def test_an_invalid_answer_refunds_the_user_forfeits_the_cycle_and_resets_reputa
             assert chain.run(voter, MsgReverify(bad_id, False)) == (0, "")
     assert chain.task(bad_id).status == TaskStatus.INVALID
     assert chain.balance(DEV) == dev_before + COST
+    receipt = chain.app.inference.keeper.receipts.get(chain.app.read_context(), bad_id)
+    assert receipt is not None and receipt.status == ReceiptStatus.REFUNDED  # nothing reimburses it again
     held = chain.pending(executor)
     assert held >= COST  # its other tasks' pay, still held
     burned = chain.app.bank.keeper.burned.get(chain.app.read_context())

@@ -38,7 +38,7 @@ from racenet.chain.module import (
     TxEnv,
     isolated,
 )
-from racenet.chain.modules import auth, bank, beacon, inference, race, validators, verification
+from racenet.chain.modules import auth, bank, beacon, dummy, inference, pricing, race, validators, verification
 from racenet.chain.modules.beacon import BEACON_TX_PREFIX, Extension, SignedExtension, parse_beacon_tx
 from racenet.chain.query import QuerySpec
 from racenet.chain.store import Branch, CommittedStore, KVStore, changes_hash_input
@@ -67,8 +67,10 @@ INIT_GENESIS_ORDER = (
     "validators",
     "race",  # registers the genesis nodes: inference accepts only registered Race nodes as servers
     "beacon",  # checks its windows against the race schedule
+    "pricing",  # the unit price, which inference's model prices read
     "inference",
     "verification",
+    "dummy",  # reads inference receipts and verification tasks; holds only the pool (minted by bank)
 )
 BEGIN_BLOCK_ORDER = (
     "beacon",  # opens a key generation with the weights the last tally set
@@ -76,10 +78,12 @@ BEGIN_BLOCK_ORDER = (
     "verification",  # keeps the weights of a cycle that starts here (the last tally set them)
 )
 END_BLOCK_ORDER = (
+    "pricing",  # at a cycle's end, the next cycle's price by the ending cycle's weights: before the tally replaces them
     "race",  # tallies the cycle: next cycle's weights, and power changes queued in validators
     "beacon",  # finishes a key generation and a commit-reveal
     "inference",  # routes requests whose round arrived, refunds expired ones; reads nothing the tally writes
     "verification",  # closes undecided disputes, then settles the cycle whose checks and disputes all closed
+    "dummy",  # prunes expired commitments and old claims; reads nothing the others write here
 )
 """After the end-block hooks, the power changes queued in `validators` go to the engine."""
 
@@ -138,10 +142,27 @@ class App:
         )
         self.inference.keeper.use_hooks(self.verification.keeper)
         self.verification.keeper.use_rewards(self.inference.keeper)
+        self.pricing = pricing.PricingModule(pricing.Keeper(self.race.keeper, self.inference.keeper))
+        self.inference.keeper.use_prices(self.pricing.keeper)
+        self.dummy = dummy.DummyModule(
+            dummy.Keeper(
+                self.bank.keeper, self.race.keeper, self.beacon.keeper, self.inference.keeper, self.verification.keeper
+            )
+        )
         self.info_keeper = ChainInfo()
         self.modules: dict[str, Module[Any, Any]] = {
             m.name: m
-            for m in (self.auth, self.bank, self.validators, self.race, self.beacon, self.inference, self.verification)
+            for m in (
+                self.auth,
+                self.bank,
+                self.validators,
+                self.race,
+                self.beacon,
+                self.inference,
+                self.pricing,
+                self.verification,
+                self.dummy,
+            )
         }
         self.registry: dict[str, type[Msg]] = {m.TYPE: m for mod in self.modules.values() for m in mod.messages()}
         self.routes: dict[str, Module[Any, Any]] = {

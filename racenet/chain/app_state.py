@@ -11,7 +11,9 @@ from dataclasses import dataclass, field, fields
 from racenet.chain.modules.auth import AuthGenesis
 from racenet.chain.modules.bank import BankGenesis
 from racenet.chain.modules.beacon import BeaconGenesis
+from racenet.chain.modules.dummy import DummyGenesis
 from racenet.chain.modules.inference import InferenceGenesis
+from racenet.chain.modules.pricing import PricingGenesis
 from racenet.chain.modules.race import RaceGenesis
 from racenet.chain.modules.validators import ValidatorsGenesis
 from racenet.chain.modules.verification import VerificationGenesis
@@ -28,7 +30,9 @@ class AppState:
     race: RaceGenesis = field(default_factory=RaceGenesis)
     beacon: BeaconGenesis = field(default_factory=BeaconGenesis)
     inference: InferenceGenesis = field(default_factory=InferenceGenesis)
+    pricing: PricingGenesis = field(default_factory=PricingGenesis)
     verification: VerificationGenesis = field(default_factory=VerificationGenesis)
+    dummy: DummyGenesis = field(default_factory=DummyGenesis)
 
     def validate(self) -> None:
         """Validate every module's state; ValueError names the module."""

@@ -94,6 +94,11 @@ def devnet() -> None:
     help="Fraction of time each node's miner computes, comma-separated, e.g. 0.25,0.5,0.75,1; 0 runs no Race "
     "daemon on that node [default: 1 each].",
 )
+@click.option(
+    "--dummy-tasks",
+    is_flag=True,
+    help="Validators send dummy requests when user traffic is low (kept for the devnet's life; docs/dummy-tasks.md).",
+)
 @timeout_option
 def up(
     directory: Path,
@@ -101,6 +106,7 @@ def up(
     base_port: int | None,
     block_time: str | None,
     compute_budgets: list[float] | None,
+    dummy_tasks: bool,
     timeout: float,
 ) -> None:
     """Create (first time) and start the devnet, wait for blocks, print the endpoints."""
@@ -119,6 +125,7 @@ def up(
                 base_port or DEFAULT_BASE_PORT,
                 block_time or DEFAULT_BLOCK_TIME,
                 compute_budgets,
+                dummy_tasks,
             )
         try:
             _wait_until_live(net, net.start(), timeout)

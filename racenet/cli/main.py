@@ -13,6 +13,7 @@ from racenet.cli.chain import app_command, genesis, init, start
 from racenet.cli.devnet import devnet
 from racenet.cli.keys import keys
 from racenet.cli.node import node
+from racenet.cli.price import price
 from racenet.cli.query import query, status
 from racenet.cli.race import race
 from racenet.cli.report import report
@@ -42,6 +43,7 @@ for command in (
     api_key,
     race,
     beacon,
+    price,
     report,
 ):
     cli.add_command(command)

@@ -90,6 +90,12 @@ def node() -> None:
     help="The validator's CometBFT home: its config/beacon_key.json proves the spot checks this node owes, "
     "which it then runs with the API's model (without it, the node checks nothing and loses its check share).",
 )
+@click.option(
+    "--dummy-tasks",
+    is_flag=True,
+    help="As a validator (--cometbft-home, --api, transformers backend), send dummy requests when user traffic is "
+    "low, paid by issuer accounts derived from the beacon key, claimed back from the dummy pool (docs/dummy-tasks.md).",
+)
 def run(
     home: Path,
     node: str,
@@ -101,6 +107,7 @@ def run(
     backend: str,
     backend_api_key: str | None,
     cometbft_home: Path | None,
+    dummy_tasks: bool,
 ) -> None:
     """Race every cycle with no manual step: mine, commit, reveal, validate others; serve the API (Ctrl-C stops)."""
     from racenet.node.beacon_agent import BeaconKeyError, load_or_create_secret
@@ -110,7 +117,7 @@ def run(
     try:
         secret = None if cometbft_home is None else load_or_create_secret(cometbft_home)
         state = state_dir or home / "race" / key_name
-        daemon = Daemon(node, key, state, compute_budget, api, threads, backend, backend_api_key, secret)
+        daemon = Daemon(node, key, state, compute_budget, api, threads, backend, backend_api_key, secret, dummy_tasks)
     except (ClientError, MLError, BeaconKeyError) as e:
         fail(str(e))
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis, GenesisValidator
-from racenet.chain.modules.bank import Balance, BankGenesis
+from racenet.chain.modules import dummy
+from racenet.chain.modules.bank import Balance, BankGenesis, Escrow
 from racenet.chain.modules.bank.denom import NICOIN_PER
 from racenet.chain.modules.beacon import BeaconGenesis, BeaconKey
 from racenet.chain.modules.inference import InferenceGenesis, ModelEntry
@@ -46,6 +47,7 @@ from racenet.devnet.state import HOST, KINDS, DevnetState, Kind, NodeRecord, Por
 from racenet.devnet.state import load as load_state
 from racenet.node.beacon_agent import load_or_create_secret, register_key_msg
 from racenet.node.client import ChainClient, ClientError
+from racenet.node.dummy import dummy_secret, issuer_key
 
 CHAIN_ID = "racenet-devnet"
 VALIDATOR_POWER = 10
@@ -59,6 +61,12 @@ POLL_S = 0.25
 LOG_TAIL_LINES = 15
 STOP_ORDER: tuple[Kind, ...] = ("node", "cometbft", "app")
 NODE_NICOIN = 1_000 * NICOIN_PER["icon"]
+ISSUER_ACCOUNTS = 64
+"""Issuer accounts funded per validator for dummy requests: each pays for 2 cycles, so 128 cycles in all."""
+ISSUER_NICOIN = 10 * NICOIN_PER["icon"]
+"""A devnet-only grant to each issuer account at genesis, as a faucet would fund an ordinary user."""
+DUMMY_POOL_NICOIN = 10_000 * NICOIN_PER["icon"]
+"""The dummy pool the validators' dummy requests are reimbursed from (a devnet-only grant)."""
 DEVNET_RACE_PARAMS = RaceParams(preset="tiny", race_blocks=14, reveal_blocks=4, vote_blocks=4, escalation_blocks=3)
 MODEL = "SmolLM2-135M-Instruct"
 MODEL_UNITS_PER_TOKEN = 1
@@ -150,22 +158,30 @@ def config_settings(state: DevnetState, node: NodeRecord) -> cometbft.Settings:
 def build_genesis(state: DevnetState, race: RaceParams = DEVNET_RACE_PARAMS) -> Genesis:
     """One genesis for all nodes: validator keys at equal power (their genesis Race weight),
     registered Race nodes with funded accounts and beacon keys (each node's secret stays in its home),
-    vote extensions on from the first block (they carry the beacon), and a funded faucet/authority."""
+    vote extensions on from the first block (they carry the beacon), a funded faucet/authority, and the
+    dummy pool and each validator's issuer accounts (devnet-only grants)."""
     faucet = decode_address(state.faucet)
     accounts = [decode_address(n.account) for n in state.nodes]
-    balances = (Balance(faucet, FAUCET_NICOIN), *(Balance(a, NODE_NICOIN) for a in accounts))
     race_nodes = tuple(RaceNode(a, n.pub_key, VALIDATOR_POWER) for a, n in zip(accounts, state.nodes, strict=True))
     beacon_keys = []
+    issuers = []
     for address, node in zip(accounts, state.nodes, strict=True):
-        msg = register_key_msg(load_or_create_secret(state.home(node)), state.chain_id, address)
+        secret = load_or_create_secret(state.home(node))
+        msg = register_key_msg(secret, state.chain_id, address)
         beacon_keys.append(BeaconKey(address, msg.key, msg.proof))
+        issuers += [issuer_key(dummy_secret(secret), i).public_key.address for i in range(ISSUER_ACCOUNTS)]
+    balances = (
+        Balance(faucet, FAUCET_NICOIN),
+        *(Balance(a, NODE_NICOIN) for a in accounts),
+        *(Balance(a, ISSUER_NICOIN) for a in issuers),
+    )
     return Genesis(
         chain_id=state.chain_id,
         genesis_time=int(time.time()),
         validators=[GenesisValidator(n.pub_key, VALIDATOR_POWER, n.name) for n in state.nodes],
         consensus_params=cometbft.consensus_params_with_vote_extensions(state.home(state.nodes[0])),
         app_state=AppState(
-            bank=BankGenesis(balances=balances),
+            bank=BankGenesis(balances=balances, escrows=(Escrow(dummy.NAME, dummy.POOL_ID, DUMMY_POOL_NICOIN),)),
             validators=ValidatorsGenesis(authority=faucet),
             race=RaceGenesis(params=race, nodes=race_nodes),
             beacon=BeaconGenesis(keys=tuple(beacon_keys)),
@@ -197,6 +213,7 @@ class Devnet:
         base_port: int,
         block_time: str,
         compute_budgets: list[float] | None = None,
+        dummy_tasks: bool = False,
     ) -> Devnet:
         """Initialise N node homes, the faucet and node keys and the shared genesis (nothing is started)."""
         budgets = compute_budgets or [1.0] * validators
@@ -212,14 +229,21 @@ class Devnet:
         check_ports_free({f"node{i}": p for i, p in enumerate(ports, start=1)})
         directory.mkdir(parents=True, exist_ok=True)
         try:
-            return cls._initialise(directory.resolve(), binary, base_port, ports, block_time, budgets)
+            return cls._initialise(directory.resolve(), binary, base_port, ports, block_time, budgets, dummy_tasks)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
 
     @classmethod
     def _initialise(
-        cls, directory: Path, binary: Path, base_port: int, ports: list[Ports], block_time: str, budgets: list[float]
+        cls,
+        directory: Path,
+        binary: Path,
+        base_port: int,
+        ports: list[Ports],
+        block_time: str,
+        budgets: list[float],
+        dummy_tasks: bool,
     ) -> Devnet:
         """Write homes, keys, configs and genesis into an empty directory; record them last."""
         keyring = Keyring(directory / "keyring")
@@ -235,7 +259,7 @@ class Devnet:
             pub_key = cometbft.validator_pubkey(home)
             node_id = cometbft.node_id(binary, home)
             nodes.append(NodeRecord(index, node_id, pub_key, node_ports, accounts[index - 1], budgets[index - 1]))
-        state = DevnetState(directory, CHAIN_ID, block_time, base_port, faucet.address, nodes)
+        state = DevnetState(directory, CHAIN_ID, block_time, base_port, faucet.address, nodes, dummy_tasks)
         genesis = build_genesis(state)
         for node in nodes:
             genesis.save(state.home(node) / "config" / "genesis.json")
@@ -297,6 +321,7 @@ class Devnet:
             f"{HOST}:{node.ports.api}",
             "--cometbft-home",
             str(self.state.home(node)),
+            *(["--dummy-tasks"] if self.state.dummy_tasks else []),
         ]
         self._spawn(node, "node", argv)
 

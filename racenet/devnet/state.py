@@ -106,6 +106,8 @@ class DevnetState:
     base_port: int
     faucet: str
     nodes: list[NodeRecord]
+    dummy_tasks: bool = False
+    """Whether the validators' daemons send dummy requests when traffic is low."""
 
     def home(self, node: NodeRecord) -> Path:
         """A node's home directory (CometBFT config and data, and the App's database)."""
@@ -137,6 +139,7 @@ class DevnetState:
             "base_port": self.base_port,
             "faucet": self.faucet,
             "nodes": [_node_json(n) for n in self.nodes],
+            "dummy_tasks": self.dummy_tasks,
         }
 
 
@@ -195,6 +198,7 @@ def load(directory: Path) -> DevnetState:
             base_port=int(doc["base_port"]),
             faucet=str(doc["faucet"]),
             nodes=[_node_from_json(n) for n in doc["nodes"]],
+            dummy_tasks=bool(doc.get("dummy_tasks", False)),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise DevnetError(f"{path} is malformed: {e}") from e

@@ -1,5 +1,6 @@
-"""The provider's daemon: the Race loop and, when asked, the API (transfer agent and executor) and the
-validator's spot checks (`racenet.node.checker`, given the node's beacon key) in one process.
+"""The provider's daemon: the Race loop and, when asked, the API (transfer agent and executor), the
+validator's spot checks (`racenet.node.checker`, given the node's beacon key) and its dummy requests
+(`racenet.node.dummy`) in one process.
 
 Sharing the process lets the miner yield the CPU the moment a user request runs (whitepaper §4:
 "The Race must not interfere with normal user requests"), lets both sign with one sequence, and
@@ -69,6 +70,7 @@ class Daemon:
         backend: str = TRANSFORMERS,
         backend_api_key: str | None = None,
         beacon_secret: int | None = None,
+        dummy_tasks: bool = False,
     ) -> None:
         self.client = ChainClient(node_url)
         self.sender = TxSender(self.client, key)
@@ -78,11 +80,14 @@ class Daemon:
         self.executor: Executor | None = None
         self.server: uvicorn.Server | None = None
         self.checker: Checker | None = None
+        self.dummy_stop = threading.Event()
         if api is not None:
             model = make_backend(backend, self.compute, backend_api_key)
             self._start_api(api, model)
             if beacon_secret is not None:
                 self._start_checker(model, beacon_secret)
+                if dummy_tasks:
+                    self._start_dummy_issuer(model, beacon_secret)
         busy = self.executor.busy if self.executor is not None else None
         self.worker = RaceWorker(
             self.client, self.sender, self.compute, state_dir, compute_budget=compute_budget, should_yield=busy
@@ -111,6 +116,22 @@ class Daemon:
         self.checker = Checker(self.client, self.sender, model, beacon_secret, self.compute)
         threading.Thread(target=self.checker.run, name="checker", daemon=True).start()
 
+    def _start_dummy_issuer(self, model: Backend, beacon_secret: int) -> None:
+        """Send dummy requests when user traffic is low (whitepaper §6), paid by issuer accounts the validator's
+        dummy secret derives, and claim their cost from the dummy pool once their cycle settled."""
+        from racenet.node.dummy import DummyGenerator, DummyIssuer, TrafficProfile, dummy_secret
+        from racenet.node.request_signing import prompt_token_count
+
+        issuer = DummyIssuer(
+            self.client,
+            self.sender,
+            DummyGenerator(TrafficProfile.shipped()),
+            dummy_secret(beacon_secret),
+            self.state_dir / "dummy.json",
+            count_tokens=lambda body: prompt_token_count(model, body),
+        )
+        threading.Thread(target=issuer.run, args=(self.dummy_stop,), name="dummy", daemon=True).start()
+
     def _announce(self, models: list[str], endpoint: str) -> None:
         """Send inference/ServeModels unless the chain already lists this node at this endpoint."""
         me = self.sender.key.public_key.address
@@ -128,6 +149,7 @@ class Daemon:
     def stop(self) -> None:
         """Stop the Race loop and the API server."""
         self.worker.stop.set()
+        self.dummy_stop.set()
         if self.checker is not None:
             self.checker.stop.set()
         if self.server is not None:

@@ -125,6 +125,12 @@ class BeaconKeeper(Protocol):
     def output(self, ctx: Context, round_: int) -> bytes: ...
 
 
+class PriceSource(Protocol):
+    """What inference needs of pricing: the price per token of a model's units of compute."""
+
+    def token_price(self, ctx: Context, units_per_token: int) -> Amount: ...
+
+
 class VerificationHooks(Protocol):
     """What inference tells verification: routed requests (work owed) and finished ones (tasks to check)."""
 
@@ -155,10 +161,19 @@ class Keeper(ModuleKeeper):
         self.race = race
         self.beacon = beacon
         self.hooks: VerificationHooks | None = None
+        self.prices: PriceSource | None = None
 
     def use_hooks(self, hooks: VerificationHooks) -> None:
         """Wire verification, which holds every reward until its cycle settles."""
         self.hooks = hooks
+
+    def use_prices(self, prices: PriceSource) -> None:
+        """Wire pricing, which owns the unit-of-compute price (it in turn lists the models)."""
+        self.prices = prices
+
+    def registered_models(self, ctx: Context) -> list[tuple[str, int]]:
+        """Every registered model with its units of compute per token, by name."""
+        return [(m, int(u)) for m, u in self.models.items(ctx)]
 
     def register_model(self, ctx: Context, model: str, units_per_token: int) -> None:
         """Register a model with its units of compute per token."""
@@ -171,7 +186,9 @@ class Keeper(ModuleKeeper):
         units = self.models.get(ctx, model)
         if not units:
             raise ChainError(Code.NOT_FOUND, f"model {model!r} is not registered")
-        return self.params.get(ctx).unit_price * units
+        if self.prices is None:
+            raise ChainError(Code.INTERNAL, "inference has no price source wired")
+        return self.prices.token_price(ctx, units)
 
     def serve(self, ctx: Context, node: bytes, models: tuple[str, ...], endpoint: str) -> None:
         """Record the models a Race node serves and its endpoint."""
@@ -209,6 +226,13 @@ class Keeper(ModuleKeeper):
     def pay_reward(self, ctx: Context, node: bytes, recipient: bytes, amount: int) -> None:
         """Pay out of a node's pending reward: to the node at release, or to a developer whose task was invalid."""
         self.bank.release(ctx, NAME, self.reward_escrows.id(node), recipient, amount)
+
+    def mark_refunded(self, ctx: Context, request_id: bytes) -> None:
+        """Record that a finished request's cost went back to its developer (verification found the answer invalid),
+        so nothing else pays for it again (a dummy request's reimbursement)."""
+        receipt = self.receipts.get(ctx, request_id)
+        if receipt is not None:
+            self.receipts.set(ctx, request_id, dataclasses.replace(receipt, status=ReceiptStatus.REFUNDED))
 
     def burn_reward(self, ctx: Context, node: bytes, amount: int) -> None:
         """Destroy part of a node's pending reward (forfeited, or withheld for a shortfall)."""

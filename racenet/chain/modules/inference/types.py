@@ -30,9 +30,8 @@ MAX_SPEND_LIMIT = 10**18
 
 @dataclass(frozen=True)
 class Params:
-    """Pricing v1, request limits and retention.
+    """Request limits and retention (the unit-of-compute price is the pricing module's).
 
-    Price per token = `unit_price` (nicoin per unit of compute) × the model's units per token.
     A signed request names an expiry height at most `max_auth_blocks` ahead; a transfer agent
     may move a request to another executor only `reassign_delay_blocks` after it was routed;
     receipts are kept `receipt_retention_blocks` after a request closes (and at least until its
@@ -40,7 +39,6 @@ class Params:
     loopback and private executor endpoints: for a devnet only.
     """
 
-    unit_price: Amount = Amount(1_000)
     max_tokens: int = 2_048
     max_prompt_tokens: int = 32_768
     expiry_blocks: int = 30
@@ -287,10 +285,11 @@ class Request:
 
 
 class ReceiptStatus(StrEnum):
-    """How a request ended."""
+    """How a request ended: finished and paid, expired unfinished, or finished but refunded (found invalid)."""
 
     FINISHED = "finished"
     EXPIRED = "expired"
+    REFUNDED = "refunded"
 
 
 @dataclass(frozen=True, kw_only=True)
