@@ -306,6 +306,7 @@ def test_the_issuer_sends_through_another_node_from_an_unlinked_account_and_clai
             model=doc["model"],
             prompt_tokens=int(field["prompt_tokens"]),
             max_tokens=int(doc.get("max_tokens", DEFAULT_MAX_TOKENS)),
+            max_price_per_token=int(field["max_price_per_token"]),
             prompt_hash=hashlib.sha256(content).digest(),
             expiry_height=int(field["expiry_height"]),
             signer_key=bytes.fromhex(field["public_key"]),

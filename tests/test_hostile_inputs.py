@@ -246,6 +246,7 @@ class World:
                 model=MODEL,
                 prompt_tokens=n0,
                 max_tokens=n1,
+                max_price_per_token=0,
                 prompt_hash=bytes(32),
                 expiry_height=0,
                 signer_key=b"",
@@ -256,6 +257,7 @@ class World:
         request_id = hashlib.sha256(self.made.to_bytes(8, "big")).digest()
         self.requests.append(request_id)
         expiry = self.chain.app.height + 1 + n2 % 8 if a.flag else n2
+        max_price = 10**9 if a.flag else n2  # the highest unit price, or an extreme one
         auth = RequestAuth(
             chain_id=CHAIN_ID,
             request_id=request_id,
@@ -264,6 +266,7 @@ class World:
             model=MODEL,
             prompt_tokens=n0,
             max_tokens=n1,
+            max_price_per_token=max_price,
             prompt_hash=bytes(32),
             expiry_height=expiry,
         )
@@ -273,6 +276,7 @@ class World:
             model=MODEL,
             prompt_tokens=n0,
             max_tokens=n1,
+            max_price_per_token=max_price,
             prompt_hash=bytes(32),
             expiry_height=expiry,
             signer_key=DEV.public_key.raw,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -104,6 +105,7 @@ class InferenceChain(Chain):
         signer: PrivateKey | None = None,
         expiry_height: int | None = None,
         agent: PrivateKey = TA,
+        max_price: int = PRICE,
     ) -> MsgStartRequest:
         """A Start signed by `signer` (the developer by default) for `developer`, to be sent by `agent`."""
         request_id = hashlib.sha256(f"request {n}".encode()).digest()
@@ -116,6 +118,7 @@ class InferenceChain(Chain):
             model=MODEL,
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
+            max_price_per_token=max_price,
             prompt_hash=PROMPT_HASH,
             expiry_height=expiry,
         )
@@ -126,6 +129,7 @@ class InferenceChain(Chain):
             model=MODEL,
             prompt_tokens=prompt_tokens,
             max_tokens=max_tokens,
+            max_price_per_token=max_price,
             prompt_hash=PROMPT_HASH,
             expiry_height=expiry,
             signer_key=signer.public_key.raw,
@@ -160,6 +164,7 @@ def key_start(
         model=MODEL,
         prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
+        max_price_per_token=0,
         prompt_hash=PROMPT_HASH,
         expiry_height=0,
         signer_key=b"",
@@ -265,6 +270,18 @@ def test_an_old_signed_request_cannot_be_opened_later(chain: InferenceChain) -> 
     fresh = chain.start_msg(22)
     results = chain.block(chain.tx(TA, fresh), chain.tx(TA, MsgReassignRequest(fresh.request_id))).tx_results
     assert [r.code for r in results] == [0, Code.TOO_EARLY]
+
+
+def test_a_signed_request_is_opened_only_at_a_price_its_developer_accepted(chain: InferenceChain) -> None:
+    """Prices are voted each cycle: a transfer agent holding a signed request until the price rises cannot open it
+    at the higher price, since the developer signed the most it pays per token."""
+    balance = chain.balance(DEV)
+    code, log = chain.run(TA, chain.start_msg(30, max_price=PRICE - 1))
+    assert code == Code.INVALID_MESSAGE and "above the" in log
+    assert chain.balance(DEV) == balance
+    tampered = dataclasses.replace(chain.start_msg(31, max_price=PRICE - 1), max_price_per_token=PRICE)
+    assert chain.run(TA, tampered)[0] == Code.BAD_SIGNATURE  # the bound is signed
+    assert chain.run(TA, chain.start_msg(32, max_price=PRICE))[0] == 0
 
 
 def test_a_signed_start_copied_from_the_mempool_is_refused(chain: InferenceChain) -> None:

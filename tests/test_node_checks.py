@@ -149,6 +149,7 @@ def ask(world: World, question: str, temperature: float) -> None:
         transfer_agent=NODES[0].public_key.address,
         prompt_tokens=prompt_tokens,
         expiry_height=world.chain.height() + 25,
+        max_price_per_token=1_000,
     )
     answer = world.api.post("/v1/chat/completions", content=raw, headers=headers)
     assert answer.status_code == 200, answer.text

@@ -153,14 +153,20 @@ class Network:
         signer: PrivateKey = DEV,
         request_id: bytes | None = None,
         prompt_tokens: int = PROMPT_TOKENS,
+        max_price: int = PRICE,
     ) -> Any:
         """POST a chat completion signed with `signer`'s account key, valid for 20 blocks."""
         raw = json.dumps(body).encode()
-        headers = self.signed_headers(raw, signer, request_id, prompt_tokens)
+        headers = self.signed_headers(raw, signer, request_id, prompt_tokens, max_price)
         return self.api.post("/v1/chat/completions", content=raw, headers=headers)
 
     def signed_headers(
-        self, raw: bytes, signer: PrivateKey = DEV, request_id: bytes | None = None, prompt_tokens: int = PROMPT_TOKENS
+        self,
+        raw: bytes,
+        signer: PrivateKey = DEV,
+        request_id: bytes | None = None,
+        prompt_tokens: int = PROMPT_TOKENS,
+        max_price: int = PRICE,
     ) -> dict[str, str]:
         """The headers that sign `raw` for `signer`, valid for 20 blocks."""
         expiry = self.chain.height() + 20
@@ -171,6 +177,7 @@ class Network:
             transfer_agent=NODES[0].public_key.address,
             prompt_tokens=prompt_tokens,
             expiry_height=expiry,
+            max_price_per_token=max_price,
             request_id=request_id,
         )
 
@@ -305,6 +312,13 @@ def test_an_executor_whose_model_counts_otherwise_refuses_before_generating(tmp_
         receipt = net.receipt(request_id)
         assert receipt is not None and receipt.status == ReceiptStatus.EXPIRED
         assert net.balance(DEV) == before
+
+
+def test_a_request_signed_below_the_current_price_is_refused_before_any_escrow(net: Network) -> None:
+    answer = net.signed(body(), max_price=PRICE - 1)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "price_above_signed")
+    net.chain.block()
+    assert net.request_escrows() == []
 
 
 def test_a_signed_prompt_count_the_agent_reads_otherwise_is_refused_before_any_escrow(net: Network) -> None:

@@ -181,14 +181,16 @@ def test_the_new_price_applies_from_exactly_the_next_cycle(chain: PricingChain) 
     assert chain.vote((NODES[2], 2_000), (NODES[3], 2_000)) == [(0, ""), (0, "")]
     last = chain.cycle_end()
     chain.until(last - 1)
-    in_last_block = chain.start_msg(1, max_tokens=10)
+    in_last_block = chain.start_msg(1, max_tokens=10, max_price=GENESIS_PRICE * UNITS)
     assert chain.decided_block(chain.tx(TA, in_last_block)).tx_results[0].code == 0  # the cycle's last block
     assert chain.app.height == last
     price = chain.ask(PRICE)
     assert price.price == 2_000 and chain.app.race.keeper.schedule(chain.app.read_context()).cycle(last + 1) == (
         price.cycle
     )
-    in_next_cycle = chain.start_msg(2, max_tokens=10)
+    held = chain.start_msg(5, max_tokens=10, max_price=GENESIS_PRICE * UNITS)  # signed at the old price, held
+    assert chain.decided_block(chain.tx(TA, held)).tx_results[0].code == Code.INVALID_MESSAGE
+    in_next_cycle = chain.start_msg(2, max_tokens=10, max_price=2_000 * UNITS)
     assert chain.decided_block(chain.tx(TA, in_next_cycle)).tx_results[0].code == 0
     old, new = chain.request(in_last_block.request_id), chain.request(in_next_cycle.request_id)
     assert (old.price_per_token, old.escrow) == (GENESIS_PRICE * UNITS, (20 + 10) * GENESIS_PRICE * UNITS)
@@ -212,10 +214,10 @@ def test_hostile_prices_are_refused_and_the_highest_cannot_overflow_an_escrow(ch
     assert chain.end_cycle().price == MAX_UNIT_PRICE
     limits = InferenceParams()
     assert MAX_UNIT_PRICE * 7 * (limits.max_prompt_tokens + limits.max_tokens) < 2**64  # the bound's promise
-    start = chain.start_msg(3, max_tokens=512, prompt_tokens=32_768)
+    start = chain.start_msg(3, max_tokens=512, prompt_tokens=32_768, max_price=MAX_UNIT_PRICE * UNITS)
     result = chain.decided_block(chain.tx(TA, start)).tx_results[0]
     assert result.code == Code.INSUFFICIENT_FUNDS, result.log  # an escrow of 99,840 icon: no funds, no overflow
-    affordable = chain.start_msg(4, max_tokens=1, prompt_tokens=10)
+    affordable = chain.start_msg(4, max_tokens=1, prompt_tokens=10, max_price=MAX_UNIT_PRICE * UNITS)
     assert chain.decided_block(chain.tx(TA, affordable)).tx_results[0].code == 0
     assert chain.request(affordable.request_id).escrow == 11 * MAX_UNIT_PRICE * UNITS
 

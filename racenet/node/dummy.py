@@ -32,12 +32,13 @@ from typing import Any
 import httpx
 
 from racenet.chain.codec import DecodeError, decode
-from racenet.chain.modules import dummy, inference, race, verification
+from racenet.chain.errors import Code
+from racenet.chain.modules import dummy, inference, pricing, race, verification
 from racenet.chain.modules.beacon import BEACON_TX_PREFIX
 from racenet.chain.modules.inference import MsgStartRequest
 from racenet.chain.tx import SignedTx
 from racenet.crypto.keys import PrivateKey
-from racenet.node.client import ChainClient, ClientError
+from racenet.node.client import ChainClient, ClientError, TxRejected
 from racenet.node.request_signing import signed_headers
 from racenet.node.sender import TxSender
 
@@ -295,8 +296,19 @@ class DummyIssuer:
             self.send_one(height, cycle // self.config.rotate_cycles)
         self.claim_settled(cycle // self.config.rotate_cycles)
 
+    def usable(self, entry: Issued, height: int) -> bool:
+        """Whether an unused id may pay for a dummy now: committed long enough ago to precede the Start's routing
+        round, and young enough that its commitment outlives the request's settlement and claim."""
+        lifetime = self.client.query(dummy.PARAMS).commitment_blocks
+        return entry.committed + self.config.ready_blocks <= height < entry.committed + lifetime // 2
+
     def commit_ahead(self, height: int) -> None:
-        """Keep `ready_ids` unused request ids committed on chain."""
+        """Keep `ready_ids` unused, usable request ids committed on chain (forget unused ones too old to claim)."""
+        lifetime = self.client.query(dummy.PARAMS).commitment_blocks
+        stale = [e for e in self.issued if e.issuer < 0 and height >= e.committed + lifetime // 2]
+        if stale:
+            self.issued = [e for e in self.issued if e not in stale]
+            self._save()
         unused = sum(e.issuer < 0 for e in self.issued)
         if unused >= self.config.ready_ids:
             return
@@ -311,9 +323,7 @@ class DummyIssuer:
 
     def send_one(self, height: int, issuer: int) -> None:
         """Sign a drawn request with the current issuer account and send it to another node's API."""
-        entry = next(
-            (e for e in self.issued if e.issuer < 0 and e.committed + self.config.ready_blocks <= height), None
-        )
+        entry = next((e for e in self.issued if e.issuer < 0 and self.usable(e, height)), None)
         if entry is None:
             return
         body_doc = self.generator.draw()
@@ -330,6 +340,9 @@ class DummyIssuer:
             transfer_agent=node.address,
             prompt_tokens=self.count_tokens(body),
             expiry_height=height + self.config.auth_blocks,
+            max_price_per_token=next(
+                m.price_per_token for m in self.client.query(pricing.MODELS).models if m.id == body_doc["model"]
+            ),
             request_id=bytes.fromhex(entry.request_id),
         )
         entry.issuer = issuer
@@ -361,9 +374,12 @@ class DummyIssuer:
                 )
                 try:
                     self.sender.send([claim])
-                except ClientError as e:  # over this cycle's cap: the next cycle
-                    log.info("dummy claim of %s deferred: %s", entry.request_id, e)
-                    continue
+                except TxRejected as e:
+                    over_cap = e.code == Code.OUT_OF_RANGE and "cap" in e.log
+                    if over_cap and receipt.cost <= self.client.query(dummy.CLAIMANT, me).cap:
+                        log.info("dummy claim of %s deferred to the next cycle: %s", entry.request_id, e)
+                        continue
+                    log.warning("dummy claim of %s refused for good: %s", entry.request_id, e)
             self.issued.remove(entry)
             self._save()
 

@@ -2,10 +2,11 @@
 
 The signature covers the chain id, a fresh request id, your address, the node you send it to
 (its account: `GET <node API>/racenet/v1/node`), the model, the prompt's token count, max_tokens,
-the SHA-256 of the exact body bytes and a last block height, so nobody can replay, redirect, alter
-or overcharge the request: the most it can cost is
-(prompt_tokens + max_tokens) × the model's price. Count the prompt's tokens with the model's own
-tokenizer (`prompt_token_count`), as the executor does before it generates.
+the highest price per token you accept (`racenet price show`: providers vote it each cycle), the
+SHA-256 of the exact body bytes and a last block height, so nobody can replay, redirect, alter
+or overcharge the request: the most it can cost is (prompt_tokens + max_tokens) × that price.
+Count the prompt's tokens with the model's own tokenizer (`prompt_token_count`), as the executor
+does before it generates.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SIGNED_HEADERS = {
     "signature": "x-racenet-signature",
     "prompt_tokens": "x-racenet-prompt-tokens",
     "expiry_height": "x-racenet-expiry-height",
+    "max_price_per_token": "x-racenet-max-price-per-token",
 }
 """The headers of a signed request, by the field they carry."""
 
@@ -38,6 +40,7 @@ def request_auth(
     transfer_agent: bytes,
     prompt_tokens: int,
     max_tokens: int,
+    max_price_per_token: int,
     body: bytes,
     expiry_height: int,
 ) -> RequestAuth:
@@ -50,6 +53,7 @@ def request_auth(
         model=model,
         prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
+        max_price_per_token=max_price_per_token,
         prompt_hash=hashlib.sha256(body).digest(),
         expiry_height=expiry_height,
     )
@@ -69,10 +73,12 @@ def signed_headers(
     transfer_agent: bytes,
     prompt_tokens: int,
     expiry_height: int,
+    max_price_per_token: int,
     request_id: bytes | None = None,
 ) -> dict[str, str]:
     """HTTP headers that authorize `body` (a chat completion request), sent to the node whose account is
-    `transfer_agent`, to be paid from `key`'s account until block `expiry_height`."""
+    `transfer_agent`, to be paid from `key`'s account until block `expiry_height` at no more than
+    `max_price_per_token` nicoin per token."""
     doc = json.loads(body)
     request_id = request_id or os.urandom(32)
     max_tokens = int(doc.get("max_completion_tokens", doc.get("max_tokens", DEFAULT_MAX_TOKENS)))
@@ -84,6 +90,7 @@ def signed_headers(
         transfer_agent=transfer_agent,
         prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
+        max_price_per_token=max_price_per_token,
         body=body,
         expiry_height=expiry_height,
     )
@@ -93,5 +100,6 @@ def signed_headers(
         "signature": key.sign(auth_sign_bytes(auth)).hex(),
         "prompt_tokens": str(prompt_tokens),
         "expiry_height": str(expiry_height),
+        "max_price_per_token": str(max_price_per_token),
     }
     return {"content-type": "application/json", **{SIGNED_HEADERS[k]: v for k, v in values.items()}}

@@ -95,6 +95,7 @@ class Payer:
     request_id: bytes = b""
     prompt_tokens: int = 0
     expiry_height: int = 0
+    max_price_per_token: int = 0
     signer_key: bytes = b""
     signature: bytes = b""
     budget: int = 0
@@ -138,6 +139,13 @@ class TransferAgent:
         if payer.budget < request.max_tokens * price:
             message = "the account cannot cover max_tokens at this model's price"
             raise ApiError(402, message, "insufficient_quota", "insufficient_quota")
+        if payer.signature and price > payer.max_price_per_token:
+            raise ApiError(
+                400,
+                f"{request.model} costs {price} nicoin per token, above the {payer.max_price_per_token} the request "
+                "is signed for (see `racenet price show`)",
+                code="price_above_signed",
+            )
         try:
             prompt_tokens = len(self.backend.tokenize_chat(request.messages, model=request.model))
         except ValueError as e:
@@ -161,6 +169,7 @@ class TransferAgent:
             max_tokens=request.max_tokens,
             prompt_hash=hashlib.sha256(raw).digest(),
             expiry_height=payer.expiry_height,
+            max_price_per_token=payer.max_price_per_token,
             signer_key=payer.signer_key,
             signature=payer.signature,
             api_key_id=payer.api_key_id,
@@ -225,6 +234,7 @@ class TransferAgent:
             request_id, pub = bytes.fromhex(fields["request_id"]), bytes.fromhex(fields["public_key"])
             signature = bytes.fromhex(fields["signature"])
             prompt_tokens, expiry = _u63(fields["prompt_tokens"]), _u63(fields["expiry_height"])
+            max_price = _u63(fields["max_price_per_token"])
             developer = PublicKey(pub).address
         except (KeyError, ValueError):
             raise ApiError(
@@ -244,13 +254,14 @@ class TransferAgent:
             transfer_agent=self.sender.key.public_key.address,
             prompt_tokens=prompt_tokens,
             max_tokens=request.max_tokens,
+            max_price_per_token=max_price,
             body=raw,
             expiry_height=expiry,
         )
         if len(request_id) != 32 or not PublicKey(pub).verify(auth_sign_bytes(auth), signature):
             raise ApiError(401, "the request signature does not verify", "authentication_error", "invalid_signature")
         balance = self.client.query(bank.BALANCE, developer).amount
-        return Payer(developer, b"", request_id, prompt_tokens, expiry, pub, signature, balance)
+        return Payer(developer, b"", request_id, prompt_tokens, expiry, max_price, pub, signature, balance)
 
     def forward(self, opened: Opened) -> Iterator[GenerationEvent]:
         """The executor's event stream; re-routes to the next executor while none has answered yet."""

@@ -202,6 +202,7 @@ def signed_request(
         transfer_agent=agent,
         prompt_tokens=count,
         expiry_height=expiry,
+        max_price_per_token=PRICE,
         request_id=request_id,
     )
     if corrupt:
@@ -333,6 +334,7 @@ def test_a_forward_whose_body_differs_from_the_signed_one_is_refused_and_refunde
         model=MODEL,
         prompt_tokens=int(headers["x-racenet-prompt-tokens"]),
         max_tokens=4,
+        max_price_per_token=PRICE,
         prompt_hash=hashlib.sha256(raw).digest(),
         expiry_height=int(headers["x-racenet-expiry-height"]),
         signer_key=developer.public_key.raw,

@@ -394,6 +394,12 @@ class Keeper(ModuleKeeper):
         if msg.by_api_key:
             (request_id, key_number), auth_expiry = self._charge_key(ctx, msg, escrow), ctx.block.height
         else:
+            if price > msg.max_price_per_token:
+                raise ChainError(
+                    Code.INVALID_MESSAGE,
+                    f"{msg.model!r} costs {price} nicoin per token, above the {msg.max_price_per_token} the developer "
+                    "signed",
+                )
             self._check_signature(ctx, msg)
             request_id, key_number, auth_expiry = msg.request_id, 0, msg.expiry_height
         route_round = self.beacon.round_after(ctx, ctx.block.height)

@@ -147,10 +147,11 @@ class RequestAuth:
     """What a developer signs with its account key to pay for one request.
 
     Everything the charge depends on: the prompt's token count, the completion budget, the model,
-    the exact body (`prompt_hash`, SHA-256 of the HTTP body), a last height, the chain, and the
-    node the developer hands it to (`transfer_agent`: nobody who copies the Start from a mempool
-    can open it in their own name). So the most the developer can be charged is
-    (prompt_tokens + max_tokens) × the model's price.
+    the highest price per token the developer accepts (the price is voted each cycle, so a request held
+    across a cycle end could otherwise be opened at a higher one), the exact body (`prompt_hash`,
+    SHA-256 of the HTTP body), a last height, the chain, and the node the developer hands it to
+    (`transfer_agent`: nobody who copies the Start from a mempool can open it in their own name). So
+    the most the developer can be charged is (prompt_tokens + max_tokens) × max_price_per_token.
     """
 
     chain_id: str
@@ -160,6 +161,7 @@ class RequestAuth:
     model: str
     prompt_tokens: int
     max_tokens: int
+    max_price_per_token: int
     prompt_hash: bytes
     expiry_height: int
 
@@ -173,9 +175,10 @@ def auth_sign_bytes(auth: RequestAuth) -> bytes:
 class MsgStartRequest(Msg):
     """A transfer agent opens a request: escrow from the developer, executor drawn by the chain.
 
-    Paid either by a developer's signature (`request_id`, `expiry_height`, `signer_key`,
-    `signature` set; `api_key_id` empty) or by an API key this transfer agent is a gateway of
-    (`api_key_id` set, the rest empty: the chain numbers the key's requests).
+    Paid either by a developer's signature (`request_id`, `expiry_height`, `max_price_per_token`,
+    `signer_key`, `signature` set; `api_key_id` empty) or by an API key this transfer agent is a
+    gateway of (`api_key_id` set, the rest empty: the chain numbers the key's requests and the key's
+    spend limit bounds the charge).
     """
 
     TYPE: ClassVar[str] = "inference/Start"
@@ -185,6 +188,7 @@ class MsgStartRequest(Msg):
     model: str
     prompt_tokens: int
     max_tokens: int
+    max_price_per_token: int
     prompt_hash: bytes
     expiry_height: int
     signer_key: bytes
@@ -201,10 +205,12 @@ class MsgStartRequest(Msg):
         if len(self.prompt_hash) != 32 or len(self.developer) != 20:
             raise ChainError(Code.INVALID_MESSAGE, "prompt hash is 32 bytes and developer a 20-byte address")
         signed = (len(self.request_id), len(self.signer_key), len(self.signature), len(self.api_key_id))
-        if signed not in ((32, 32, 64, 0), (0, 0, 0, 32)) or (self.by_api_key and self.expiry_height):
+        by_key_extras = self.expiry_height or self.max_price_per_token
+        if signed not in ((32, 32, 64, 0), (0, 0, 0, 32)) or (self.by_api_key and by_key_extras):
             raise ChainError(
                 Code.INVALID_MESSAGE,
-                "pay by signature (32-byte request id and key, 64-byte signature, expiry) or by a 32-byte API key id",
+                "pay by signature (32-byte request id and key, 64-byte signature, expiry, max price) or by a "
+                "32-byte API key id",
             )
         if self.max_tokens < 1:
             raise ChainError(Code.INVALID_MESSAGE, "max_tokens must be at least 1")
@@ -219,6 +225,7 @@ class MsgStartRequest(Msg):
             model=self.model,
             prompt_tokens=self.prompt_tokens,
             max_tokens=self.max_tokens,
+            max_price_per_token=self.max_price_per_token,
             prompt_hash=self.prompt_hash,
             expiry_height=self.expiry_height,
         )
