@@ -364,13 +364,41 @@ def test_an_executor_that_drops_routed_requests_gets_its_work_share(chain: Verif
     assert finished >= 1
     keeper = chain.app.verification.keeper
     cycle = chain.app.race.keeper.schedule(chain.app.read_context()).cycle(chain.app.height)
-    assert keeper.routed.get(chain.app.read_context(), (cycle, dropper)) == finished + 2
+    assert keeper.routed.get(chain.app.read_context(), (cycle, dropper)) == finished  # the drops are still open
+    expiry = chain.app.inference.keeper.params.get(chain.app.read_context()).expiry_blocks
+    for _ in range(expiry):
+        chain.decided_block()
+    assert chain.app.race.keeper.schedule(chain.app.read_context()).cycle(chain.app.height) == cycle
+    assert keeper.routed.get(chain.app.read_context(), (cycle, dropper)) == finished + 2  # expired on it
     held = chain.pending(dropper)
     before = chain.balance(dropper)
     fees = chain.until_settled()
     released = chain.balance(dropper) - before
     share = min(100 * finished, (finished + 2) * 90)
     assert released == (held + fees[dropper]) * share // ((finished + 2) * 90) < held + fees[dropper]
+
+
+def test_a_request_routed_in_one_cycle_and_finished_in_the_next_counts_once_in_the_next(
+    chain: VerificationChain,
+) -> None:
+    """An honest executor loses no work share to a request that straddles a cycle boundary."""
+    schedule = chain.app.race.keeper.schedule(chain.app.read_context())
+    cycle = schedule.cycle(chain.app.height)
+    while chain.app.height < schedule.cycle_start(cycle + 1) - 3:
+        chain.decided_block()
+    start = chain.start_msg(90, max_tokens=10)
+    chain.decided_block(chain.tx(TA, start))
+    chain.decided_block()  # routed in the cycle's last blocks
+    executor = chain.request(start.request_id).executor
+    assert executor
+    while chain.app.height < schedule.cycle_start(cycle + 1):
+        chain.decided_block()
+    msg = MsgFinishRequest(request_id=start.request_id, completion_tokens=10, response_hash=ANSWER)
+    assert chain.run(chain.node(executor), msg) == (0, "")
+    ctx = chain.app.read_context()
+    keeper = chain.app.verification.keeper
+    assert keeper.routed.get(ctx, (cycle, executor)) == 0
+    assert (keeper.routed.get(ctx, (cycle + 1, executor)), keeper.finished.get(ctx, (cycle + 1, executor))) == (1, 1)
 
 
 def test_windows_longer_than_a_cycle_still_settle_every_cycle(tmp_path: Path) -> None:

@@ -132,9 +132,10 @@ class PriceSource(Protocol):
 
 
 class VerificationHooks(Protocol):
-    """What inference tells verification: routed requests (work owed) and finished ones (tasks to check)."""
+    """What inference tells verification: requests an executor failed (reassigned away from it, or expired on it)
+    and finished ones (tasks to check): its share of work counts both, in the cycle they happen."""
 
-    def on_route(self, ctx: Context, executor: bytes) -> None: ...
+    def on_fail(self, ctx: Context, executor: bytes) -> None: ...
     def on_finish(self, ctx: Context, request_id: bytes, executor: bytes, developer: bytes, cost: int) -> None: ...
 
 
@@ -449,7 +450,6 @@ class Keeper(ModuleKeeper):
         self.requests.set(
             ctx, request_id, dataclasses.replace(request, executor=executor, routed_height=ctx.block.height)
         )
-        self._hooks().on_route(ctx, executor)
         ctx.emit("inference_route", request_id=request_id.hex(), executor=encode_address(executor))
 
     def handle_reassign_request(self, ctx: TxContext, msg: MsgReassignRequest) -> bytes:
@@ -478,7 +478,7 @@ class Keeper(ModuleKeeper):
             request, executor=executor, attempt=attempt, tried=tried, routed_height=ctx.block.height
         )
         self.requests.set(ctx, msg.request_id, moved)
-        self._hooks().on_route(ctx, executor)
+        self._hooks().on_fail(ctx, request.executor)
         ctx.emit("inference_reassign", request_id=msg.request_id.hex(), executor=encode_address(executor))
         return executor
 
@@ -533,6 +533,8 @@ class Keeper(ModuleKeeper):
 
     def _expire_one(self, ctx: Context, request_id: bytes) -> None:
         request = self._open(ctx, request_id)
+        if request.executor:
+            self._hooks().on_fail(ctx, request.executor)
         self.bank.release(ctx, NAME, self.request_escrows.id(request_id), request.developer, request.escrow)
         self._refund_key(ctx, request, request.escrow)
         self._close(

@@ -22,7 +22,9 @@ Rewards are held per cycle (`held/<cycle>/<node>`, the inference module's reward
 `check_blocks + dispute_blocks` after the cycle ends, when every check and dispute of its tasks is closed:
 caught or misjudged → all burned; otherwise released × work share × check share, the rest burned
 (docs/verification.md):
-- work share = min(1, finished / (routed × min_work_percent / 100)) for an executor with routed requests;
+- work share = min(1, finished / (routed × min_work_percent / 100)) for an executor with routed requests, routed
+  counting the requests it finished, and those reassigned away from it or expired on it, in the cycle that
+  happened (so a request routed in one cycle and finished in the next counts once, in the next);
 - check share = min(1, done / required), required = owed - shortfall_sigmas·√owed, owed = Σ task check
   probabilities × the validator's weight share. Weight shares (for duties and owed checks) are those of the
   task's cycle, kept at its first block.
@@ -183,10 +185,9 @@ class Keeper(ModuleKeeper):
         """The probability (ppm) that a task of this node is checked now, from its reputation."""
         return self.params.get(ctx).check_ppm(self.reputation.get(ctx, node))
 
-    def on_route(self, ctx: Context, executor: bytes) -> None:
-        """Hook from inference: a request was routed to `executor` (its share of work counts these)."""
-        key = (self.race.schedule(ctx).cycle(ctx.block.height), executor)
-        self.routed.set(ctx, key, self.routed.get(ctx, key) + 1)
+    def on_fail(self, ctx: Context, executor: bytes) -> None:
+        """Hook from inference: a request routed to `executor` was reassigned away from it or expired on it."""
+        self._add(ctx, self.routed, self.race.schedule(ctx).cycle(ctx.block.height), executor, 1)
 
     def on_finish(self, ctx: Context, request_id: bytes, executor: bytes, developer: bytes, cost: int) -> None:
         """Hook from inference: a request was finished and its cost held as the executor's reward."""
@@ -204,6 +205,7 @@ class Keeper(ModuleKeeper):
         )
         self.tasks.set(ctx, request_id, task)
         self.cycle_tasks.add(ctx, (cycle, request_id))
+        self._add(ctx, self.routed, cycle, executor, 1)
         self._add(ctx, self.finished, cycle, executor, 1)
         self._add(ctx, self.held, cycle, executor, cost)
         self.owed_ppm.set(ctx, cycle, self.owed_ppm.get(ctx, cycle) + check_ppm)
@@ -399,6 +401,7 @@ class Keeper(ModuleKeeper):
         nodes = {node for (_, node), _ in self.held.items(ctx, (cycle,))}
         nodes |= {node for (_, node), _ in self.done.items(ctx, (cycle,))}
         nodes |= {node for (_, node), _ in self.misjudged.items(ctx, (cycle,))}
+        nodes |= {node for (_, node), _ in self.routed.items(ctx, (cycle,))}
         for node in sorted(nodes):
             with isolated(ctx, NAME, f"settlement of {encode_address(node)}") as item:
                 self._settle_node(item, params, cycle, node)
