@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from racenet.ml import cheats
-from racenet.ml.backend import ChatMessage
-from racenet.ml.check import Answer, Sampling, check_answer
+from racenet.ml.backend import ChatMessage, FinishEvent, GenerationRequest
+from racenet.ml.check import Answer, Sampling, answer_from_events, check_answer
 from racenet.ml.sampling import pick, request_sampling_seed, uniform
 from racenet.ml.transformers_backend import TransformersBackend
 
@@ -78,6 +78,21 @@ def test_every_cheat_fails(
     if kind in ("prefill", "advertisement", "random_tokens"):
         assert result.logprob_misses == 0  # its logprobs are true: only the sampling replay or the ending tells
         assert result.failure in ("sampling", "ending")
+
+
+def test_a_cheating_backend_serves_every_cheat_in_turn_and_each_answer_fails(
+    validator: TransformersBackend, prompt: list[int]
+) -> None:
+    backend = cheats.CheatingBackend(validator)
+    for n, kind in enumerate(cheats.CHEATS):
+        s = Sampling(0.7, 0.9, request_sampling_seed(bytes([n]) * 32, None), 24)
+        request = GenerationRequest(validator.name, QUESTION, max_tokens=24, temperature=0.7, top_p=0.9, seed=s.seed)
+        events = list(backend.generate(request))
+        assert backend.served[s.seed] == kind
+        finish = events[-1]
+        assert isinstance(finish, FinishEvent) and finish.usage.prompt_tokens == len(prompt)
+        result = check_answer(validator, prompt, s, answer_from_events(events))
+        assert not result.passed, (kind, result)
 
 
 @pytest.mark.parametrize(("temperature", "top_p"), SETTINGS)

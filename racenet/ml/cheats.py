@@ -2,20 +2,31 @@
 
 Each cheat answers a request while saving compute or steering the output, and reports the most convincing
 logprobs it can: where a cheap re-scoring pass with the real model makes its logprobs true, it does. So what
-remains to catch it is the sampling replay and the ending (`racenet.ml.check`).
+remains to catch it is the sampling replay and the ending (`racenet.ml.check`). `CheatingBackend` puts them behind
+a node's executor, one cheat per request in turn (the devnet test's cheating node).
 """
 
 from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Literal
 
 import torch
 
-from racenet.ml.backend import ChatMessage, GenerationRequest
+from racenet.ml.backend import (
+    ChatMessage,
+    FinishEvent,
+    GenerationEvent,
+    GenerationRequest,
+    TokenEvent,
+    TokenScore,
+    Usage,
+)
 from racenet.ml.check import Answer, Sampling, answer_from_events
+from racenet.ml.sampling import fresh_seed
+from racenet.ml.text import TextAssembler
 from racenet.ml.transformers_backend import TransformersBackend
 
 Cheat = Literal["smaller_model", "perturbed_weights", "advertisement", "random_tokens", "empty", "prefill"]
@@ -102,3 +113,61 @@ def cheater(kind: Cheat, model: TransformersBackend) -> Callable[[Sequence[ChatM
 
         return noise
     return lambda messages, sampling: Answer((), (), "stop", "")
+
+
+class CheatingBackend:
+    """An executor backend that serves `model`'s name but answers every request with a cheat, the cheats in turn.
+
+    Request n gets `kinds[n % len(kinds)]`; `served` records which cheat answered the request of each sampling seed
+    (the executor derives it from the request id: `racenet.ml.sampling.request_sampling_seed`). Prompts are
+    tokenized and scored by the real model, so the executor accepts and settles its requests as usual.
+    """
+
+    def __init__(self, model: TransformersBackend, kinds: Sequence[Cheat] = CHEATS) -> None:
+        self.model = model
+        self.answerers = [(kind, cheater(kind, model)) for kind in kinds]
+        self.served: dict[int, Cheat] = {}
+
+    def models(self) -> list[str]:
+        """The real model's name."""
+        return self.model.models()
+
+    def tokenize_chat(self, messages: Sequence[ChatMessage], *, model: str | None = None) -> list[int]:
+        """The real model's prompt tokens."""
+        return self.model.tokenize_chat(messages, model=model)
+
+    def score(
+        self, prompt_token_ids: Sequence[int], completion_token_ids: Sequence[int], *, model: str | None = None
+    ) -> list[TokenScore]:
+        """The real model's scores."""
+        return self.model.score(prompt_token_ids, completion_token_ids, model=model)
+
+    def generate(self, request: GenerationRequest) -> Generator[GenerationEvent, None, None]:
+        """Stream the next cheat's answer, token by token as a real backend would; the cheat runs as it is read."""
+        prompt = self.model.tokenize_chat(request.messages, model=request.model)
+        seed = fresh_seed() if request.seed is None else request.seed
+        kind, answer = self.answerers[len(self.served) % len(self.answerers)]
+        self.served[seed] = kind
+        sampling = Sampling(request.temperature, request.top_p, seed, request.max_tokens, request.stop)
+        return self._stream(answer, request.messages, sampling, len(prompt))
+
+    def _stream(
+        self,
+        answer: Callable[[Sequence[ChatMessage], Sampling], Answer],
+        messages: Sequence[ChatMessage],
+        sampling: Sampling,
+        prompt_tokens: int,
+    ) -> Generator[GenerationEvent, None, None]:
+        """The cheat's answer as generation events: one per token (text up to any stop string), then the finish."""
+        cheat = answer(messages, sampling)
+        assembler = TextAssembler(self.model.decode, sampling.stop)
+        finish, count = cheat.finish_reason, 0
+        for token, logprob in zip(cheat.token_ids, cheat.logprobs, strict=True):
+            count += 1
+            yield TokenEvent(
+                assembler.add(token), token, self.model.decode([token], skip_special_tokens=False), logprob
+            )
+            if assembler.stopped:
+                finish = "stop"
+                break
+        yield FinishEvent(finish, Usage(prompt_tokens, count), assembler.flush())
