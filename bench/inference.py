@@ -2,8 +2,9 @@
 the model backend directly in the same process, on the same prompts, in the same run.
 
 First it runs the prompts on the backend in this process (nothing else running). Then it starts a
-2-validator devnet (each node daemon has the same torch threads; its Race miner runs at a 5% budget
-and yields while a request runs; one node is the transfer agent, the other executes), creates an API
+3-validator devnet (each node daemon has the same torch threads; its Race miner runs at a 25% budget and
+yields while a request runs; node 1 is the transfer agent, the others execute: an executor busy for a whole
+Race window mines little and may hold no weight in the next cycle, so one executor alone is not enough), creates an API
 key for the faucet, and sends the same greedy requests with the official `openai` client. Ends with
 `RESULT tokens_per_s=<n> direct_tokens_per_s=<n> ratio=<x> p50_ms=<n> p95_ms=<n> ttft_p50_ms=<n>
 route_wait_ms=<n> direct_token_ms=<n>`: streamed time to first token, and what the beacon adds to it —
@@ -136,18 +137,18 @@ def main() -> None:
             "--dir",
             str(net),
             "--validators",
-            "2",  # the chain never routes a request to its own transfer agent: one more node executes
+            "3",  # the chain never routes a request to its own transfer agent: two more nodes execute
             "--compute-budgets",
-            "0.05,0.05",
+            "0.25,0.25,0.25",
             "--base-port",
             str(args.base_port),
         )
         try:
             status = json.loads(racenet("devnet", "status", "--dir", str(net), "--json"))["nodes"][0]
             wait_for_api(status["rpc"])
-            key = json.loads(
-                racenet("api-key", "create", "--home", str(net), "--node", status["rpc"], "--from", "faucet", "--json")
-            )["api_key"]
+            where = ("--home", str(net), "--node", status["rpc"])
+            created = racenet("api-key", "create", *where, "--from", "faucet", "--gateway", status["api"], "--json")
+            key = json.loads(created)["api_key"]
             client = openai.OpenAI(base_url=status["api"] + "/v1", api_key=key, timeout=300, max_retries=0)
             run_api(client, prompts[:1], 8)
             api = run_api(client, prompts, args.max_tokens)
@@ -179,13 +180,14 @@ def main() -> None:
 
 
 def wait_for_api(rpc: str) -> None:
-    """Wait until the node announced its API on chain (model loaded, ServeModels committed)."""
+    """Wait until every node announced its API on chain (model loaded, ServeModels committed): the transfer
+    agent never executes its own requests, so the others must serve."""
     from racenet.chain.modules import inference
     from racenet.node.client import ChainClient
 
     with ChainClient(rpc) as chain:
         deadline = time.monotonic() + 300
-        while not chain.query(inference.SERVERS, MODEL).servers:
+        while len(chain.query(inference.SERVERS, MODEL).servers) < 3:
             if time.monotonic() > deadline:
                 raise SystemExit("the node did not start serving the model within 300 s")
             time.sleep(1)
