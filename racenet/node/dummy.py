@@ -134,21 +134,14 @@ class Splicer:
 
 @dataclass
 class TrafficProfile:
-    """The user requests a generator imitates: the most recent `capacity` ones."""
+    """The user requests a generator imitates."""
 
     requests: list[dict[str, Any]] = field(default_factory=list)
-    capacity: int = 2_000
 
     @classmethod
     def shipped(cls) -> TrafficProfile:
         """The profile of the shipped corpus."""
         return cls(load_corpus())
-
-    def add(self, body: dict[str, Any]) -> None:
-        """Learn from one more chat request (e.g. of a corpus an operator builds), keeping the newest `capacity`."""
-        if isinstance(body.get("messages"), list) and body["messages"]:
-            self.requests.append(body)
-            del self.requests[: max(0, len(self.requests) - self.capacity)]
 
 
 class DummyGenerator:
