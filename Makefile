@@ -8,7 +8,15 @@ DEVNET := .devnet
 
 .PHONY: install run stop test lint typecheck unit network bench clean
 
-install: $(STAMP) .bin/cometbft $(PB)
+install: $(STAMP) .bin/cometbft $(PB) .debian-packages
+
+APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+
+# Training text (racenet/train/data.py): the King James Bible and the fortune cookie files, from Debian.
+.debian-packages:
+	@command -v apt-get >/dev/null || { echo "error: apt-get not found: install the Debian packages bible-kjv and fortunes (training text) by other means" >&2; exit 1; }
+	$(APT) install -y --no-install-recommends bible-kjv fortunes || { $(APT) update && $(APT) install -y --no-install-recommends bible-kjv fortunes; }
+	touch $@
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11" >&2; exit 1; }
