@@ -44,7 +44,7 @@ IO_TIMEOUT_S = 30.0
 def make_workload(tx_count: int, sender_count: int) -> tuple[Genesis, list[bytes]]:
     """A genesis funding every sender, and transfers cycling over the senders with rising sequences."""
     senders = [PrivateKey.generate() for _ in range(sender_count)]
-    balances = tuple(Balance(k.public_key.address, 10**15) for k in senders)
+    balances = tuple(Balance(k.public_key.address, 10**14) for k in senders)  # 100,000 icon each: within the supply
     genesis = Genesis(
         chain_id=CHAIN_ID, genesis_time=GENESIS_TIME, app_state=AppState(bank=BankGenesis(balances=balances))
     )

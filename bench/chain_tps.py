@@ -51,7 +51,7 @@ def build_body_stub() -> TxBody:
 
 def make_chain(home: Path, senders: list[PrivateKey]) -> Driver:
     """A fresh chain where every sender has funds."""
-    balances = tuple(Balance(k.public_key.address, 10**15) for k in senders)
+    balances = tuple(Balance(k.public_key.address, 10**14) for k in senders)  # 100,000 icon: 4,000 senders fit the 400M
     genesis = Genesis(
         chain_id=CHAIN_ID, genesis_time=1_700_000_000, app_state=AppState(bank=BankGenesis(balances=balances))
     )

@@ -12,6 +12,7 @@ sees an executor's decision (settle or not) before it moves the chain on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -50,7 +51,8 @@ class FakeChain:
 
     def __init__(self, home: Path, genesis: Genesis) -> None:
         (home / "config").mkdir(parents=True)
-        genesis = with_beacon(genesis)
+        # blocks carry the wall clock: a genesis a year back would pay a day's minimum issuance at the first block
+        genesis = with_beacon(dataclasses.replace(genesis, genesis_time=int(time.time())))
         genesis.save(home / "config" / "genesis.json")
         self.node = EmbeddedNode(home, validators=beacon_validators(genesis))
         self.transport = httpx.MockTransport(self.handle)

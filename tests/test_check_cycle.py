@@ -1,8 +1,9 @@
 """Repeated small deviations (whitepaper §6): answers that each pass their own check fail together over a cycle.
 
 An executor that alters one token in a dozen stays inside every answer's miss allowance; the checker adds up the
-misses of an executor's answers in a cycle (`cycle_failed`) and fails the check that tips the total, and a
-re-verifier of a task whose answer passes alone looks at the executor's other answers of that cycle.
+misses of an executor's answers in a cycle (`cycle_failed`) and fails the check that tips the total, naming those
+answers as evidence; a re-verifier of a task whose answer passes alone judges it with exactly that evidence, so
+honest re-verifiers agree whatever else each has checked.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 
+from racenet.chain.modules import verification
 from racenet.chain.modules.verification import MsgCheck, MsgReverify, OpenTask, Task, TaskStatus
 from racenet.chain.scalars import Address, Amount
 from racenet.ml import cheats
@@ -20,7 +22,7 @@ from racenet.ml.backend import ChatMessage
 from racenet.ml.check import DEFAULT_TOLERANCE, Answer, CheckResult, Sampling, check_answer, cycle_failed
 from racenet.ml.sampling import request_sampling_seed
 from racenet.ml.transformers_backend import TransformersBackend
-from racenet.node.checker import CYCLE_SAMPLE, Checker
+from racenet.node.checker import Checker
 from tests.chain import key
 
 MAX_TOKENS = 16
@@ -119,56 +121,99 @@ class Recorder:
 
 
 class Tasks:
-    """The chain client's answer to verification/tasks: a fixed list."""
+    """The chain client's answers to verification/tasks and verification/task, from a fixed list."""
 
     def __init__(self, tasks: list[OpenTask]) -> None:
         self.tasks = tasks
 
-    def query(self, *_: Any) -> Any:
+    def query(self, spec: Any, arg: Any = None) -> Any:
+        if spec is verification.TASK:
+            return next((t.task for t in self.tasks if t.request_id == arg), None)
         return self
 
 
 EXECUTOR = Address(b"\x05" * 20)
 
 
-def open_task(n: int, status: TaskStatus = TaskStatus.OPEN) -> OpenTask:
-    task = Task(EXECUTOR, Address(b"\x06" * 20), 3, 10, 11, 1_000_000, Amount(100), status)
+def open_task(n: int, status: TaskStatus = TaskStatus.OPEN, evidence: tuple[bytes, ...] = ()) -> OpenTask:
+    task = Task(EXECUTOR, Address(b"\x06" * 20), 3, 10, 11, 1_000_000, Amount(100), status, evidence=evidence)
     return OpenTask(bytes([n]) * 32, task, 1, 2)
 
 
-def checker_with(tasks: list[OpenTask], misses: int) -> tuple[Checker, Recorder]:
-    """A checker whose every answer passes alone with `misses` sample misses."""
+def checker_with(tasks: list[OpenTask], misses: int | dict[bytes, int]) -> tuple[Checker, Recorder]:
+    """A checker whose every answer passes alone with `misses` sample misses (per request id if a dict; an id
+    missing from the dict cannot be fetched)."""
     sender = Recorder()
     checker = Checker(Tasks(tasks), sender, None, 1, None)  # type: ignore[arg-type]
 
     def verdict(task: OpenTask) -> bool:
-        checker.results[task.request_id] = result(misses)
-        checker._cycle_results(task)[task.request_id] = result(misses)
+        found = misses if isinstance(misses, int) else misses.get(task.request_id)
+        if found is None:
+            checker.results[task.request_id] = "no checkable answer"
+            return False
+        checker.results[task.request_id] = result(found)
+        checker._cycle_results(task.task)[task.request_id] = result(found)
         return True
 
     checker.verdict = verdict  # type: ignore[method-assign,assignment]
     return checker, sender
 
 
-def test_the_checker_fails_the_check_that_tips_the_cycle_over_the_bound() -> None:
+def test_the_checker_fails_the_check_that_tips_the_cycle_over_the_bound_and_names_its_evidence() -> None:
     tasks = [open_task(n) for n in range(1, 41)]
     checker, sender = checker_with(tasks, misses=1)
     for task in tasks:
         checker._check(task, b"\x00" * 96)
-    verdicts = [m.passed for m in sender.sent if isinstance(m, MsgCheck)]
+    checks = [m for m in sender.sent if isinstance(m, MsgCheck)]
+    verdicts = [m.passed for m in checks]
     assert verdicts[0] and not verdicts[-1]
     first_fail = verdicts.index(False)
     assert not cycle_failed([result(1)] * first_fail) and cycle_failed([result(1)] * (first_fail + 1))
     assert not any(verdicts[first_fail:])
+    assert all(not m.evidence for m in checks[:first_fail])
+    evidence = checks[first_fail].evidence
+    assert len(evidence) == first_fail and set(evidence) == {t.request_id for t in tasks[:first_fail]}
+    assert cycle_failed([result(1)] * (len(evidence) + 1))
 
 
-def test_a_re_verifier_judges_a_passing_answer_with_the_executors_other_answers_of_the_cycle() -> None:
-    disputed = open_task(1, TaskStatus.DISPUTED)
-    others = [open_task(n) for n in range(2, 2 + CYCLE_SAMPLE + 4)]
-    deviating, sender = checker_with([disputed, *others], misses=1)
-    deviating._reverify(disputed)
-    honest, honest_sender = checker_with([disputed, *others], misses=0)
-    honest._reverify(disputed)
-    assert [m.valid for m in sender.sent if isinstance(m, MsgReverify)] == [False]
-    assert [m.valid for m in honest_sender.sent if isinstance(m, MsgReverify)] == [True]
-    assert len(deviating.results) == 1 + CYCLE_SAMPLE  # the disputed answer and at most CYCLE_SAMPLE others
+def verdicts_of(sender: Recorder) -> list[bool]:
+    return [m.valid for m in sender.sent if isinstance(m, MsgReverify)]
+
+
+def test_honest_re_verifiers_agree_on_a_dispute_whatever_else_each_has_checked() -> None:
+    """The dispute names its evidence: a re-verifier that saw nothing else of the cycle, one that passed many of the
+    executor's clean answers, and one that saw many deviating ones all judge the same answers."""
+    deviating = [open_task(n) for n in range(2, 40)]
+    clean = [open_task(n) for n in range(40, 80)]
+    disputed = open_task(1, TaskStatus.DISPUTED, evidence=tuple(t.request_id for t in deviating))
+    tasks = [disputed, *deviating, *clean]
+    misses = {t.request_id: 1 for t in [disputed, *deviating]} | {t.request_id: 0 for t in clean}
+    for seen in ([], clean, deviating[:5]):
+        checker, sender = checker_with(tasks, misses)
+        for task in seen:
+            checker.verdict(task)
+        checker._reverify(disputed)
+        assert verdicts_of(sender) == [False]
+
+    without_evidence = open_task(1, TaskStatus.DISPUTED)
+    for seen in ([], deviating):
+        checker, sender = checker_with([without_evidence, *deviating], misses)
+        for task in seen:
+            checker.verdict(task)
+        checker._reverify(without_evidence)
+        assert verdicts_of(sender) == [True], "an answer that passes alone, with no evidence, is valid"
+
+
+def test_evidence_that_passes_together_leaves_the_answer_valid_and_withheld_evidence_fails_it() -> None:
+    honest = [open_task(n) for n in range(2, 12)]
+    disputed = open_task(1, TaskStatus.DISPUTED, evidence=tuple(t.request_id for t in honest))
+    misses = {disputed.request_id: 1} | {t.request_id: 0 for t in honest}
+    checker, sender = checker_with([disputed, *honest], misses)
+    checker._reverify(disputed)
+    assert verdicts_of(sender) == [True], "a checker naming clean answers as evidence does not overturn the answer"
+
+    withheld = dict(misses)
+    del withheld[honest[3].request_id]
+    checker, sender = checker_with([disputed, *honest], withheld)
+    checker._reverify(disputed)
+    assert verdicts_of(sender) == [False], "an executor that stops serving its evidence does not escape"

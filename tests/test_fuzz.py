@@ -59,7 +59,6 @@ from racenet.chain.modules.inference import (
 )
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.race import RaceGenesis, RaceNode
-from racenet.chain.modules.validators import ValidatorsGenesis
 from racenet.chain.scalars import Amount
 from racenet.chain.store import Branch, KVStore
 from racenet.chain.tx import TX_VERSION, AnyMsg, SignedTx, TxBody, build_tx, sign_bytes
@@ -96,7 +95,7 @@ TYPES = sorted(REGISTRY)
 
 
 def genesis() -> Genesis:
-    """Funded signers; ALICE is the validators authority, a weighted Race node and serves MODEL.
+    """Funded signers; ALICE is a weighted Race node and serves MODEL.
 
     Race phases last one block each, so a few blocks reach the commit, reveal and vote windows.
     """
@@ -106,7 +105,6 @@ def genesis() -> Genesis:
         validators=[GenesisValidator(CONSENSUS[0].public_key.raw, 10)],
         app_state=AppState(
             bank=BankGenesis(balances=balances(list(SIGNERS))),
-            validators=ValidatorsGenesis(authority=ALICE.public_key.address),
             race=RaceGenesis(
                 params=RaceParams(race_blocks=4, reveal_blocks=1, vote_blocks=1, escalation_blocks=1),
                 nodes=(

@@ -1,7 +1,7 @@
 """Every message type and every hook against extreme integers and random fields.
 
 Hypothesis writes blocks of messages from every kind of sender (registered nodes, a developer, a
-transfer agent, the validators authority, an API key's gateway) whose integers are 0, 1, 2**64 - 1, 2**64 or
+transfer agent, a proposer without Race weight, an API key's gateway) whose integers are 0, 1, 2**64 - 1, 2**64 or
 random, and whose other fields are either plausible (the right executor, a real proof, an open
 request) or random. The chain runs them as decided blocks (as a Byzantine proposer could force)
 through whole Race cycles and request expiries. After every block: no exception left the App,
@@ -24,6 +24,7 @@ from racenet.chain.codec import encode
 from racenet.chain.errors import Code
 from racenet.chain.genesis import Genesis, GenesisValidator
 from racenet.chain.module import Msg
+from racenet.chain.modules import gov
 from racenet.chain.modules.bank import BankGenesis, MsgSend
 from racenet.chain.modules.inference import (
     InferenceGenesis,
@@ -31,6 +32,7 @@ from racenet.chain.modules.inference import (
     MsgAuthorizeKey,
     MsgFinishRequest,
     MsgReassignRequest,
+    MsgRegisterModel,
     MsgRevokeKey,
     MsgServeModels,
     MsgStartRequest,
@@ -55,7 +57,7 @@ from racenet.chain.modules.race import (
     register_node_msg,
 )
 from racenet.chain.modules.race import Params as RaceParams
-from racenet.chain.modules.validators import MAX_TOTAL_POWER, MsgSetPower, ValidatorsGenesis
+from racenet.chain.modules.validators import MAX_TOTAL_POWER
 from racenet.chain.scalars import MAX_AMOUNT, Amount
 from racenet.chain.tx import TX_VERSION, AnyMsg, SignedTx, TxBody, sign_bytes
 from racenet.crypto.keys import PrivateKey
@@ -64,8 +66,8 @@ from tests.chain import CHAIN_ID, FEE, GENESIS_TIME, Chain, balances, key
 MODEL = "m"
 NODES = [key(1), key(2), key(3)]
 CONSENSUS = [key(101), key(102), key(103)]
-DEV, TA, AUTHORITY, OTHER = key(50), key(51), key(60), key(52)
-SIGNERS = [*NODES, DEV, TA, AUTHORITY, OTHER]
+DEV, TA, PROPOSER, OTHER = key(50), key(51), key(60), key(52)
+SIGNERS = [*NODES, DEV, TA, PROPOSER, OTHER]
 KEY_ID = api_key_id(b"hostile test key")
 TOO_BIG = 2**64
 """Cannot be encoded: such a field is sent as the 10-byte varint of 2**64, which decoding rejects."""
@@ -82,8 +84,7 @@ def hostile_genesis() -> Genesis:
         genesis_time=GENESIS_TIME,
         validators=[GenesisValidator(c.public_key.raw, 10) for c in CONSENSUS],
         app_state=AppState(
-            bank=BankGenesis(balances=balances([*NODES, DEV, TA, AUTHORITY], 10**15)),
-            validators=ValidatorsGenesis(authority=AUTHORITY.public_key.address),
+            bank=BankGenesis(balances=balances([*NODES, DEV, TA, PROPOSER], 10**15)),
             race=RaceGenesis(
                 params=RaceParams(
                     race_blocks=4,
@@ -109,6 +110,7 @@ def hostile_genesis() -> Genesis:
                 servers=tuple(ServerEntry(k.public_key.address, (MODEL,), "http://127.0.0.1:9") for k in NODES),
             ),
             pricing=PricingGenesis(unit_price=Amount(1)),
+            gov=gov.GovGenesis(params=gov.Params(min_deposit=Amount(1), deposit_blocks=2, voting_blocks=2)),
         ),
     )
 
@@ -129,7 +131,8 @@ actions = st.builds(
     kind=st.sampled_from(
         [
             "send",
-            "set_power",
+            "gov",
+            "gov",
             "register",
             "race",
             "race",
@@ -174,9 +177,8 @@ class World:
         signer = SIGNERS[a.signer]
         if a.kind == "send":
             return signer, MsgSend(SIGNERS[a.pick % len(SIGNERS)].public_key.address, n0)
-        if a.kind == "set_power":
-            signer = AUTHORITY if a.flag else signer
-            return signer, MsgSetPower(CONSENSUS[a.pick % 3].public_key.raw if a.flag else bytes(32), n0)
+        if a.kind == "gov":
+            return self.gov_step(a)
         if a.kind == "register":
             if a.flag:
                 return signer, register_node_msg(CONSENSUS[a.pick % 3], CHAIN_ID, signer.public_key.address)
@@ -222,6 +224,27 @@ class World:
             self.trees[address] = tree
             return node, MsgCommitProof(cycle, tree.root, tree.count)
         return node, MsgCommitProof(cycle, hashlib.sha256(b"root").digest(), n1)
+
+    def gov_step(self, a: Action) -> tuple[PrivateKey, Msg]:
+        """A proposal (a params change, a model, a grant or text), a deposit or a node's vote; with the flag, on
+        the latest proposal."""
+        n0, n1, n2 = a.numbers
+        signer = SIGNERS[a.signer]
+        proposal_id = int(self.chain.app.gov.keeper.next_id.get(self.ctx())) - 1 if a.flag else n0
+        if a.pick % 4 == 0:
+            params = gov.Params(min_deposit=Amount(n0), deposit_blocks=n1, voting_blocks=n2)
+            carried = {
+                0: (gov.MsgUpdateParams(params),),
+                1: (MsgRegisterModel("x" * (1 + a.pick), n1),),
+                2: (gov.MsgTrainingGrant(DEV.public_key.address, n1),),
+                3: (),
+            }[a.signer % 4]
+            messages = tuple(AnyMsg(m.TYPE, encode(m)) for m in carried)
+            return signer, gov.MsgSubmitProposal("t", "s", messages, n2 % 3 if a.flag else n2)
+        if a.pick % 4 == 1:
+            return signer, gov.MsgDeposit(proposal_id, 1 if a.flag else n1)
+        voter = NODES[a.signer % 3] if a.flag else signer
+        return voter, gov.MsgVote(proposal_id, list(gov.VoteOption)[a.pick % 4])
 
     def request_step(self, a: Action) -> tuple[PrivateKey, Msg]:
         """A Reassign (by the request's transfer agent) or a Finish (by its executor) of a known request."""

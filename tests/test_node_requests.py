@@ -55,6 +55,8 @@ PRICE = UNIT_PRICE * UNITS
 MAX_TOKENS, EXPIRY = 64, 6
 PROMPT = [{"role": "user", "content": "Name three colors."}]
 PROMPT_TOKENS = 3
+SUBSIDY_PER_FEE = 9
+"""Phase 1 of the Proportional Coin Issuance mints 9 nicoin of subsidy per nicoin of fee (docs/tokenomics.md)."""
 
 
 def host(i: int) -> str:
@@ -239,8 +241,28 @@ def test_api_key_request_pays_exactly_the_tokens_to_the_executor(net: Network) -
     assert (receipt.cost, receipt.completion_tokens) == (cost, 4)
     assert receipt.response_hash == hashlib.sha256("".join(WORDS[:4]).encode()).digest()
     assert net.balance(DEV) == before - cost, "the developer pays the tokens and nothing else"
-    assert net.pending(receipt.executor) == cost
+    assert net.pending(receipt.executor) == cost + SUBSIDY_PER_FEE * cost, "the fee and the subsidy it mints"
     assert net.request_escrows() == []
+
+
+@pytest.mark.parametrize(("max_tokens", "finish", "completion"), [(3, "length", 3), (10, "stop", len(WORDS))])
+def test_the_escrow_is_the_max_cost_an_answer_that_reaches_it_stops_and_is_not_refunded(
+    net: Network, max_tokens: int, finish: str, completion: int
+) -> None:
+    """The developer's max cost is the escrow, (prompt + max_tokens) × price (whitepaper §9): an answer that spends
+    it stops there, says so as OpenAI does (`finish_reason` "length") and gets nothing back; one that ends before
+    pays its tokens and the rest of the escrow comes back."""
+    token, _ = authorize_key(net)
+    before = net.balance(DEV)
+    answer = net.post(body(max_tokens=max_tokens), {"authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    doc = answer.json()
+    assert doc["choices"][0]["finish_reason"] == finish
+    receipt = net.settled(bytes.fromhex(doc["id"].removeprefix("chatcmpl-")))
+    escrow = (PROMPT_TOKENS + max_tokens) * PRICE
+    assert receipt.cost == (PROMPT_TOKENS + completion) * PRICE <= escrow
+    assert net.balance(DEV) == before - receipt.cost
+    assert (receipt.cost == escrow) == (finish == "length")
 
 
 def test_streamed_signed_request_is_settled_the_same_way(net: Network) -> None:
@@ -257,7 +279,7 @@ def test_streamed_signed_request_is_settled_the_same_way(net: Network) -> None:
     assert chunks[-1]["usage"]["total_tokens"] == PROMPT_TOKENS + 6
     receipt = net.settled(request_id)
     assert net.balance(DEV) == before - (PROMPT_TOKENS + 6) * PRICE == before - receipt.cost
-    assert net.pending(receipt.executor) == receipt.cost
+    assert net.pending(receipt.executor) == (1 + SUBSIDY_PER_FEE) * receipt.cost
     assert net.request_escrows() == []
 
 
@@ -272,7 +294,7 @@ def test_a_dead_executor_is_reassigned_and_the_next_one_is_paid(net: Network) ->
     second = net.executor_of(request_id, 1, (first,))
     receipt = net.settled(request_id)
     assert receipt.executor == second != first
-    assert net.pending(second) == receipt.cost and net.pending(first) == 0
+    assert net.pending(second) == (1 + SUBSIDY_PER_FEE) * receipt.cost and net.pending(first) == 0
     assert net.request_escrows() == []
 
 

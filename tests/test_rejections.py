@@ -13,10 +13,9 @@ import pytest
 from racenet.chain.codec import decode, encode
 from racenet.chain.errors import Code
 from racenet.chain.modules.auth import Params as AuthParams
-from racenet.chain.modules.bank import MsgSend
+from racenet.chain.modules.bank import MsgSend, MsgUpdateParams
 from racenet.chain.modules.bank import Params as BankParams
 from racenet.chain.modules.bank.module import FEE_COLLECTOR
-from racenet.chain.modules.validators import MsgSetPower
 from racenet.chain.tx import AnyMsg, SignedTx, TxBody, build_tx, sign_bytes
 from racenet.chain.types import BlockRequest
 from racenet.crypto.keys import PrivateKey
@@ -139,10 +138,10 @@ FAILED_MESSAGES: list[Case] = [
         "has",
     ),
     (
-        "not the authority",
-        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [MsgSetPower(b"\x01" * 32, 5)]),
+        "not governance",
+        lambda: build_tx(ALICE, CHAIN_ID, 0, FEE, [MsgUpdateParams(BankParams())]),
         Code.UNAUTHORIZED,
-        "authority",
+        "only governance",
     ),
 ]
 

@@ -21,6 +21,19 @@ from racenet.chain.app import App
 from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis, GenesisValidator
 from racenet.chain.module import Msg
+from racenet.chain.modules import (
+    auth,
+    bank,
+    beacon,
+    dummy,
+    gov,
+    inference,
+    pool,
+    race,
+    tokenomics,
+    training,
+    verification,
+)
 from racenet.chain.modules.bank import BankGenesis, MsgSend
 from racenet.chain.modules.beacon import MsgRegisterKey
 from racenet.chain.modules.dummy import MsgClaim, MsgCommit
@@ -54,10 +67,9 @@ from racenet.chain.modules.race import (
     register_node_msg,
 )
 from racenet.chain.modules.race import Params as RaceParams
-from racenet.chain.modules.validators import MsgSetPower, ValidatorsGenesis
 from racenet.chain.modules.verification import MsgCheck, MsgReport, MsgReverify
 from racenet.chain.scalars import Amount
-from racenet.chain.tx import TxBody, build_tx, decode_envelope, sign_bytes
+from racenet.chain.tx import AnyMsg, TxBody, build_tx, decode_envelope, sign_bytes
 from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PrivateKey
 from tests.chain import CHAIN_ID, GENESIS_TIME, Chain, app_hashes, balances, key
@@ -68,7 +80,7 @@ MODEL = "SmolLM2-135M-Instruct"
 NODES = [key(1), key(2), key(3)]
 CONSENSUS = [key(101), key(102), key(103)]
 NEWCOMER, NEWCOMER_CONSENSUS = key(4), key(104)
-DEV, TA, AUTHORITY = key(50), key(51), key(60)
+DEV, TA, PROPOSER = key(50), key(51), key(60)
 KEY_ID = api_key_id(b"vector api key")
 RACE_PARAMS = RaceParams(
     race_blocks=4,
@@ -86,15 +98,14 @@ def _addr(k: PrivateKey) -> str:
 
 
 def scenario_genesis() -> Genesis:
-    """Three Race nodes (two serving the model), a developer, a transfer agent and a validators authority."""
-    accounts = [*NODES, NEWCOMER, DEV, TA, AUTHORITY]
+    """Three Race nodes (two serving the model), a developer, a transfer agent and a proposer."""
+    accounts = [*NODES, NEWCOMER, DEV, TA, PROPOSER]
     return Genesis(
         chain_id=CHAIN_ID,
         genesis_time=GENESIS_TIME,
         validators=[GenesisValidator(c.public_key.raw, 10) for c in CONSENSUS],
         app_state=AppState(
             bank=BankGenesis(balances=balances(accounts)),
-            validators=ValidatorsGenesis(authority=AUTHORITY.public_key.address),
             race=RaceGenesis(
                 params=RACE_PARAMS,
                 nodes=tuple(
@@ -218,11 +229,12 @@ def race_and_inference_hashes(path: Path) -> list[str]:
     codes = s.block(
         (DEV, MsgSend(TA.public_key.address, 5 * 10**9)),
         (NEWCOMER, register_node_msg(NEWCOMER_CONSENSUS, CHAIN_ID, NEWCOMER.public_key.address)),
-        (AUTHORITY, MsgSetPower(NEWCOMER_CONSENSUS.public_key.raw, 3)),
+        (PROPOSER, gov.MsgSubmitProposal("text", "", (), 10**10)),
+        (NODES[0], gov.MsgVote(1, gov.VoteOption.YES)),
         (DEV, MsgAuthorizeKey(key_id=KEY_ID, spend_limit=10**9, expiry_height=0, gateways=(TA.public_key.address,))),
         (NODES[2], MsgServeModels((MODEL,), "http://127.0.0.1:9002")),
     )
-    assert codes == [0] * 5, codes
+    assert codes == [0] * 6, codes
     s.chain.until_beacon()
     first, keyed_id = s.start(1), key_request_id(KEY_ID, 0)
     assert s.block((TA, first), (TA, s.keyed_start(2))) == [0, 0]
@@ -300,7 +312,6 @@ def one_of_each_message() -> list[Msg]:
     h = bytes(range(32))
     return [
         MsgSend(b"\x02" * 20, 7),
-        MsgSetPower(b"\x03" * 32, 11),
         MsgRegisterNode(b"\x04" * 32, b"\x0c" * 64),
         MsgCommitProof(3, h, 9),
         MsgReveal(3, (Leaf(1, 42, (h, h)), Leaf(2, 43, (h,)))),
@@ -323,13 +334,60 @@ def one_of_each_message() -> list[Msg]:
         ),
         MsgReassignRequest(h),
         MsgFinishRequest(request_id=h, completion_tokens=37, response_hash=h),
-        MsgCheck(request_id=h, proof=b"\x0d" * 96, passed=False),
+        MsgCheck(request_id=h, proof=b"\x0d" * 96, passed=False, evidence=(b"\x15" * 32,)),
         MsgReverify(request_id=h, valid=True),
         MsgReport(request_id=h),
         MsgVotePrice(price=2_000),
         MsgRegisterKey(b"\x10" * 48, b"\x11" * 96),
         MsgCommit((h, bytes(32))),
         MsgClaim(request_id=h, salt=h, developer_key=b"\x0e" * 32, developer_signature=b"\x0f" * 64),
+        auth.MsgUpdateParams(auth.Params()),
+        bank.MsgUpdateParams(bank.Params()),
+        beacon.MsgUpdateParams(beacon.Params()),
+        dummy.MsgUpdateParams(dummy.Params()),
+        inference.MsgUpdateParams(inference.Params()),
+        inference.MsgRegisterModel("other", 3),
+        race.MsgUpdateParams(race.Params()),
+        verification.MsgUpdateParams(verification.Params()),
+        gov.MsgUpdateParams(gov.Params()),
+        gov.MsgSubmitProposal("title", "summary", (AnyMsg("inference/RegisterModel", b"\x05other\x03"),), 10**10),
+        gov.MsgDeposit(1, 10**9),
+        gov.MsgVote(1, gov.VoteOption.NO_WITH_VETO),
+        gov.MsgTrainingGrant(b"\x12" * 20, 10**9),
+        tokenomics.MsgUpdateParams(tokenomics.Params()),
+        pool.MsgBuy(usdt=5_000, min_icon=10**9),
+        pool.MsgSell(icon=10**9, min_usdt=5_000),
+        pool.MsgBridgeDeposit(deposit_id="eth:0x01:0", recipient=b"\x13" * 20, amount=10**6),
+        pool.MsgBridgeWithdraw(amount=10**6, destination="0x14"),
+        pool.MsgUpdateParams(pool.Params()),
+        training.MsgCreateJob(
+            architecture="gpt-tiny",
+            weights_hash=h,
+            dataset_hash=bytes(32),
+            dataset_location="debian:bible-kjv",
+            inner_lr_ppm=3_000,
+            inner_steps=50,
+            segment_steps=5,
+            outer_lr_ppm=700_000,
+            outer_momentum_ppm=900_000,
+            rounds=6,
+            max_participants=3,
+            budget=10**9,
+        ),
+        training.MsgJoin(1, "10.0.0.1:29500"),
+        training.MsgRoundDone(1, 2, h),
+        training.MsgCommitSegment(
+            job_id=1,
+            round=2,
+            step=10,
+            prev_weights_hash=h,
+            weights_hash=bytes(32),
+            optimizer_hash=b"\x16" * 32,
+            data_indices_hash=b"\x17" * 32,
+        ),
+        training.MsgPolVerdict(1, 2, b"\x18" * 20, False),
+        training.MsgCancelJob(1),
+        training.MsgUpdateParams(training.Params()),
     ]
 
 

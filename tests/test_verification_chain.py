@@ -21,6 +21,8 @@ from racenet.chain.modules.inference import Params as InferenceParams
 from racenet.chain.modules.pricing import PricingGenesis
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.race import RaceGenesis, RaceNode
+from racenet.chain.modules.tokenomics import Params as TokenomicsParams
+from racenet.chain.modules.tokenomics import TokenomicsGenesis
 from racenet.chain.modules.verification import (
     MsgCheck,
     MsgReport,
@@ -73,6 +75,7 @@ def genesis(params: Params = DEFAULT) -> Genesis:
             ),
             pricing=PricingGenesis(unit_price=Amount(UNIT_PRICE)),
             verification=VerificationGenesis(params=params),
+            tokenomics=TokenomicsGenesis(params=TokenomicsParams(training_fund_percent=0)),  # its own tests
         ),
     )
 
@@ -173,6 +176,13 @@ def chain(tmp_path: Path) -> VerificationChain:
     return start(tmp_path)
 
 
+def chain_subsidy(chain: VerificationChain, request_id: bytes) -> int:
+    """The subsidy minted for a task's fee (9 × the fee in phase 1)."""
+    subsidy = int(chain.task(request_id).subsidy)
+    assert subsidy == 9 * COST
+    return subsidy
+
+
 def checked_task(chain: VerificationChain, first: int = 1) -> tuple[bytes, bytes, PrivateKey]:
     """A served request that some validator owes a check of: (request id, executor, a checker)."""
     for n in range(first, first + 20):
@@ -223,11 +233,12 @@ def test_a_checked_task_pays_half_to_the_checker_at_settlement_and_builds_reputa
     assert chain.check(checker, request_id, True) == (0, "")
     before = {k.public_key.address: chain.balance(k) for k in NODES}
     held = chain.pending(executor)
+    share = (COST + chain_subsidy(chain, request_id)) // 2  # half of the task's pay: its fee and subsidy
     fees = chain.until_settled()
     checker_address = checker.public_key.address
-    assert chain.balance(checker_address) - before[checker_address] >= COST // 2 + fees[checker_address]
+    assert chain.balance(checker_address) - before[checker_address] >= 5 * COST + fees[checker_address]
     assert chain.pending(executor) == 0 and chain.pending(checker_address) == 0
-    assert chain.balance(executor) - before[executor] == held - COST // 2 + fees[executor]
+    assert chain.balance(executor) - before[executor] == held - share + fees[executor]
     assert sum(fees.values()) > 0  # the fees collected so far went to the weight holders, by weight
     assert chain.reputation(executor) == 1
     assert chain.app.verification.keeper.tasks.get(chain.app.read_context(), request_id) is None
@@ -458,7 +469,7 @@ def test_a_wrong_report_pays_its_fee_to_the_verifiers_who_upheld_the_answer(chai
     assert chain.balance(DEV) == dev_before - fee
     escrows = chain.app.bank.keeper.module_escrows(chain.app.read_context(), "verification")
     assert escrows == []  # the whole fee went to the upholders
-    assert chain.pending(executor) == COST  # the executor keeps its pay
+    assert chain.pending(executor) == 10 * COST  # the executor keeps its pay: the fee and phase 1's 9x subsidy
 
 
 def test_a_report_after_the_check_window_of_its_cycle_is_refused(chain: VerificationChain) -> None:
@@ -525,3 +536,47 @@ def test_a_vote_a_block_made_stale_stays_in_the_mempool_and_its_senders_next_tx_
     assert app.check_tx(stale, recheck=True).code == 0 and app.check_tx(queued, recheck=True).code == 0
     stale_result, queued_result = chain.decided_block(stale, queued).tx_results
     assert stale_result.code == Code.INVALID_MESSAGE and queued_result.code == 0
+
+
+def test_a_dispute_on_cycle_evidence_does_not_count_an_earlier_pass_and_evidence_must_be_the_executors(
+    chain: VerificationChain,
+) -> None:
+    """A check that passed an answer alone was right about it: when another checker fails it on evidence over the
+    cycle (answers the first never saw), the pass is not a vote, and its checker re-verifies like anyone else."""
+    served = chain.serve_many(range(1, 13))
+    by_executor: dict[bytes, list[bytes]] = {}
+    for request_id, executor in served:
+        by_executor.setdefault(executor, []).append(request_id)
+    for request_id, _ in served:
+        chain.until_round(request_id)
+    found = next(
+        (
+            (request_id, executor, checkers)
+            for request_id, executor in served
+            if len(by_executor[executor]) >= 2 and len(checkers := chain.checkers(request_id)) >= 2
+        ),
+        None,
+    )
+    assert found is not None, "no task of an executor with two tasks drew two checkers"
+    request_id, executor, (lenient, strict) = found[0], found[1], found[2][:2]
+    evidence = tuple(r for r in by_executor[executor] if r != request_id)
+    others = [r for r, e in served if e != executor]
+    assert chain.check(lenient, request_id, True) == (0, "")
+
+    strays = (others[0],) if others else (b"\x07" * 32,)
+    stray = MsgCheck(request_id, chain.proof(strict, request_id), False, strays)
+    assert chain.run(strict, stray)[0] == Code.INVALID_MESSAGE, "evidence from another executor is refused"
+    passed_with_evidence = MsgCheck(request_id, chain.proof(strict, request_id), True, evidence)
+    assert chain.run(strict, passed_with_evidence)[0] == Code.INVALID_MESSAGE
+
+    assert chain.run(strict, MsgCheck(request_id, chain.proof(strict, request_id), False, evidence)) == (0, "")
+    task = chain.task(request_id)
+    assert task.status == TaskStatus.DISPUTED and task.evidence == evidence
+    votes = dict(chain.app.verification.keeper.votes.items(chain.app.read_context(), (request_id,)))
+    assert (request_id, lenient.public_key.address) not in votes, "the earlier pass is no vote on the evidence"
+    for voter in NODES:
+        if voter.public_key.address != executor and chain.task(request_id).status == TaskStatus.DISPUTED:
+            assert chain.run(voter, MsgReverify(request_id, False)) == (0, "")
+    assert chain.task(request_id).status == TaskStatus.INVALID
+    misjudged = chain.app.verification.keeper.misjudged
+    assert misjudged.get(chain.app.read_context(), (task.cycle, lenient.public_key.address)) == 0

@@ -38,11 +38,32 @@ from racenet.chain.module import (
     TxEnv,
     isolated,
 )
-from racenet.chain.modules import auth, bank, beacon, dummy, inference, pricing, race, validators, verification
+from racenet.chain.modules import (
+    auth,
+    bank,
+    beacon,
+    dummy,
+    gov,
+    inference,
+    pool,
+    pricing,
+    race,
+    tokenomics,
+    training,
+    validators,
+    verification,
+)
 from racenet.chain.modules.beacon import BEACON_TX_PREFIX, Extension, SignedExtension, parse_beacon_tx
 from racenet.chain.query import QuerySpec
 from racenet.chain.store import Branch, CommittedStore, KVStore, changes_hash_input
-from racenet.chain.tx import VerifiedCache, VerifiedTx, decode_envelope, decode_messages
+from racenet.chain.tx import (
+    VerifiedCache,
+    VerifiedTx,
+    check_message_count,
+    check_size,
+    decode_envelope,
+    decode_messages,
+)
 from racenet.chain.types import (
     NO_COMMIT,
     BlockRequest,
@@ -71,11 +92,16 @@ INIT_GENESIS_ORDER = (
     "inference",
     "verification",
     "dummy",  # reads inference receipts and verification tasks; holds only the pool (minted by bank)
+    "gov",  # proposals and their deposit records (bank minted the deposit escrows)
+    "pool",  # checks the icon stock bank minted for the liquidity pool's account
+    "training",  # params only (jobs in flight are not exported)
+    "tokenomics",  # last: what every module's genesis put in bank beyond the core incentive is the allocations
 )
 BEGIN_BLOCK_ORDER = (
     "beacon",  # opens a key generation with the weights the last tally set
     "race",  # binds the cycle's seeds to fresh beacon rounds before the block's beacon transaction records one
     "verification",  # keeps the weights of a cycle that starts here (the last tally set them)
+    "tokenomics",  # a new day's top-up and a cycle's provider reward: held in the cycle verification just opened
 )
 END_BLOCK_ORDER = (
     "pricing",  # at a cycle's end, the next cycle's price by the ending cycle's weights: before the tally replaces them
@@ -84,6 +110,8 @@ END_BLOCK_ORDER = (
     "inference",  # routes requests whose round arrived, refunds expired ones; reads nothing the tally writes
     "verification",  # closes undecided disputes, then settles the cycle whose checks and disputes all closed
     "dummy",  # prunes expired commitments and old claims; reads nothing the others write here
+    "training",  # round deadlines, audits from beacon rounds this block recorded, draws by the weights the tally set
+    "gov",  # last: a passed proposal's changes apply from the next block, after every hook of this one ran
 )
 """After the end-block hooks, the power changes queued in `validators` go to the engine."""
 
@@ -149,6 +177,13 @@ class App:
                 self.bank.keeper, self.race.keeper, self.beacon.keeper, self.inference.keeper, self.verification.keeper
             )
         )
+        self.pool = pool.PoolModule(pool.Keeper(self.bank.keeper, self.race.keeper))
+        self.tokenomics = tokenomics.TokenomicsModule(tokenomics.Keeper(self.bank.keeper, self.race.keeper))
+        self.tokenomics.keeper.use_rewards(self.verification.keeper)
+        self.verification.keeper.use_issuer(self.tokenomics.keeper)
+        self.gov = gov.GovModule(gov.Keeper(self.bank.keeper, self.race.keeper))
+        self.gov.keeper.use_training_fund(self.tokenomics.keeper)
+        self.training = training.TrainingModule(training.Keeper(self.bank.keeper, self.race.keeper, self.beacon.keeper))
         self.info_keeper = ChainInfo()
         self.modules: dict[str, Module[Any, Any]] = {
             m.name: m
@@ -162,12 +197,17 @@ class App:
                 self.pricing,
                 self.verification,
                 self.dummy,
+                self.tokenomics,
+                self.pool,
+                self.gov,
+                self.training,
             )
         }
         self.registry: dict[str, type[Msg]] = {m.TYPE: m for mod in self.modules.values() for m in mod.messages()}
         self.routes: dict[str, Module[Any, Any]] = {
             m.TYPE: mod for mod in self.modules.values() for m in mod.messages()
         }
+        self.gov.keeper.use_router(gov.MsgRouter(self.registry, self.routes))
         self.query_routes: dict[str, tuple[Module[Any, Any] | None, QuerySpec[Any, Any]]] = {
             spec.path: (mod, spec) for mod in self.modules.values() for spec in mod.queries
         }
@@ -350,6 +390,9 @@ class App:
         """
         params = self.auth.keeper.params.get(ante)
         cached = self.verified_cache.get(raw)
+        if cached:  # decoded under the limits of its time: every node must judge it by today's
+            check_size(raw, params.max_tx_bytes)
+            check_message_count(cached.tx, params.max_msgs_per_tx)
         tx = cached.tx if cached else decode_envelope(raw, self.registry, params.max_tx_bytes, params.max_msgs_per_tx)
         work = [self.registry[m.type].WORK for m in tx.body.msgs]
         signer = self.auth.keeper.ante(ante, tx, len(raw), work, verified=cached is not None)

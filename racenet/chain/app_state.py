@@ -12,9 +12,13 @@ from racenet.chain.modules.auth import AuthGenesis
 from racenet.chain.modules.bank import BankGenesis
 from racenet.chain.modules.beacon import BeaconGenesis
 from racenet.chain.modules.dummy import DummyGenesis
+from racenet.chain.modules.gov import GovGenesis
 from racenet.chain.modules.inference import InferenceGenesis
+from racenet.chain.modules.pool import PoolGenesis
 from racenet.chain.modules.pricing import PricingGenesis
 from racenet.chain.modules.race import RaceGenesis
+from racenet.chain.modules.tokenomics import TokenomicsGenesis
+from racenet.chain.modules.training import TrainingGenesis
 from racenet.chain.modules.validators import ValidatorsGenesis
 from racenet.chain.modules.verification import VerificationGenesis
 from racenet.chain.query import NO_ARG, query
@@ -33,6 +37,10 @@ class AppState:
     pricing: PricingGenesis = field(default_factory=PricingGenesis)
     verification: VerificationGenesis = field(default_factory=VerificationGenesis)
     dummy: DummyGenesis = field(default_factory=DummyGenesis)
+    tokenomics: TokenomicsGenesis = field(default_factory=TokenomicsGenesis)
+    pool: PoolGenesis = field(default_factory=PoolGenesis)
+    gov: GovGenesis = field(default_factory=GovGenesis)
+    training: TrainingGenesis = field(default_factory=TrainingGenesis)
 
     def validate(self) -> None:
         """Validate every module's state; ValueError names the module."""

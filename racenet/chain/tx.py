@@ -114,13 +114,25 @@ def build_tx(key: PrivateKey, chain_id: str, sequence: int, fee: int, msgs: Sequ
     return encode(SignedTx(TX_VERSION, body, pub, key.sign(sign_bytes(pub, body))))
 
 
+def check_size(raw: bytes, max_bytes: int) -> None:
+    """The auth limit on a transaction's bytes (checked at every delivery: governance may have lowered it since
+    the bytes were first decoded and cached)."""
+    if len(raw) > max_bytes:
+        raise ChainError(Code.TX_TOO_LARGE, f"transaction is {len(raw)} bytes, limit {max_bytes}")
+
+
+def check_message_count(tx: SignedTx, max_msgs: int) -> None:
+    """The auth limit on a transaction's messages (checked at every delivery, like `check_size`)."""
+    if not 0 < len(tx.body.msgs) <= max_msgs:
+        raise ChainError(Code.MALFORMED_TX, f"a transaction carries 1 to {max_msgs} messages")
+
+
 def decode_envelope(raw: bytes, registry: Mapping[str, type[Msg]], max_bytes: int, max_msgs: int) -> SignedTx:
     """Decode a transaction's envelope and check it statelessly, leaving its messages as bytes.
 
     Cheap on purpose: the signature is checked (by the ante) before any message is decoded.
     """
-    if len(raw) > max_bytes:
-        raise ChainError(Code.TX_TOO_LARGE, f"transaction is {len(raw)} bytes, limit {max_bytes}")
+    check_size(raw, max_bytes)
     try:
         tx = decode(SignedTx, raw)
     except DecodeError as e:
@@ -129,8 +141,7 @@ def decode_envelope(raw: bytes, registry: Mapping[str, type[Msg]], max_bytes: in
         raise ChainError(Code.MALFORMED_TX, f"unsupported transaction version {tx.version}")
     if len(tx.pub_key) != 32 or len(tx.signature) != 64:
         raise ChainError(Code.MALFORMED_TX, "public key must be 32 bytes and signature 64 bytes")
-    if not 0 < len(tx.body.msgs) <= max_msgs:
-        raise ChainError(Code.MALFORMED_TX, f"a transaction carries 1 to {max_msgs} messages")
+    check_message_count(tx, max_msgs)
     unknown = next((m.type for m in tx.body.msgs if m.type not in registry), None)
     if unknown is not None:
         raise ChainError(Code.UNKNOWN_MESSAGE, f"unknown message type {unknown!r}")

@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from racenet.chain.modules.bank.denom import format_amount
 from racenet.cli.common import echo_json, fail, json_option
 from racenet.devnet import FAUCET_KEY, Devnet, DevnetError, NodeStatus
-from racenet.devnet.network import tail_lines
+from racenet.devnet.network import FAUCET_NICOIN, tail_lines
 from racenet.devnet.state import KINDS, Kind, NodeRecord
 from racenet.devnet.state import exists as devnet_exists
 
@@ -196,6 +197,7 @@ def _print_usage(net: Devnet, directory: Path) -> None:
     """How to use the faucet (its passphrase is empty: devnet only) and stop the network."""
     rpc = net.state.nodes[0].rpc_url
     click.echo(f"faucet ({FAUCET_KEY}, empty passphrase, devnet only): {net.state.faucet}")
+    click.echo(f"  holds a devnet-only grant of {format_amount(FAUCET_NICOIN)} from the founders' allocation")
     click.echo(f"  send:  RACENET_PASSPHRASE= racenet tx send --home {directory} --node {rpc} faucet <address> 1icon")
     click.echo(f"  stop:  racenet devnet down --dir {directory}")
 

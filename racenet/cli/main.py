@@ -11,8 +11,10 @@ from racenet.cli.apikey import api_key
 from racenet.cli.beacon import beacon
 from racenet.cli.chain import app_command, genesis, init, start
 from racenet.cli.devnet import devnet
+from racenet.cli.gov import gov_command
 from racenet.cli.keys import keys
 from racenet.cli.node import node
+from racenet.cli.pool import pool_group
 from racenet.cli.price import price
 from racenet.cli.query import query, status
 from racenet.cli.race import race
@@ -44,6 +46,8 @@ for command in (
     race,
     beacon,
     price,
+    gov_command,
+    pool_group,
     report,
 ):
     cli.add_command(command)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from racenet.chain.jsonform import to_json
-from racenet.chain.modules import auth, bank, inference, verification
+from racenet.chain.modules import auth, bank, inference, tokenomics, verification
 from racenet.chain.modules.bank.denom import format_amount
 from racenet.cli.chain import resolve_address
 from racenet.cli.common import chain_client, echo_json, home_option, json_option, node_option
@@ -85,6 +85,32 @@ def supply(node: str) -> None:
     """Total supply and total burned, in nicoin (JSON)."""
     with chain_client(node) as client:
         echo_json(to_json(client.query(bank.SUPPLY)))
+
+
+@query.command("tokenomics")
+@node_option
+@json_option
+def tokenomics_status(node: str, as_json: bool) -> None:
+    """Subsidy phase and rate, core incentive issued, fees until the next phase, today's minimum issuance, the
+    training fund and the supply (docs/tokenomics.md)."""
+    with chain_client(node) as client:
+        value = client.query(tokenomics.STATUS)
+    if as_json:
+        echo_json(to_json(value))
+        return
+    if value.phase > tokenomics.PHASES:
+        click.echo(f"phase: all {tokenomics.PHASES} done, the core incentive is issued (no more subsidy)")
+    else:
+        rate = f"{value.subsidy_bps // 100}.{value.subsidy_bps % 100:02d}%"
+        click.echo(f"phase: {value.phase} of {tokenomics.PHASES}, subsidy {rate} of what providers receive")
+        click.echo(f"fees to the next phase: {format_amount(value.fees_to_next_phase)}")
+    click.echo(f"core incentive issued: {format_amount(value.minted)} of {format_amount(tokenomics.CORE_INCENTIVE)}")
+    click.echo(
+        f"day {value.day}: minimum issuance {format_amount(value.minimum_today)}, "
+        f"issued by fees so far {format_amount(value.issued_today)}"
+    )
+    click.echo(f"training fund ({value.training_fund_percent}% of revenue): {format_amount(value.training_fund)}")
+    click.echo(f"supply: {format_amount(value.supply)}, burned {format_amount(value.burned)}")
 
 
 @query.command("raw")

@@ -3,7 +3,7 @@
 Layout of a devnet directory:
 
     <dir>/devnet.json            nodes, ports, PIDs (see `racenet.devnet.state`)
-    <dir>/keyring/faucet.json    the funded key that is also the validators authority
+    <dir>/keyring/faucet.json    the funded key
     <dir>/keyring/node<i>.json   node i's account: its Race participant (registered at genesis)
     <dir>/node<i>/config/        CometBFT config, keys and the shared genesis.json
     <dir>/node<i>/data/          CometBFT stores and the App's app.db
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis, GenesisValidator
-from racenet.chain.modules import dummy
+from racenet.chain.modules import dummy, gov, pool, tokenomics
 from racenet.chain.modules.bank import Balance, BankGenesis, Escrow
 from racenet.chain.modules.bank.denom import NICOIN_PER
 from racenet.chain.modules.beacon import BeaconGenesis, BeaconKey
@@ -38,7 +38,6 @@ from racenet.chain.modules.inference import InferenceGenesis, ModelEntry
 from racenet.chain.modules.inference import Params as InferenceParams
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.race import RaceGenesis, RaceNode
-from racenet.chain.modules.validators import ValidatorsGenesis
 from racenet.crypto.address import decode_address
 from racenet.crypto.keyring import Keyring, KeyringError
 from racenet.devnet import cometbft, process
@@ -53,7 +52,8 @@ CHAIN_ID = "racenet-devnet"
 VALIDATOR_POWER = 10
 FAUCET_KEY = "faucet"
 DEVNET_PASSPHRASE = ""
-FAUCET_NICOIN = 10**9 * NICOIN_PER["icon"]
+FAUCET_NICOIN = 10_000_000 * NICOIN_PER["icon"]
+"""The faucet's devnet-only grant; every devnet grant comes out of the founders' allocation (docs/tokenomics.md)."""
 APP_READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 RPC_TIMEOUT_S = 2.0
@@ -68,6 +68,8 @@ ISSUER_NICOIN = 10 * NICOIN_PER["icon"]
 DUMMY_POOL_NICOIN = 10_000 * NICOIN_PER["icon"]
 """The dummy pool the validators' dummy requests are reimbursed from (a devnet-only grant)."""
 DEVNET_RACE_PARAMS = RaceParams(preset="tiny", race_blocks=14, reveal_blocks=4, vote_blocks=4, escalation_blocks=3)
+DEVNET_GOV_PARAMS = gov.Params(deposit_blocks=200, voting_blocks=20)
+"""Short governance periods, so a devnet proposal is decided within a minute of its deposit."""
 MODEL = "SmolLM2-135M-Instruct"
 MODEL_UNITS_PER_TOKEN = 1
 
@@ -158,8 +160,10 @@ def config_settings(state: DevnetState, node: NodeRecord) -> cometbft.Settings:
 def build_genesis(state: DevnetState, race: RaceParams = DEVNET_RACE_PARAMS) -> Genesis:
     """One genesis for all nodes: validator keys at equal power (their genesis Race weight),
     registered Race nodes with funded accounts and beacon keys (each node's secret stays in its home),
-    vote extensions on from the first block (they carry the beacon), a funded faucet/authority, and the
-    dummy pool and each validator's issuer accounts (devnet-only grants)."""
+    vote extensions on from the first block (they carry the beacon), a funded faucet, and the
+    dummy pool and each validator's issuer accounts (devnet-only grants). The supply follows Appendix E: the
+    provider reward and liquidity pool in full, the founders' allocation less the devnet grants, no core incentive
+    (tokenomics mints it)."""
     faucet = decode_address(state.faucet)
     accounts = [decode_address(n.account) for n in state.nodes]
     race_nodes = tuple(RaceNode(a, n.pub_key, VALIDATOR_POWER) for a, n in zip(accounts, state.nodes, strict=True))
@@ -170,11 +174,13 @@ def build_genesis(state: DevnetState, race: RaceParams = DEVNET_RACE_PARAMS) -> 
         msg = register_key_msg(secret, state.chain_id, address)
         beacon_keys.append(BeaconKey(address, msg.key, msg.proof))
         issuers += [issuer_key(dummy_secret(secret), i).public_key.address for i in range(ISSUER_ACCOUNTS)]
-    balances = (
+    grants = (
         Balance(faucet, FAUCET_NICOIN),
         *(Balance(a, NODE_NICOIN) for a in accounts),
         *(Balance(a, ISSUER_NICOIN) for a in issuers),
     )
+    granted = sum(int(g.amount) for g in grants) + DUMMY_POOL_NICOIN
+    balances = (*tokenomics.allocations(granted), *grants)
     return Genesis(
         chain_id=state.chain_id,
         genesis_time=int(time.time()),
@@ -182,13 +188,14 @@ def build_genesis(state: DevnetState, race: RaceParams = DEVNET_RACE_PARAMS) -> 
         consensus_params=cometbft.consensus_params_with_vote_extensions(state.home(state.nodes[0])),
         app_state=AppState(
             bank=BankGenesis(balances=balances, escrows=(Escrow(dummy.NAME, dummy.POOL_ID, DUMMY_POOL_NICOIN),)),
-            validators=ValidatorsGenesis(authority=faucet),
             race=RaceGenesis(params=race, nodes=race_nodes),
             beacon=BeaconGenesis(keys=tuple(beacon_keys)),
             inference=InferenceGenesis(
                 params=InferenceParams(allow_private_endpoints=True),  # devnet executors listen on loopback
                 models=(ModelEntry(MODEL, MODEL_UNITS_PER_TOKEN),),
             ),
+            gov=gov.GovGenesis(params=DEVNET_GOV_PARAMS),
+            pool=pool.PoolGenesis(params=pool.Params(bridge=faucet)),  # devnet-only: the faucet attests usdt deposits
         ),
     )
 

@@ -10,8 +10,9 @@ not a pass. All model work runs on the node's compute thread.
 
 Repeated small deviations pass each answer's own test, so the checker also keeps the results of the answers it
 passed per executor and cycle, and fails the check that tips their total over the cycle's error-rate bound
-(`cycle_failed`). A re-verifier of a task whose answer passes alone judges the same way: it checks up to
-`CYCLE_SAMPLE` other answers of that executor in that cycle and votes invalid if, together, they fail.
+(`cycle_failed`), naming as evidence the fewest of those answers, most misses first, that tip it. A re-verifier
+judges the disputed answer alone and, if the dispute names evidence, together with exactly those answers: every
+honest re-verifier then judges the same answers, whatever else each happened to check, and they agree.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import httpx
 
 from racenet.chain.modules import beacon, inference, verification
-from racenet.chain.modules.verification import MsgCheck, MsgReverify, OpenTask, TaskStatus
+from racenet.chain.modules.verification import MAX_EVIDENCE, MsgCheck, MsgReverify, OpenTask, Task, TaskStatus
 from racenet.crypto.keys import PrivateKey
 from racenet.crypto.threshold import DUTY_DST, key_sign
 from racenet.ml.check import Answer, CheckResult, Sampling, check_answer, cycle_failed
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_S = 15.0
 POLL_INTERVAL_S = 1.0
-CYCLE_SAMPLE = 8
-"""Other answers of the same executor and cycle a re-verifier checks when the disputed one passes alone."""
 
 
 @dataclass(frozen=True)
@@ -144,34 +143,59 @@ class Checker:
         return proof
 
     def _check(self, open_task: OpenTask, proof: bytes) -> None:
-        passed = self.verdict(open_task) and not cycle_failed(list(self._cycle_results(open_task).values()))
-        self.sender.send([MsgCheck(open_task.request_id, proof, passed)])
+        evidence: tuple[bytes, ...] = ()
+        passed = self.verdict(open_task)
+        if passed:
+            found = self.evidence(open_task)
+            passed = found is None
+            evidence = found or ()
+        self.sender.send([MsgCheck(open_task.request_id, proof, passed, evidence)])
         log.info("checked %s: %s", open_task.request_id.hex(), "pass" if passed else "FAIL")
 
     def _reverify(self, open_task: OpenTask) -> None:
-        valid = self.verdict(open_task) and not self._cycle_fails(open_task)
+        valid = self.verdict(open_task) and not self._evidence_fails(open_task)
         try:
             self.sender.send([MsgReverify(open_task.request_id, valid)])
         except ClientError as e:
             log.info("re-verification of %s not counted: %s", open_task.request_id.hex(), e)
 
-    def _cycle_results(self, open_task: OpenTask) -> dict[bytes, CheckResult]:
-        return self.passed.setdefault((open_task.task.cycle, bytes(open_task.task.executor)), {})
+    def _cycle_results(self, task: Task) -> dict[bytes, CheckResult]:
+        return self.passed.setdefault((task.cycle, bytes(task.executor)), {})
 
-    def _cycle_fails(self, open_task: OpenTask) -> bool:
-        """Whether the executor's answers in the task's cycle, with up to CYCLE_SAMPLE more checked now, fail
-        the error-rate bound together."""
-        task = open_task.task
-        me = self.key.public_key.address
-        known = self._cycle_results(open_task)
-        others = [
-            t
-            for t in self.client.query(verification.TASKS, me).tasks
-            if t.task.executor == task.executor and t.task.cycle == task.cycle and t.request_id not in known
-        ]
-        for other in others[:CYCLE_SAMPLE]:
-            self.verdict(other)
-        return cycle_failed(list(known.values()))
+    def evidence(self, open_task: OpenTask) -> tuple[bytes, ...] | None:
+        """The fewest other passed answers of the executor's cycle, most misses first, that fail the cycle's
+        error-rate bound together with this (passed) one; None if all of them together do not."""
+        results = self._cycle_results(open_task.task)
+        mine = results[open_task.request_id]
+        others = sorted(
+            ((r, res) for r, res in results.items() if r != open_task.request_id),
+            key=lambda item: (-max(item[1].sample_misses, item[1].logprob_misses), item[0]),
+        )[:MAX_EVIDENCE]
+        chosen: list[CheckResult] = [mine]
+        for n, (_, result) in enumerate(others):
+            chosen.append(result)
+            if cycle_failed(chosen):
+                return tuple(r for r, _ in others[: n + 1])
+        return None
+
+    def _evidence_fails(self, open_task: OpenTask) -> bool:
+        """Whether the disputed answer fails the cycle's bound together with the dispute's evidence; evidence that
+        cannot be fetched, or fails alone, fails it (an executor must serve its answers until they settle)."""
+        evidence = open_task.task.evidence
+        if not evidence:
+            return False
+        results = [self._cycle_results(open_task.task)[open_task.request_id]]
+        for request_id in evidence:
+            if not isinstance(self.results.get(request_id), CheckResult):
+                other = self.client.query(verification.TASK, request_id)
+                if other is None:
+                    return True
+                self.verdict(OpenTask(request_id, other, open_task.weight, open_task.total_weight))
+            result = self.results[request_id]
+            if not isinstance(result, CheckResult) or not result.passed:
+                return True
+            results.append(result)
+        return cycle_failed(results)
 
     def verdict(self, open_task: OpenTask) -> bool:
         """Whether the task's answer passes this validator's check alone (False when it cannot be fetched)."""
@@ -185,7 +209,7 @@ class Checker:
             return False
         self.results[request_id] = result
         if result.passed:
-            self._cycle_results(open_task)[request_id] = result
+            self._cycle_results(open_task.task)[request_id] = result
         return result.passed
 
     def fetch(self, open_task: OpenTask) -> Fetched:

@@ -66,5 +66,5 @@ def clients(devnet_dir: Path) -> Iterator[list[ChainClient]]:
 
 @pytest.fixture(scope="module")
 def faucet(devnet_dir: Path) -> PrivateKey:
-    """The devnet's funded key, which is also the validators authority."""
+    """The devnet's funded key."""
     return Keyring(devnet_dir / "keyring").load(FAUCET_KEY, DEVNET_PASSPHRASE)

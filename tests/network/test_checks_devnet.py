@@ -30,7 +30,7 @@ from click.testing import CliRunner
 from racenet.chain.modules import inference, race, verification
 from racenet.chain.modules.inference import MsgServeModels
 from racenet.cli.main import cli
-from racenet.crypto.address import decode_address
+from racenet.crypto.address import decode_address, encode_address
 from racenet.crypto.keyring import Keyring
 from racenet.crypto.keys import PrivateKey
 from racenet.devnet import DEVNET_PASSPHRASE, Devnet
@@ -164,6 +164,8 @@ class Ledger:
     caught: set[bytes] = field(default_factory=set)
     releases: dict[tuple[bytes, int], tuple[int, int]] = field(default_factory=dict)
     history: list[tuple[bytes, int | None]] = field(default_factory=list)
+    misjudged: list[tuple[bytes, int, str]] = field(default_factory=list)
+    """(node, cycle, what it voted on) for every vote on the losing side."""
     """(node, None) when it is caught, (node, cycle) when its cycle settles; in block order."""
 
     def update(self) -> None:
@@ -190,6 +192,8 @@ class Ledger:
         elif kind == "verification_caught":
             self.caught.add(bytes.fromhex(attributes["request_id"]))
             self.history.append((decode_address(attributes["executor"]), None))
+        elif kind == "verification_misjudged":
+            self.misjudged.append((decode_address(attributes["node"]), int(attributes["cycle"]), attributes["what"]))
         elif kind == "verification_release":
             key = (decode_address(attributes["node"]), int(attributes["cycle"]))
             self.releases[key] = (int(attributes["released"]), int(attributes["burned"]))
@@ -321,6 +325,9 @@ def test_every_cheat_is_caught_on_the_devnet_and_honest_fp32_and_bf16_executors_
             f"{name}: (released, burned) per cycle served {paid} (None: nothing held), caught in {caught}, "
             f"reputation {reputations[address]}"
         )
+    names = {cheater.address: "cheater", fp32: "honest fp32", bf16.address: "honest bf16"}
+    for node, cycle, what in ledger.misjudged:
+        print(f"misjudged: {names.get(node, encode_address(node))} in cycle {cycle}: {what}")
 
     for kind, requests in by_cheat.items():
         assert ledger.counts(requests)[3] >= 1, f"the {kind} cheat was never caught"

@@ -20,7 +20,6 @@ from racenet.chain.errors import Code
 from racenet.chain.modules import bank, validators
 from racenet.chain.modules.auth import Params as AuthParams
 from racenet.chain.modules.bank import MsgSend
-from racenet.chain.modules.validators import MsgSetPower
 from racenet.chain.tx import TX_VERSION, AnyMsg, SignedTx, TxBody, build_tx, sign_bytes, tx_hash
 from racenet.cli.devnet import devnet
 from racenet.crypto.keys import PrivateKey
@@ -212,25 +211,17 @@ def test_chain_keeps_going_after_rejections(clients: list[ChainClient], faucet: 
         wait_height(client, max(start + 2, outcome.height))
 
 
-def test_power_change_by_the_app_reaches_cometbft_within_two_blocks(
-    net: Devnet, clients: list[ChainClient], faucet: PrivateKey
-) -> None:
-    """SetPower in block H: CometBFT's /validators shows the new power at H+2 on every node (H+1: old).
-
-    CometBFT applies FinalizeBlock(H)'s validator updates to the set of height H+2. The power goes
-    back to 10 afterwards, so later tests see the genesis set.
-    """
-    key = net.state.node(2).pub_key
-    previous = VALIDATOR_POWER
-    for power in (12, VALIDATOR_POWER):
-        outcome = TxSender(clients[0], faucet).send([MsgSetPower(key, power)])
-        for client in clients:
-            wait_height(client, outcome.height + 2)
-            assert validator_powers(client, outcome.height + 1)[key] == previous
-            assert validator_powers(client, outcome.height + 2)[key] == power
-        _, app_set = query_with_height(clients[0], validators.LIST, None)
-        assert {v.pub_key: v.power for v in app_set.validators}[key] == power
-        previous = power
+def test_power_comes_only_from_the_race(clients: list[ChainClient], faucet: PrivateKey) -> None:
+    """No transaction sets validator power (the SetPower shortcut is gone): with no Race daemon mining here, every
+    node keeps its genesis power in the App and in CometBFT. A Race tally's change reaching CometBFT at H+2 is
+    test_race_devnet's (`test_weights_follow_nonces_tried_and_become_validator_power`)."""
+    body = TxBody(CHAIN_ID, 0, FEE, "", (AnyMsg("validators/SetPower", encode(MsgSend(bytes(20), 1))),))
+    pub = faucet.public_key.raw
+    tx = encode(SignedTx(TX_VERSION, body, pub, faucet.sign(sign_bytes(pub, body))))
+    assert int(broadcast_raw(clients[0], tx)["code"]) == Code.UNKNOWN_MESSAGE
+    height, app_set = query_with_height(clients[0], validators.LIST, None)
+    assert {v.power for v in app_set.validators} == {VALIDATOR_POWER}
+    assert set(validator_powers(clients[0], height).values()) == {VALIDATOR_POWER}
 
 
 def test_killed_validator_others_continue_restarted_one_catches_up_with_equal_app_hashes(

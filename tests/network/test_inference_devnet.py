@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from racenet.chain.app_state import EXPORT
-from racenet.chain.modules import bank, beacon, inference, race
+from racenet.chain.modules import bank, beacon, inference, race, tokenomics, verification
 from racenet.chain.modules.bank import MsgSend
 from racenet.chain.modules.inference import MsgServeModels, MsgStartRequest, Receipt, ReceiptStatus, choose_executor
 from racenet.cli.main import cli
@@ -134,8 +134,23 @@ def finished(chain: ChainClient, request_id: str) -> Receipt | None:
     return receipt if receipt and receipt.status == ReceiptStatus.FINISHED else None
 
 
+@pytest.fixture(scope="module")
+def first_paid() -> dict[str, Any]:
+    """The first test's finished requests and the training fund then, for the settlement test at the end."""
+    return {}
+
+
+def fund_now(chain: ChainClient) -> tuple[int, int]:
+    """(the training fund's balance, the height it was read at), read between two equal heights."""
+    while True:
+        height = chain.height()
+        fund = chain.query(tokenomics.STATUS).training_fund
+        if chain.height() == height:
+            return fund, height
+
+
 def test_openai_client_non_streaming_and_streaming_pay_exactly_the_cost(
-    net: Devnet, chain: ChainClient, developer: PrivateKey
+    net: Devnet, chain: ChainClient, developer: PrivateKey, first_paid: dict[str, Any]
 ) -> None:
     key = api_key(net, chain, developer, "dev")
     client = openai.OpenAI(base_url=net.state.nodes[0].api_url + "/v1", api_key=key, timeout=180, max_retries=0)
@@ -172,7 +187,12 @@ def test_openai_client_non_streaming_and_streaming_pay_exactly_the_cost(
     for record in records:
         earned[record.executor] = earned.get(record.executor, 0) + record.cost
     for executor, amount in earned.items():
-        assert chain.query(inference.PENDING, executor).amount == amount, "the first requests paid"
+        # the fee and the subsidy tokenomics minted for it: 9 × the fee in phase 1
+        assert chain.query(inference.PENDING, executor).amount == 10 * amount, "the first requests paid"
+    tasks = [chain.query(verification.TASK, bytes.fromhex(r)) for r in (first, second)]
+    assert [t.subsidy if t else None for t in tasks] == [9 * c for c in costs], "the subsidy is held beside the fee"
+    first_paid.update(zip(("fund", "height"), fund_now(chain), strict=True), records=records, ids=[first, second])
+    first_paid["cycles"] = {t.cycle for t in tasks if t}
     assert records[0].response_hash == hashlib.sha256(text.encode()).digest()
 
 
@@ -391,3 +411,40 @@ def test_a_request_flood_gets_429_and_the_chain_goes_on(net: Devnet, chain: Chai
                 break
     assert raised[-1] is openai.RateLimitError, raised
     wait_for("more blocks", lambda: chain.height() >= start + 5, timeout=60)
+
+
+def test_providers_receive_fees_plus_subsidy_at_a_cycle_end_and_the_training_fund_gets_20_percent(
+    chain: ChainClient, first_paid: dict[str, Any]
+) -> None:
+    """Issue 13 on the devnet: the first requests' cycle settles (by now, after the other tests); each settlement
+    releases fees and subsidy to the providers and pays the training fund 20% of what it releases, to the nicoin."""
+    if not first_paid:
+        pytest.skip("the first test did not pay its requests")
+    ids = [bytes.fromhex(r) for r in first_paid["ids"]]
+    wait_for(
+        "the first requests' cycle to settle",
+        lambda: all(chain.query(verification.TASK, r) is None for r in ids),
+        timeout=120,
+    )
+    fund, height = fund_now(chain)
+    settlements: dict[int, tuple[int, int]] = {}  # height → (released, to the fund)
+    executors = {r.executor for r in first_paid["records"]}
+    settled, to_executors = 0, 0
+    for h in range(first_paid["height"] + 1, height + 1):
+        for event in chain.call("block_results", height=str(h)).get("finalize_block_events") or []:
+            if event["type"] != "verification_release":
+                continue
+            attributes = {a["key"]: a["value"] for a in event.get("attributes") or []}
+            released, funded = settlements.get(h, (0, 0))
+            settlements[h] = (released + int(attributes["released"]), funded + int(attributes["training_fund"]))
+            if int(attributes["cycle"]) in first_paid["cycles"]:
+                settled += int(attributes["released"]) + int(attributes["burned"])
+                if decode_address(attributes["node"]) in executors:
+                    to_executors += int(attributes["released"])
+    assert settlements, "no settlement between the first requests and now"
+    assert fund - first_paid["fund"] == sum(funded for _, funded in settlements.values())
+    for released, funded in settlements.values():
+        assert funded == released * 20 // 100  # 20% of each settlement's released revenue, rounded down once
+    fees = sum(r.cost for r in first_paid["records"])
+    assert settled >= 10 * fees, "the cycle settled every nicoin of the fees and of their subsidy"
+    assert to_executors > 0, "the executors were paid at the cycle end"

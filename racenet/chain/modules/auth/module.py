@@ -11,10 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
+from racenet.chain.authority import require_authority
 from racenet.chain.collections import ADDRESS, Item, Map, Record
 from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import Context, Module, ModuleKeeper, QueryTable
-from racenet.chain.modules.auth.types import ACCOUNT, PARAMS, Account, AccountInfo, AuthGenesis, Params
+from racenet.chain.module import Context, HandlerTable, Module, ModuleKeeper, QueryTable, TxContext
+from racenet.chain.modules.auth.types import (
+    ACCOUNT,
+    PARAMS,
+    Account,
+    AccountInfo,
+    AuthGenesis,
+    MsgUpdateParams,
+    Params,
+)
 from racenet.chain.tx import SignedTx, sign_bytes
 from racenet.crypto.address import address_from_pubkey
 from racenet.crypto.keys import PublicKey
@@ -72,16 +81,23 @@ class Keeper(ModuleKeeper):
         account = self.account(ctx, address)
         return AccountInfo(address, account.pub_key, account.sequence)
 
+    def handle_update_params(self, ctx: TxContext, msg: MsgUpdateParams) -> None:
+        """auth/UpdateParams: governance replaces the params."""
+        require_authority(ctx, "change auth params")
+        self.params.set(ctx, msg.params)
+        ctx.emit("params_updated", module=NAME)
+
     def query_params(self, ctx: Context, _: None) -> Params:
         """The auth parameters."""
         return self.params.get(ctx)
 
 
 class AuthModule(Module[Keeper, AuthGenesis]):
-    """Module wiring: genesis and queries for auth (it has no messages)."""
+    """Module wiring: governance's params update, genesis and queries for auth."""
 
     name = NAME
     genesis_type = AuthGenesis
+    handlers: ClassVar[HandlerTable] = {MsgUpdateParams: Keeper.handle_update_params}
     queries: ClassVar[QueryTable] = {ACCOUNT: Keeper.query_account, PARAMS: Keeper.query_params}
 
     def init_genesis(self, ctx: Context, state: AuthGenesis) -> None:

@@ -1,4 +1,5 @@
-"""Denominations of the native coin (whitepaper Appendix J): icon, micoin, uicon, nicoin."""
+"""Denominations of the native coin (whitepaper Appendix J): icon, micoin, uicon, nicoin; and of the bridged stable
+asset: usdt, uusdt (micro-usdt, the chain's unit)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,26 @@ def format_amount(nicoin: int) -> str:
     whole, frac = divmod(nicoin, NICOIN_PER["icon"])
     text = f"{whole}.{frac:09d}".rstrip("0").rstrip(".")
     return f"{text} icon"
+
+
+USDT_PER = {"usdt": 10**6, "uusdt": 1}
+
+
+def parse_usdt(text: str) -> int:
+    """micro-usdt from text like `12.5usdt` or `300uusdt` (plain = micro-usdt)."""
+    m = _AMOUNT.match(text.lower())
+    if not m or (m.group(2) or "uusdt") not in USDT_PER:
+        raise ValueError(f"invalid usdt amount {text!r}: use a number and a unit, e.g. 12.5usdt or 300uusdt")
+    value = Decimal(m.group(1)) * USDT_PER[m.group(2) or "uusdt"]
+    if value != value.to_integral_value():
+        raise ValueError(f"{text!r} is not a whole number of micro-usdt")
+    if value > MAX_AMOUNT:
+        raise ValueError(f"{text!r} is more than the largest amount")
+    return int(value)
+
+
+def format_usdt(micro: int) -> str:
+    """A readable amount in usdt, exact to the micro-usdt (e.g. `12.5 usdt`)."""
+    whole, frac = divmod(micro, USDT_PER["usdt"])
+    text = f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
+    return f"{text} usdt"

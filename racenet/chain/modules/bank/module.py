@@ -2,6 +2,8 @@
 
 Amounts are `Amount`s in nicoin (1 icon = 10**9 nicoin), checked against u64 overflow.
 Invariant: supply == accounts' balances + the fee collector + every module's escrows.
+A second denom, the bridged stable asset usdt (micro-usdt; minted and burned by the pool module's bridge), has
+balances and a supply of its own: usdt supply == Σ usdt balances. Fees are only ever icon.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+from racenet.chain.authority import require_authority
 from racenet.chain.collections import ADDRESS, BYTES, STRING, Item, Record, UintItem, UintMap, pair
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import (
@@ -25,11 +28,13 @@ from racenet.chain.modules.bank.types import (
     BALANCE,
     PARAMS,
     SUPPLY,
+    USDT_BALANCE,
     Balance,
     BankGenesis,
     Escrow,
     ModuleTotal,
     MsgSend,
+    MsgUpdateParams,
     Params,
     Supply,
 )
@@ -48,6 +53,8 @@ class Keeper(ModuleKeeper):
     escrows = UintMap(b"escrow/", pair(STRING, BYTES))
     supply = UintItem(b"supply")
     burned = UintItem(b"burned")
+    usdt_balances = UintMap(b"usdt/", ADDRESS)  # the bridged stable denom, micro-usdt (pool module)
+    usdt_supply = UintItem(b"usdt_supply")
 
     def required_fee(self, ctx: Context, tx_bytes: int, work: Sequence[int]) -> int:
         """The least fee of a transaction of `tx_bytes` bytes whose messages have `work` units each."""
@@ -129,6 +136,37 @@ class Keeper(ModuleKeeper):
         self._take_escrow(ctx, module, from_id, amount)
         self._add_escrow(ctx, module, to_id, amount)
 
+    def usdt_balance(self, ctx: Context, address: bytes) -> int:
+        """micro-usdt of an address."""
+        return self.usdt_balances.get(ctx, address)
+
+    def send_usdt(self, ctx: Context, sender: bytes, recipient: bytes, amount: int) -> None:
+        """Move micro-usdt between two addresses; raises INSUFFICIENT_FUNDS and changes nothing."""
+        have = self.usdt_balances.get(ctx, sender)
+        if have < amount:
+            raise ChainError(Code.INSUFFICIENT_FUNDS, f"{encode_address(sender)} has {have} micro-usdt, needs {amount}")
+        self.usdt_balances.set(ctx, sender, have - amount)
+        self.usdt_balances.set(ctx, recipient, self.usdt_balances.get(ctx, recipient) + amount)
+
+    def mint_usdt(self, ctx: Context, recipient: bytes, amount: int) -> None:
+        """Create micro-usdt (an attested bridge deposit, genesis) and credit it."""
+        self.usdt_balances.set(ctx, recipient, self.usdt_balances.get(ctx, recipient) + amount)
+        self.usdt_supply.set(ctx, self.usdt_supply.get(ctx) + amount)
+
+    def burn_usdt(self, ctx: Context, holder: bytes, amount: int) -> None:
+        """Destroy micro-usdt held by `holder` (a bridge withdrawal); raises INSUFFICIENT_FUNDS."""
+        have = self.usdt_balances.get(ctx, holder)
+        if have < amount:
+            raise ChainError(Code.INSUFFICIENT_FUNDS, f"{encode_address(holder)} has {have} micro-usdt, needs {amount}")
+        self.usdt_balances.set(ctx, holder, have - amount)
+        self.usdt_supply.set(ctx, self.usdt_supply.get(ctx) - amount)
+
+    def check_usdt_supply(self, ctx: Context) -> None:
+        """The usdt invariant: usdt supply == Σ usdt balances."""
+        held = sum(int(a) for _, a in self.usdt_balances.items(ctx))
+        if held != self.usdt_supply.get(ctx):
+            raise InvariantBroken(f"usdt supply {self.usdt_supply.get(ctx)} != usdt balances {held}")
+
     def escrowed(self, ctx: Context) -> tuple[ModuleTotal, ...]:
         """What each module's escrows hold together, by module name."""
         totals: dict[str, int] = {}
@@ -153,9 +191,19 @@ class Keeper(ModuleKeeper):
         sender, recipient = encode_address(ctx.tx.signer), encode_address(msg.to)
         ctx.emit("transfer", sender=sender, recipient=recipient, amount=str(msg.amount))
 
+    def handle_update_params(self, ctx: TxContext, msg: MsgUpdateParams) -> None:
+        """bank/UpdateParams: governance replaces the fee schedule."""
+        require_authority(ctx, "change bank params")
+        self.params.set(ctx, msg.params)
+        ctx.emit("params_updated", module=NAME)
+
     def query_balance(self, ctx: Context, address: bytes) -> Balance:
         """An address's spendable balance."""
         return Balance(address, self.balances.get(ctx, address))
+
+    def query_usdt_balance(self, ctx: Context, address: bytes) -> Balance:
+        """An address's micro-usdt."""
+        return Balance(address, self.usdt_balances.get(ctx, address))
 
     def query_supply(self, ctx: Context, _: None) -> Supply:
         """Total supply, total burned, and the locked part: fee collector and module escrows."""
@@ -172,9 +220,10 @@ class BankModule(Module[Keeper, BankGenesis]):
 
     name = NAME
     genesis_type = BankGenesis
-    handlers: ClassVar[HandlerTable] = {MsgSend: Keeper.handle_send}
+    handlers: ClassVar[HandlerTable] = {MsgSend: Keeper.handle_send, MsgUpdateParams: Keeper.handle_update_params}
     queries: ClassVar[QueryTable] = {
         BALANCE: Keeper.query_balance,
+        USDT_BALANCE: Keeper.query_usdt_balance,
         SUPPLY: Keeper.query_supply,
         PARAMS: Keeper.query_params,
     }
@@ -186,6 +235,8 @@ class BankModule(Module[Keeper, BankGenesis]):
             self.keeper.mint(ctx, balance.address, balance.amount)
         for escrow in state.escrows:
             self.keeper.mint_escrow(ctx, escrow.module, escrow.id, escrow.amount)
+        for balance in state.usdt_balances:
+            self.keeper.mint_usdt(ctx, balance.address, balance.amount)
 
     def export_genesis(self, ctx: Context) -> BankGenesis:
         """Params, balances and escrows (supply is derived from them on import)."""
@@ -194,8 +245,9 @@ class BankModule(Module[Keeper, BankGenesis]):
             params=k.params.get(ctx),
             balances=tuple(Balance(a, n) for a, n in k.balances.items(ctx)),
             escrows=tuple(Escrow(m, i, n) for (m, i), n in k.escrows.items(ctx)),
+            usdt_balances=tuple(Balance(a, n) for a, n in k.usdt_balances.items(ctx)),
         )
 
     def invariants(self) -> Mapping[str, Invariant]:
-        """supply: supply equals balances plus escrows."""
-        return {"supply": self.keeper.check_supply}
+        """supply: supply equals balances plus escrows; usdt_supply: the usdt supply equals its balances."""
+        return {"supply": self.keeper.check_supply, "usdt_supply": self.keeper.check_usdt_supply}

@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, Protocol
 
+from racenet.chain.authority import require_authority
 from racenet.chain.codec import DecodeError, decode
 from racenet.chain.collections import ADDRESS, RAW, STRING, U64, Item, KeySet, Map, Record, UintItem, pair, triple
 from racenet.chain.errors import ChainError, Code
@@ -61,6 +62,7 @@ from racenet.chain.modules.beacon.types import (
     Group,
     Groups,
     MsgRegisterKey,
+    MsgUpdateParams,
     Params,
     Penalties,
     Penalty,
@@ -592,6 +594,14 @@ class Keeper(ModuleKeeper):
         """An account's beacon key."""
         return self.keys.get(ctx, address)
 
+    def handle_update_params(self, ctx: TxContext, msg: MsgUpdateParams) -> None:
+        """beacon/UpdateParams: governance changes the group sizes, which the next key generation uses."""
+        require_authority(ctx, "change beacon params")
+        if msg.params.windows() != self.params.get(ctx).windows():
+            raise ChainError(Code.INVALID_MESSAGE, "the beacon windows are fixed at genesis")
+        self.params.set(ctx, msg.params)
+        ctx.emit("params_updated", module=NAME)
+
     def query_params(self, ctx: Context, _: None) -> Params:
         """The beacon parameters."""
         return self.params.get(ctx)
@@ -608,7 +618,10 @@ class BeaconModule(Module[Keeper, BeaconGenesis]):
 
     name = NAME
     genesis_type = BeaconGenesis
-    handlers: ClassVar[HandlerTable] = {MsgRegisterKey: Keeper.handle_register_key}
+    handlers: ClassVar[HandlerTable] = {
+        MsgRegisterKey: Keeper.handle_register_key,
+        MsgUpdateParams: Keeper.handle_update_params,
+    }
     queries: ClassVar[QueryTable] = {
         STATUS: Keeper.query_status,
         ROUND: Keeper.query_round,

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
+from racenet.chain.authority import AuthorityMsg, check_params
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import GenesisState, Msg
 from racenet.chain.query import ADDRESS_ARG, NO_ARG, TEXT_ARG, optional_query, query
@@ -58,6 +59,22 @@ class Params:
     def dkg_blocks(self) -> int:
         """Blocks from a key generation's first dealing block to its last dispute block."""
         return self.deal_blocks + self.complaint_blocks + self.dispute_blocks
+
+    def windows(self) -> tuple[int, ...]:
+        """The windows' lengths: fixed at genesis, where they were checked against the Race cycle."""
+        return (self.deal_blocks, self.complaint_blocks, self.dispute_blocks, self.commit_blocks, self.reveal_blocks)
+
+
+@dataclass(frozen=True)
+class MsgUpdateParams(AuthorityMsg):
+    """Replace the beacon's group sizes (the windows stay); accepted only from the governance authority."""
+
+    TYPE: ClassVar[str] = "beacon/UpdateParams"
+    params: Params
+
+    def validate(self) -> None:
+        """The new params are valid."""
+        check_params(self.params)
 
 
 @dataclass(frozen=True)

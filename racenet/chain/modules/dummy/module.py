@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar, Protocol
 
+from racenet.chain.authority import require_authority
 from racenet.chain.collections import ADDRESS, HASH, U64, UVARINT, Item, KeySet, Map, Record, UintMap, pair, triple
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import (
@@ -40,6 +41,7 @@ from racenet.chain.modules.dummy.types import (
     DummyGenesis,
     MsgClaim,
     MsgCommit,
+    MsgUpdateParams,
     Params,
     Pool,
     SpentEntry,
@@ -228,6 +230,12 @@ class Keeper(ModuleKeeper):
         if {(int(e), c, v) for e, c, v in self.expiries.keys(ctx)} != expected:
             raise InvariantBroken("the expiry index does not list exactly the open commitments")
 
+    def handle_update_params(self, ctx: TxContext, msg: MsgUpdateParams) -> None:
+        """dummy/UpdateParams: governance replaces the params."""
+        require_authority(ctx, "change dummy params")
+        self.params.set(ctx, msg.params)
+        ctx.emit("params_updated", module=NAME)
+
     def query_params(self, ctx: Context, _: None) -> Params:
         """The dummy parameters."""
         return self.params.get(ctx)
@@ -253,7 +261,11 @@ class DummyModule(Module[Keeper, DummyGenesis]):
 
     name = NAME
     genesis_type = DummyGenesis
-    handlers: ClassVar[HandlerTable] = {MsgCommit: Keeper.handle_commit, MsgClaim: Keeper.handle_claim}
+    handlers: ClassVar[HandlerTable] = {
+        MsgCommit: Keeper.handle_commit,
+        MsgClaim: Keeper.handle_claim,
+        MsgUpdateParams: Keeper.handle_update_params,
+    }
     queries: ClassVar[QueryTable] = {
         PARAMS: Keeper.query_params,
         POOL: Keeper.query_pool,

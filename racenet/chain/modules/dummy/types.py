@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
+from racenet.chain.authority import MAX_WINDOW_BLOCKS, AuthorityMsg, check_params
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import GenesisState, Msg
 from racenet.chain.query import ADDRESS_ARG, NO_ARG, query
@@ -43,8 +44,20 @@ class Params:
 
     def validate(self) -> None:
         """At least one commitment, kept at least one block."""
-        if self.max_commitments < 1 or self.commitment_blocks < 1:
-            raise ValueError("max_commitments and commitment_blocks must be at least 1")
+        if self.max_commitments < 1 or not 1 <= self.commitment_blocks <= MAX_WINDOW_BLOCKS:
+            raise ValueError(f"max_commitments must be at least 1 and commitment_blocks 1 to {MAX_WINDOW_BLOCKS}")
+
+
+@dataclass(frozen=True)
+class MsgUpdateParams(AuthorityMsg):
+    """Replace the dummy pool's params; accepted only from the governance authority (a passed proposal)."""
+
+    TYPE: ClassVar[str] = "dummy/UpdateParams"
+    params: Params
+
+    def validate(self) -> None:
+        """The new params are valid."""
+        check_params(self.params)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import ClassVar, Protocol
 from urllib.parse import urlsplit
 
+from racenet.chain.authority import require_authority
 from racenet.chain.collections import (
     ADDRESS,
     HASH,
@@ -71,9 +72,11 @@ from racenet.chain.modules.inference.types import (
     MsgAuthorizeKey,
     MsgFinishRequest,
     MsgReassignRequest,
+    MsgRegisterModel,
     MsgRevokeKey,
     MsgServeModels,
     MsgStartRequest,
+    MsgUpdateParams,
     Params,
     PendingReward,
     Receipt,
@@ -87,6 +90,7 @@ from racenet.chain.modules.inference.types import (
     ServerInfo,
     Servers,
     auth_sign_bytes,
+    check_model,
     is_private_host,
     key_request_id,
 )
@@ -177,10 +181,11 @@ class Keeper(ModuleKeeper):
         return [(m, int(u)) for m, u in self.models.items(ctx)]
 
     def register_model(self, ctx: Context, model: str, units_per_token: int) -> None:
-        """Register a model with its units of compute per token."""
-        if not model or units_per_token < 1:
-            raise ValueError("a model needs a name and at least 1 unit of compute per token")
+        """Register a model with its units of compute per token (at most MAX_UNITS_PER_TOKEN): from then on nodes
+        may serve it and requests to it are routed. A request already open keeps the price it escrowed."""
+        check_model(model, units_per_token)
         self.models.set(ctx, model, units_per_token)
+        ctx.emit("model_registered", model=model, units_per_token=str(units_per_token))
 
     def price_per_token(self, ctx: Context, model: str) -> Amount:
         """nicoin per token of a model: the unit-of-compute price × its units per token."""
@@ -567,6 +572,17 @@ class Keeper(ModuleKeeper):
         if indexed != set(dict(self.requests.items(ctx))):
             raise InvariantBroken("the expiry index and the open requests differ")
 
+    def handle_update_params(self, ctx: TxContext, msg: MsgUpdateParams) -> None:
+        """inference/UpdateParams: governance replaces the params."""
+        require_authority(ctx, "change inference params")
+        self.params.set(ctx, msg.params)
+        ctx.emit("params_updated", module=NAME)
+
+    def handle_register_model(self, ctx: TxContext, msg: MsgRegisterModel) -> None:
+        """inference/RegisterModel: governance registers a model (or changes its units of compute per token)."""
+        require_authority(ctx, "register a model")
+        self.register_model(ctx, msg.model, msg.units_per_token)
+
     def query_params(self, ctx: Context, _: None) -> Params:
         """The inference parameters."""
         return self.params.get(ctx)
@@ -623,6 +639,8 @@ class InferenceModule(Module[Keeper, InferenceGenesis]):
         MsgStartRequest: Keeper.handle_start_request,
         MsgReassignRequest: Keeper.handle_reassign_request,
         MsgFinishRequest: Keeper.handle_finish_request,
+        MsgUpdateParams: Keeper.handle_update_params,
+        MsgRegisterModel: Keeper.handle_register_model,
     }
     queries: ClassVar[QueryTable] = {
         PARAMS: Keeper.query_params,

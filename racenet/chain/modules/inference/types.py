@@ -13,9 +13,11 @@ from enum import StrEnum
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from racenet.chain.codec import encode
+from racenet.chain.authority import MAX_WINDOW_BLOCKS, AuthorityMsg, check_params
+from racenet.chain.codec import MAX_U64, encode
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import GenesisState, Msg
+from racenet.chain.modules.pricing.types import MAX_UNIT_PRICE
 from racenet.chain.query import ADDRESS_ARG, HEX_ARG, NO_ARG, TEXT_ARG, optional_query, query
 from racenet.chain.scalars import Address, Amount
 
@@ -26,6 +28,19 @@ MAX_MODELS = 16
 MAX_GATEWAYS = 8
 MAX_SPEND_LIMIT = 10**18
 """The largest API-key spend limit (10**9 icon): far below u64, so no sum of escrows and refunds overflows."""
+MAX_UNITS_PER_TOKEN = 529_000
+"""The most units of compute per token a model may have: a request of the longest prompt and completion (34,816
+tokens by default) at the highest unit price then escrows less than 2^64 nicoin (docs/tokenomics.md)."""
+MAX_MODEL_NAME = 128
+
+
+def check_model(name: str, units_per_token: int) -> None:
+    """Raise ChainError(INVALID_MESSAGE) unless a model has a 1-128 character name and 1 to MAX_UNITS_PER_TOKEN
+    units of compute per token."""
+    if not 0 < len(name) <= MAX_MODEL_NAME or not name.isprintable():
+        raise ChainError(Code.INVALID_MESSAGE, f"a model name is 1 to {MAX_MODEL_NAME} printable characters")
+    if not 1 <= units_per_token <= MAX_UNITS_PER_TOKEN:
+        raise ChainError(Code.INVALID_MESSAGE, f"a model has 1 to {MAX_UNITS_PER_TOKEN} units of compute per token")
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,44 @@ class Params:
     reassign_delay_blocks: int = 2
     receipt_retention_blocks: int = 100_000
     allow_private_endpoints: bool = False
+
+    def validate(self) -> None:
+        """Positive limits, and a longest request whose escrow fits a u64 for any model at any unit price."""
+        if min(self.max_tokens, self.max_prompt_tokens, self.expiry_blocks, self.max_attempts) < 1:
+            raise ValueError("max_tokens, max_prompt_tokens, expiry_blocks and max_attempts must be at least 1")
+        if min(self.max_auth_blocks, self.receipt_retention_blocks) < 1:
+            raise ValueError("max_auth_blocks and receipt_retention_blocks must be at least 1")
+        windows = (self.expiry_blocks, self.max_auth_blocks, self.reassign_delay_blocks, self.receipt_retention_blocks)
+        if max(windows) > MAX_WINDOW_BLOCKS:
+            raise ValueError(f"expiry, auth, reassign and receipt windows are at most {MAX_WINDOW_BLOCKS} blocks")
+        if (self.max_tokens + self.max_prompt_tokens) * MAX_UNITS_PER_TOKEN * MAX_UNIT_PRICE > MAX_U64:
+            raise ValueError("max_tokens + max_prompt_tokens is too large: the escrow of a request could overflow")
+
+
+@dataclass(frozen=True)
+class MsgUpdateParams(AuthorityMsg):
+    """Replace inference's params; accepted only from the governance authority (a passed proposal)."""
+
+    TYPE: ClassVar[str] = "inference/UpdateParams"
+    params: Params
+
+    def validate(self) -> None:
+        """The new params are valid."""
+        check_params(self.params)
+
+
+@dataclass(frozen=True)
+class MsgRegisterModel(AuthorityMsg):
+    """Register a model with its units of compute per token (or change them); only from the governance
+    authority. Once registered, nodes may serve it and requests to it are routed."""
+
+    TYPE: ClassVar[str] = "inference/RegisterModel"
+    model: str
+    units_per_token: int
+
+    def validate(self) -> None:
+        """A short name and units of compute per token within the bound."""
+        check_model(self.model, self.units_per_token)
 
 
 @dataclass(frozen=True)
@@ -476,8 +529,8 @@ class InferenceGenesis(GenesisState):
     def validate(self) -> None:
         """Models have a name and at least one unit per token; ids are 32 bytes and unique."""
         for model in self.models:
-            if not model.id or model.units_per_token < 1:
-                raise ValueError("a model needs a name and at least 1 unit of compute per token")
+            if not model.id or not 1 <= model.units_per_token <= MAX_UNITS_PER_TOKEN:
+                raise ValueError(f"a model needs a name and 1 to {MAX_UNITS_PER_TOKEN} units of compute per token")
         ids = [r.id for r in self.requests] + [r.id for r in self.receipts]
         if any(len(i) != 32 for i in ids) or len(set(ids)) != len(ids):
             raise ValueError("request ids are 32 bytes and appear once among requests and receipts")

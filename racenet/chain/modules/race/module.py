@@ -30,6 +30,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import ClassVar, Protocol
 
+from racenet.chain.authority import require_authority
 from racenet.chain.collections import (
     ADDRESS,
     PUBKEY,
@@ -79,6 +80,7 @@ from racenet.chain.modules.race.types import (
     MsgCommitProof,
     MsgRegisterNode,
     MsgReveal,
+    MsgUpdateParams,
     MsgVote,
     NodeInfo,
     Nodes,
@@ -90,6 +92,7 @@ from racenet.chain.modules.race.types import (
     RaceNode,
     RevealedNonces,
     RevealInfo,
+    ScheduledParams,
     Vote,
     VoteInfo,
     possession_message,
@@ -140,6 +143,7 @@ class Keeper(ModuleKeeper):
 
     name = NAME
     params = Item(b"params", Record(Params), Params())
+    next_params = Map(b"next_params/", U64, Record(Params))  # by the cycle whose first block applies them
     start = UintItem(b"start")
     weights = UintMap(b"weight/", ADDRESS)
     nodes = Map(b"node/", ADDRESS, RAW)
@@ -228,6 +232,8 @@ class Keeper(ModuleKeeper):
         height = ctx.block.height
         cycle = schedule.cycle(height)
         starts = schedule.phase_starts(cycle)
+        if height == starts[Phase.RACE]:
+            self.apply_next_params(ctx, cycle)
         if self.beacon is not None and height == starts[Phase.RACE]:
             self.seed_rounds.set(ctx, cycle, self.beacon.round_after(ctx, height - 1))
         if self.beacon is not None and height == starts[Phase.REVEAL]:
@@ -236,6 +242,15 @@ class Keeper(ModuleKeeper):
             self.draw_committees(ctx, cycle)
         if height == starts[Phase.ESCALATE]:
             self.escalate(ctx, cycle)
+
+    def apply_next_params(self, ctx: Context, cycle: int) -> None:
+        """At a cycle's first block, the params governance set for it (if any) replace the current ones."""
+        params = self.next_params.get(ctx, cycle)
+        if params is None:
+            return
+        self.params.set(ctx, params)
+        self.next_params.remove(ctx, cycle)
+        ctx.emit("params_updated", module=NAME, cycle=str(cycle))
 
     def draw_committees(self, ctx: Context, cycle: int) -> None:
         """Draw each revealed claim's committee by weight from the challenge seed (once, for the whole cycle)."""
@@ -441,6 +456,16 @@ class Keeper(ModuleKeeper):
             if want != have:
                 raise InvariantBroken(f"{encode_address(address)}: weight gives power {want}, validator has {have}")
 
+    def handle_update_params(self, ctx: TxContext, msg: MsgUpdateParams) -> None:
+        """race/UpdateParams: governance sets the params of the next cycle (a cycle never changes its rules midway);
+        the phase lengths cannot change, since every cycle number on chain derives from them."""
+        require_authority(ctx, "change race params")
+        if msg.params.cycle_shape() != self.params.get(ctx).cycle_shape():
+            raise ChainError(Code.INVALID_MESSAGE, "the Race phase lengths are fixed at genesis")
+        cycle = self.schedule(ctx).cycle(ctx.block.height) + 1
+        self.next_params.set(ctx, cycle, msg.params)
+        ctx.emit("params_scheduled", module=NAME, cycle=str(cycle))
+
     def query_params(self, ctx: Context, _: None) -> Params:
         """The race parameters."""
         return self.params.get(ctx)
@@ -542,6 +567,7 @@ class RaceModule(Module[Keeper, RaceGenesis]):
         MsgCommitProof: Keeper.handle_commit_proof,
         MsgReveal: Keeper.handle_reveal,
         MsgVote: Keeper.handle_vote,
+        MsgUpdateParams: Keeper.handle_update_params,
     }
     queries: ClassVar[QueryTable] = {
         PARAMS: Keeper.query_params,
@@ -555,18 +581,21 @@ class RaceModule(Module[Keeper, RaceGenesis]):
     }
 
     def init_genesis(self, ctx: Context, state: RaceGenesis) -> None:
-        """Params, the first cycle's start, and genesis nodes with their weights."""
+        """Params, the first cycle's start, genesis nodes with their weights and params scheduled by governance."""
         self.keeper.params.set(ctx, state.params)
         self.keeper.start.set(ctx, state.start or ctx.block.height + 1)
         for node in state.nodes:
             self.keeper.register(ctx, node.address, node.consensus_pub_key)
             self.keeper.weights.set(ctx, node.address, node.weight)
+        for scheduled in state.next_params:
+            self.keeper.next_params.set(ctx, scheduled.cycle, scheduled.params)
 
     def export_genesis(self, ctx: Context) -> RaceGenesis:
-        """Params, start height and registered nodes with their weights."""
+        """Params, start height, registered nodes with their weights and params scheduled by governance."""
         k = self.keeper
         nodes = tuple(RaceNode(a, key, k.weights.get(ctx, a)) for a, key in k.nodes.items(ctx))
-        return RaceGenesis(params=k.params.get(ctx), start=k.schedule(ctx).start, nodes=nodes)
+        scheduled = tuple(ScheduledParams(c, p) for c, p in k.next_params.items(ctx))
+        return RaceGenesis(params=k.params.get(ctx), start=k.schedule(ctx).start, nodes=nodes, next_params=scheduled)
 
     def begin_block(self, ctx: Context) -> None:
         """Fix seeds at phase boundaries."""

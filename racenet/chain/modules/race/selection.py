@@ -56,7 +56,8 @@ class WeightedPool:
 
     def draw(self, seed: bytes, domain: bytes, k: int, exclude: Collection[bytes]) -> list[bytes]:
         """Up to k distinct accounts outside `exclude`, by weight without replacement."""
-        if not self.weights:
+        k = min(k, sum(1 for a, _ in self.weights if a not in exclude))
+        if k <= 0:
             return []
         chosen: list[bytes] = []
         total = self.cumulative[-1]

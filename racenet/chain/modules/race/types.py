@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
+from racenet.chain.authority import AuthorityMsg, check_params
 from racenet.chain.codec import encode
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import GenesisState, Msg
@@ -21,6 +22,12 @@ SAMPLE_SIZE = 32
 VERDICT_TABLE = (0,) * SAMPLE_SIZE + (2,)
 """Failures tolerated among n opened nonces, n = 0..SAMPLE_SIZE (`racenet.pow.decision.verdict_table`)."""
 REGISTER_DOMAIN = b"racenet/register-node/v1\x00"
+
+
+MAX_COMMITTEE = 64
+"""Most validators drawn to check one claim (each draw costs the begin-block that makes committees)."""
+MAX_WEIGHT_CAP_PERCENT = 100_000
+"""Highest per-claim weight cap: a claim may bring at most 1000× the previous cycle's total weight."""
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,38 @@ class Params:
             raise ValueError("verdict_table needs one entry for each count of opened nonces, 0 to sample_size")
         if self.verdict_table[0] != 0 or any(not 0 <= t < max(n, 1) for n, t in enumerate(self.verdict_table)):
             raise ValueError("verdict_table[n] must be below n: a claim whose every opened nonce failed is rejected")
-        if self.validators_per_participant < 1 or self.weight_cap_percent < 0:
-            raise ValueError("validators_per_participant must be positive and weight_cap_percent not negative")
+        if not 1 <= self.validators_per_participant <= MAX_COMMITTEE:
+            raise ValueError(f"validators_per_participant must be 1 to {MAX_COMMITTEE}")
+        if not 0 <= self.weight_cap_percent <= MAX_WEIGHT_CAP_PERCENT:
+            raise ValueError(f"weight_cap_percent must be 0 to {MAX_WEIGHT_CAP_PERCENT}")
 
     def verdict(self, checked: int, failed: int) -> bool:
         """Whether a claim with `failed` of `checked` opened nonces not reproducing is accepted."""
         return 0 < checked <= self.sample_size and failed <= self.verdict_table[checked]
+
+    def cycle_shape(self) -> tuple[int, int, int, int]:
+        """The blocks of each phase: fixed at genesis, since every cycle number on chain derives from them."""
+        return (self.race_blocks, self.reveal_blocks, self.vote_blocks, self.escalation_blocks)
+
+
+@dataclass(frozen=True)
+class ScheduledParams:
+    """Params a passed proposal set for a cycle, applied at its first block."""
+
+    cycle: int
+    params: Params
+
+
+@dataclass(frozen=True)
+class MsgUpdateParams(AuthorityMsg):
+    """Replace race's params from the next cycle on (the phase lengths stay); only from the governance authority."""
+
+    TYPE: ClassVar[str] = "race/UpdateParams"
+    params: Params
+
+    def validate(self) -> None:
+        """The new params are valid."""
+        check_params(self.params)
 
 
 class Phase(StrEnum):
@@ -242,15 +275,18 @@ class RaceNode:
 
 @dataclass(frozen=True)
 class RaceGenesis(GenesisState):
-    """Params, the first cycle's start height (0: the chain's first block) and registered nodes."""
+    """Params, the first cycle's start height (0: the chain's first block), registered nodes, and params governance
+    set for a cycle that has not started yet."""
 
     params: Params = Params()
     start: int = 0
     nodes: tuple[RaceNode, ...] = ()
+    next_params: tuple[ScheduledParams, ...] = ()
 
     def validate(self) -> None:
         """Valid params; each account and each consensus key registered once."""
-        self.params.validate()
+        for params in (self.params, *(s.params for s in self.next_params)):
+            params.validate()
         if len({n.address for n in self.nodes}) != len(self.nodes):
             raise ValueError("nodes: an account is registered twice")
         if len({n.consensus_pub_key for n in self.nodes}) != len(self.nodes):

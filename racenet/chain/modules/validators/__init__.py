@@ -2,23 +2,17 @@
 
 from racenet.chain.modules.validators.module import Keeper, ValidatorsModule
 from racenet.chain.modules.validators.types import (
-    AUTHORITY,
     LIST,
     MAX_TOTAL_POWER,
-    Authority,
-    MsgSetPower,
     ValidatorPower,
     ValidatorSet,
     ValidatorsGenesis,
 )
 
 __all__ = [
-    "AUTHORITY",
     "LIST",
     "MAX_TOTAL_POWER",
-    "Authority",
     "Keeper",
-    "MsgSetPower",
     "ValidatorPower",
     "ValidatorSet",
     "ValidatorsGenesis",

@@ -1,33 +1,14 @@
-"""validators messages, records, genesis state and queries."""
+"""validators records, genesis state and queries (no messages: power comes only from the Race)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
-from racenet.chain.errors import ChainError, Code
-from racenet.chain.module import GenesisState, Msg
+from racenet.chain.module import GenesisState
 from racenet.chain.query import NO_ARG, query
-from racenet.chain.scalars import Address
 
 MAX_TOTAL_POWER = 2**60 - 1
 """CometBFT's bound on the validator set's total voting power (MaxInt64 / 8)."""
-
-
-@dataclass(frozen=True)
-class MsgSetPower(Msg):
-    """Set a validator's power (0 removes it); only the authority account may send it."""
-
-    TYPE: ClassVar[str] = "validators/SetPower"
-    pub_key: bytes
-    power: int
-
-    def validate(self) -> None:
-        """The key is a 32-byte ed25519 key and the power is in range."""
-        if len(self.pub_key) != 32:
-            raise ChainError(Code.INVALID_MESSAGE, "validator key must be a 32-byte ed25519 public key")
-        if self.power > MAX_TOTAL_POWER:
-            raise ChainError(Code.INVALID_MESSAGE, f"power must be at most {MAX_TOTAL_POWER}")
 
 
 @dataclass(frozen=True)
@@ -46,17 +27,9 @@ class ValidatorSet:
 
 
 @dataclass(frozen=True)
-class Authority:
-    """The account allowed to send SetPower (None: nobody)."""
-
-    authority: Address | None
-
-
-@dataclass(frozen=True)
 class ValidatorsGenesis(GenesisState):
-    """The SetPower authority and validators carried over from an export."""
+    """Validators carried over from an export."""
 
-    authority: Address | None = None
     validators: tuple[ValidatorPower, ...] = ()
 
     def validate(self) -> None:
@@ -69,4 +42,3 @@ class ValidatorsGenesis(GenesisState):
 
 
 LIST = query("validators/list", NO_ARG, ValidatorSet)
-AUTHORITY = query("validators/authority", NO_ARG, Authority)

@@ -4,6 +4,7 @@ and the per-cycle release of held rewards (whitepaper §6)."""
 from racenet.chain.modules.verification.module import Keeper, VerificationModule
 from racenet.chain.modules.verification.types import (
     ACCOUNTS,
+    MAX_EVIDENCE,
     PARAMS,
     REPUTATION,
     TASK,
@@ -13,6 +14,7 @@ from racenet.chain.modules.verification.types import (
     MsgCheck,
     MsgReport,
     MsgReverify,
+    MsgUpdateParams,
     OpenTask,
     OpenTasks,
     Params,
@@ -28,6 +30,7 @@ from racenet.chain.modules.verification.types import (
 
 __all__ = [
     "ACCOUNTS",
+    "MAX_EVIDENCE",
     "PARAMS",
     "REPUTATION",
     "TASK",
@@ -38,6 +41,7 @@ __all__ = [
     "MsgCheck",
     "MsgReport",
     "MsgReverify",
+    "MsgUpdateParams",
     "OpenTask",
     "OpenTasks",
     "Params",

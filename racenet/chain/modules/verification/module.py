@@ -39,6 +39,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import ClassVar, Protocol
 
+from racenet.chain.authority import require_authority
 from racenet.chain.collections import ADDRESS, HASH, U64, EscrowIds, Item, KeySet, Map, Record, UintItem, UintMap, pair
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import (
@@ -54,6 +55,7 @@ from racenet.chain.module import (
 )
 from racenet.chain.modules.bank.module import FEE_COLLECTOR
 from racenet.chain.modules.race.schedule import Schedule
+from racenet.chain.modules.tokenomics.types import MINTER, TRAINING_FUND
 from racenet.chain.modules.verification.types import (
     ACCOUNTS,
     PARAMS,
@@ -66,6 +68,7 @@ from racenet.chain.modules.verification.types import (
     MsgCheck,
     MsgReport,
     MsgReverify,
+    MsgUpdateParams,
     OpenTask,
     OpenTasks,
     Params,
@@ -123,6 +126,14 @@ class RewardEscrows(Protocol):
     def fund_reward(self, ctx: Context, payer: bytes, node: bytes, amount: int) -> None: ...
 
 
+class Issuer(Protocol):
+    """What verification needs of tokenomics: the subsidy a fee mints (to `MINTER`) and the training fund's share
+    of released rewards."""
+
+    def issue_for_fee(self, ctx: Context, executor: bytes, fee: int) -> int: ...
+    def training_share(self, ctx: Context, pooled: int, released: int) -> int: ...
+
+
 class Keeper(ModuleKeeper):
     """The only reader and writer of verification state."""
 
@@ -151,15 +162,31 @@ class Keeper(ModuleKeeper):
         self.race = race
         self.beacon = beacon
         self.rewards: RewardEscrows | None = None
+        self.issuer: Issuer | None = None
 
     def use_rewards(self, rewards: RewardEscrows) -> None:
         """Wire the inference module's reward escrows (inference calls this module's hooks, and the other way)."""
         self.rewards = rewards
 
+    def use_issuer(self, issuer: Issuer) -> None:
+        """Wire tokenomics, which mints the subsidy of each fee and takes the training fund's share."""
+        self.issuer = issuer
+
     def _escrows(self) -> RewardEscrows:
         if self.rewards is None:
             raise ChainError(Code.INTERNAL, "verification has no reward escrows wired")
         return self.rewards
+
+    def _issuer(self) -> Issuer:
+        if self.issuer is None:
+            raise ChainError(Code.INTERNAL, "verification has no issuer wired")
+        return self.issuer
+
+    def hold_reward(self, ctx: Context, payer: bytes, node: bytes, amount: int) -> None:
+        """Add `amount` from `payer` to `node`'s held reward of the current cycle (released by the same rules)."""
+        if amount:
+            self._escrows().fund_reward(ctx, payer, node, amount)
+            self._add(ctx, self.held, self.race.schedule(ctx).cycle(ctx.block.height), node, amount)
 
     def snapshot_weights(self, ctx: Context) -> None:
         """At a cycle's first block, keep its weights (duties and owed checks of its tasks are shares of these),
@@ -175,7 +202,7 @@ class Keeper(ModuleKeeper):
         self.snapshots.set(ctx, cycle + 1)
         if cycle > 0:
             for voter, count in self.race.misvoters(ctx, cycle - 1):
-                self._add(ctx, self.misjudged, cycle - 1, voter, count)
+                self._misjudge(ctx, cycle - 1, voter, count, "race vote")
 
     def weight_share(self, ctx: Context, cycle: int, node: bytes) -> tuple[int, int]:
         """A node's weight and the total weight in a cycle, as its first block had them."""
@@ -190,9 +217,15 @@ class Keeper(ModuleKeeper):
         self._add(ctx, self.routed, self.race.schedule(ctx).cycle(ctx.block.height), executor, 1)
 
     def on_finish(self, ctx: Context, request_id: bytes, executor: bytes, developer: bytes, cost: int) -> None:
-        """Hook from inference: a request was finished and its cost held as the executor's reward."""
+        """Hook from inference: a request was finished and its cost held as the executor's reward; the subsidy
+        tokenomics mints for the cost is held beside it (if minting fails, the request still finishes)."""
         cycle = self.race.schedule(ctx).cycle(ctx.block.height)
         check_ppm = self.check_ppm(ctx, executor)
+        subsidy = 0
+        with isolated(ctx, NAME, f"subsidy of request {request_id.hex()}") as item:
+            minted = self._issuer().issue_for_fee(item, executor, cost)
+            self.hold_reward(item, MINTER, executor, minted)
+            subsidy = minted
         task = Task(
             executor=Address(executor),
             developer=Address(developer),
@@ -202,6 +235,7 @@ class Keeper(ModuleKeeper):
             check_ppm=check_ppm,
             cost=Amount(cost),
             status=TaskStatus.OPEN,
+            subsidy=Amount(subsidy),
         )
         self.tasks.set(ctx, request_id, task)
         self.cycle_tasks.add(ctx, (cycle, request_id))
@@ -214,6 +248,11 @@ class Keeper(ModuleKeeper):
     def _add(ctx: Context, counter: UintMap[tuple[int, bytes]], cycle: int, node: bytes, amount: int) -> None:
         key = (cycle, node)
         counter.set(ctx, key, counter.get(ctx, key) + amount)
+
+    def _misjudge(self, ctx: Context, cycle: int, node: bytes, count: int, what: str) -> None:
+        """Record that `node` voted on the losing side `count` times (its cycle's reward share is lost)."""
+        self._add(ctx, self.misjudged, cycle, node, count)
+        ctx.emit("verification_misjudged", node=encode_address(node), cycle=str(cycle), count=str(count), what=what)
 
     def _task(self, ctx: Context, request_id: bytes) -> Task:
         task = self.tasks.get(ctx, request_id)
@@ -247,6 +286,7 @@ class Keeper(ModuleKeeper):
         if self.checks.has(ctx, (msg.request_id, ctx.tx.signer)):
             raise ChainError(Code.ALREADY_DONE, "this validator already reported its check of the task")
         self._require_duty(ctx, msg.request_id, task, msg.proof)
+        self._require_evidence(ctx, task, msg.evidence)
         self.checks.set(ctx, (msg.request_id, ctx.tx.signer), PASS if msg.passed else FAIL)
         self._add(ctx, self.done, task.cycle, ctx.tx.signer, 1)
         if msg.passed and task.status == TaskStatus.OPEN:
@@ -254,21 +294,39 @@ class Keeper(ModuleKeeper):
                 ctx, msg.request_id, dataclasses.replace(task, status=TaskStatus.CHECKED, checker=ctx.tx.signer)
             )
         elif not msg.passed and task.status in (TaskStatus.OPEN, TaskStatus.CHECKED):
-            self._open_dispute(ctx, msg.request_id, task, reported=False)
+            self._open_dispute(ctx, msg.request_id, task, reported=False, evidence=msg.evidence)
             self.votes.set(ctx, (msg.request_id, ctx.tx.signer), FAIL)
             self._decide(ctx, msg.request_id)
-        elif task.status == TaskStatus.DISPUTED and not self.votes.has(ctx, (msg.request_id, ctx.tx.signer)):
+        elif (
+            task.status == TaskStatus.DISPUTED
+            and not task.evidence
+            and not self.votes.has(ctx, (msg.request_id, ctx.tx.signer))
+        ):
             self.votes.set(ctx, (msg.request_id, ctx.tx.signer), PASS if msg.passed else FAIL)
             self._decide(ctx, msg.request_id)
         ctx.emit("verification_check", request_id=msg.request_id.hex(), passed=str(msg.passed).lower())
 
-    def _open_dispute(self, ctx: TxContext, request_id: bytes, task: Task, *, reported: bool) -> None:
-        """Re-verification of a task; a check that passed it already counts as a vote for the answer."""
+    def _require_evidence(self, ctx: Context, task: Task, evidence: tuple[bytes, ...]) -> None:
+        """Evidence names unsettled tasks of the same executor and cycle."""
+        for request_id in evidence:
+            other = self.tasks.get(ctx, request_id)
+            if other is None or other.executor != task.executor or other.cycle != task.cycle:
+                raise ChainError(
+                    Code.INVALID_MESSAGE, f"evidence {request_id.hex()} is no task of the executor in the same cycle"
+                )
+
+    def _open_dispute(
+        self, ctx: TxContext, request_id: bytes, task: Task, *, reported: bool, evidence: tuple[bytes, ...] = ()
+    ) -> None:
+        """Re-verification of a task. A check that passed the answer already counts as a vote for it, unless the
+        dispute rests on evidence over the cycle that the passing checker judged without."""
         deadline = ctx.block.height + self.params.get(ctx).dispute_blocks
-        disputed = dataclasses.replace(task, status=TaskStatus.DISPUTED, dispute_deadline=deadline, reported=reported)
+        disputed = dataclasses.replace(
+            task, status=TaskStatus.DISPUTED, dispute_deadline=deadline, reported=reported, evidence=evidence
+        )
         self.tasks.set(ctx, request_id, disputed)
         self.deadlines.add(ctx, (deadline, request_id))
-        if task.checker:
+        if task.checker and not evidence:
             self.votes.set(ctx, (request_id, task.checker), PASS)
         ctx.emit("verification_dispute", request_id=request_id.hex(), by=encode_address(ctx.tx.signer))
 
@@ -320,7 +378,7 @@ class Keeper(ModuleKeeper):
         self.deadlines.remove(ctx, (task.dispute_deadline, request_id))
         for (_, voter), vote in self.votes.items(ctx, (request_id,)):
             if (vote == PASS) != (verdict == TaskStatus.VALID):
-                self._add(ctx, self.misjudged, task.cycle, voter, 1)
+                self._misjudge(ctx, task.cycle, voter, 1, f"re-verification of {request_id.hex()}")
         winners = [
             voter
             for (_, voter), vote in self.votes.items(ctx, (request_id,))
@@ -402,9 +460,10 @@ class Keeper(ModuleKeeper):
         nodes |= {node for (_, node), _ in self.done.items(ctx, (cycle,))}
         nodes |= {node for (_, node), _ in self.misjudged.items(ctx, (cycle,))}
         nodes |= {node for (_, node), _ in self.routed.items(ctx, (cycle,))}
+        pooled = 0
         for node in sorted(nodes):
             with isolated(ctx, NAME, f"settlement of {encode_address(node)}") as item:
-                self._settle_node(item, params, cycle, node)
+                pooled += self._settle_node(item, params, cycle, node, pooled)
         self.owed_ppm.remove(ctx, cycle)
         self.cycle_weights.clear(ctx, (cycle,))
         self.cycle_totals.remove(ctx, cycle)
@@ -428,21 +487,26 @@ class Keeper(ModuleKeeper):
             return
         if self.caught.has(ctx, (cycle, task.executor)):
             return
-        share = int(task.cost) * self.params.get(ctx).checker_share_percent // 100
+        share = (int(task.cost) + int(task.subsidy)) * self.params.get(ctx).checker_share_percent // 100
         key = (cycle, task.executor)
         share = min(share, int(self.held.get(ctx, key)))
         self._escrows().move_reward(ctx, task.executor, task.checker, share)
         self.held.set(ctx, key, int(self.held.get(ctx, key)) - share)
         self._add(ctx, self.held, cycle, task.checker, share)
 
-    def _settle_node(self, ctx: Context, params: Params, cycle: int, node: bytes) -> None:
+    def _settle_node(self, ctx: Context, params: Params, cycle: int, node: bytes, pooled: int) -> int:
+        """Release (less the training fund's share, of all `pooled` releases so far and this one) or burn a node's
+        held reward of the cycle; return what was released."""
         key = (cycle, node)
         held = int(self.held.get(ctx, key))
         caught = self.caught.has(ctx, key)
         numerator, denominator = (0, 1) if caught else self._release_fraction(ctx, params, cycle, node)
         released = held * numerator // denominator
-        if released:
-            self._escrows().pay_reward(ctx, node, node, released)
+        fund = self._issuer().training_share(ctx, pooled, released)
+        if fund:
+            self._escrows().pay_reward(ctx, node, TRAINING_FUND, fund)
+        if released - fund:
+            self._escrows().pay_reward(ctx, node, node, released - fund)
         if held - released:
             self._escrows().burn_reward(ctx, node, held - released)
         if not caught and self.finished.get(ctx, key):
@@ -456,7 +520,9 @@ class Keeper(ModuleKeeper):
             cycle=str(cycle),
             released=str(released),
             burned=str(held - released),
+            training_fund=str(fund),
         )
+        return released
 
     def _release_fraction(self, ctx: Context, params: Params, cycle: int, node: bytes) -> tuple[int, int]:
         """work share × check share, as one fraction; nothing for a node misjudged in the cycle."""
@@ -493,6 +559,17 @@ class Keeper(ModuleKeeper):
             task = None if request_id is None else self.tasks.get(ctx, request_id)
             if task is None or not task.reported or task.status != TaskStatus.DISPUTED or amount != fee:
                 raise InvariantBroken(f"verification escrow {escrow_id.hex()} ({amount}) is no open report's fee")
+
+    def handle_update_params(self, ctx: TxContext, msg: MsgUpdateParams) -> None:
+        """verification/UpdateParams: governance replaces the params, but not the check and dispute windows: a
+        cycle settles when its last block is exactly `check_blocks + dispute_blocks` behind, so a new sum would
+        skip a settlement and lock its rewards."""
+        require_authority(ctx, "change verification params")
+        old = self.params.get(ctx)
+        if (msg.params.check_blocks, msg.params.dispute_blocks) != (old.check_blocks, old.dispute_blocks):
+            raise ChainError(Code.INVALID_MESSAGE, "check_blocks and dispute_blocks are fixed at genesis")
+        self.params.set(ctx, msg.params)
+        ctx.emit("params_updated", module=NAME)
 
     def query_params(self, ctx: Context, _: None) -> Params:
         """The verification parameters."""
@@ -560,6 +637,7 @@ class VerificationModule(Module[Keeper, VerificationGenesis]):
         MsgCheck: Keeper.handle_check,
         MsgReverify: Keeper.handle_reverify,
         MsgReport: Keeper.handle_report,
+        MsgUpdateParams: Keeper.handle_update_params,
     }
     queries: ClassVar[QueryTable] = {
         PARAMS: Keeper.query_params,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
+from racenet.chain.authority import MAX_WINDOW_BLOCKS, AuthorityMsg, check_params
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import GenesisState, Msg
 from racenet.chain.query import ADDRESS_ARG, HEX_ARG, NO_ARG, optional_query, query
@@ -16,6 +17,8 @@ PPM = 1_000_000
 DUTY_DOMAIN = b"racenet/check-duty/v1\x00"
 DUTY_VALUE_DOMAIN = b"racenet/check-duty-value/v1\x00"
 DUTY_PROOF_BYTES = 96
+MAX_EVIDENCE = 64
+"""Most answers a failed check may name as its evidence over the cycle."""
 """A duty proof is a compressed G2 signature by the node's G1 beacon key."""
 
 
@@ -49,6 +52,8 @@ class Params:
             raise ValueError("check probabilities must satisfy 0 < trusted <= new <= 1,000,000 ppm")
         if min(self.trusted_cycles, self.check_blocks, self.dispute_blocks) < 1:
             raise ValueError("trusted_cycles, check_blocks and dispute_blocks must be at least 1")
+        if max(self.trusted_cycles, self.check_blocks, self.dispute_blocks) > MAX_WINDOW_BLOCKS:
+            raise ValueError(f"trusted_cycles, check_blocks and dispute_blocks are at most {MAX_WINDOW_BLOCKS}")
         if not 0 <= self.checker_share_percent <= 100 or not 0 < self.min_work_percent <= 100:
             raise ValueError("checker_share_percent must be 0-100 and min_work_percent 1-100")
 
@@ -57,6 +62,18 @@ class Params:
         clean = min(reputation, self.trusted_cycles)
         fall = (self.new_node_check_ppm - self.trusted_check_ppm) * clean // self.trusted_cycles
         return self.new_node_check_ppm - fall
+
+
+@dataclass(frozen=True)
+class MsgUpdateParams(AuthorityMsg):
+    """Replace the verification params; accepted only from the governance authority (a passed proposal)."""
+
+    TYPE: ClassVar[str] = "verification/UpdateParams"
+    params: Params
+
+    def validate(self) -> None:
+        """The new params are valid."""
+        check_params(self.params)
 
 
 def duty_message(chain_id: str, request_id: bytes, beacon_output: bytes) -> bytes:
@@ -103,22 +120,36 @@ class Task:
     checker: bytes = b""
     dispute_deadline: int = 0
     reported: bool = False
+    subsidy: Amount = Amount(0)
+    evidence: tuple[bytes, ...] = ()
+    """Under re-verification: the executor's other answers of the cycle that the failed check says fail with it."""
 
 
 @dataclass(frozen=True)
 class MsgCheck(Msg):
-    """A validator's spot check of a task it owed: the duty proof (its beacon-key signature) and the outcome."""
+    """A validator's spot check of a task it owed: the duty proof (its beacon-key signature) and the outcome.
+
+    A failure whose answer passes alone names its `evidence`: the executor's other answers of the cycle that,
+    with this one, miss more than honest noise allows. Re-verifiers judge exactly those, so honest ones agree.
+    """
 
     TYPE: ClassVar[str] = "verification/Check"
     WORK: ClassVar[int] = 4
     request_id: bytes
     proof: bytes
     passed: bool
+    evidence: tuple[bytes, ...] = ()
 
     def validate(self) -> None:
-        """A 32-byte request id and a 96-byte compressed BLS signature."""
+        """A 32-byte request id, a 96-byte compressed BLS signature, and evidence only for a failure."""
         if len(self.request_id) != 32 or len(self.proof) != DUTY_PROOF_BYTES:
             raise ChainError(Code.INVALID_MESSAGE, "a check needs a 32-byte request id and a 96-byte duty proof")
+        if self.evidence and self.passed:
+            raise ChainError(Code.INVALID_MESSAGE, "only a failed check names evidence")
+        if len(self.evidence) > MAX_EVIDENCE or any(len(e) != 32 for e in self.evidence):
+            raise ChainError(Code.INVALID_MESSAGE, f"evidence is at most {MAX_EVIDENCE} 32-byte request ids")
+        if len(set(self.evidence)) != len(self.evidence) or self.request_id in self.evidence:
+            raise ChainError(Code.INVALID_MESSAGE, "evidence names other requests, each once")
 
 
 @dataclass(frozen=True)
