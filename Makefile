@@ -65,6 +65,7 @@ bench: install
 	$(BIN)/python bench/beacon.py
 	$(BIN)/python bench/verification.py
 	$(BIN)/python bench/backend.py
+	$(BIN)/python bench/training.py
 
 clean:
 	rm -rf $(VENV) .bin racenet/abci/pb $(DEVNET) .mypy_cache .ruff_cache .pytest_cache
