@@ -43,6 +43,7 @@ from racenet.chain.modules.gov import (
     decide,
     tally_votes,
 )
+from racenet.chain.modules.gov import module as gov_module
 from racenet.chain.modules.inference import (
     MAX_UNITS_PER_TOKEN,
     InferenceGenesis,
@@ -518,3 +519,12 @@ def test_a_proposal_is_submitted_with_a_tenth_of_the_minimum_deposit(chain: GovC
     least = -(-int(GOV.min_deposit) // 10)
     assert chain.submit(N1, deposit=least - 1)[0] == Code.INSUFFICIENT_FUNDS
     assert chain.submit(N1, deposit=least)[0] == 0
+
+
+def test_the_proposals_query_answers_only_the_latest_ids(chain: GovChain, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its cost stays bounded however many proposals were ever made; older ones are read one by one."""
+    monkeypatch.setattr(gov_module, "PROPOSALS_SHOWN", 2)
+    ids = [chain.open(N1) for _ in range(3)]
+    shown = chain.app.gov.keeper.query_proposals(chain.app.read_context(), None).proposals
+    assert [p.id for p in shown] == ids[1:]
+    assert chain.proposal(ids[0]).id == ids[0]

@@ -145,6 +145,10 @@ def decide(tally: Tally, params: Params) -> tuple[ProposalStatus, str]:
     return ProposalStatus.PASSED, ""
 
 
+PROPOSALS_SHOWN = 100
+"""How many of the latest proposal ids gov/proposals answers with (a query's cost stays bounded)."""
+
+
 class Keeper(ModuleKeeper):
     """The only reader and writer of gov state."""
 
@@ -370,8 +374,10 @@ class Keeper(ModuleKeeper):
         return ProposalInfo(proposal, deposits, tally)
 
     def query_proposals(self, ctx: Context, _: None) -> Proposals:
-        """Every stored proposal, oldest first."""
-        return Proposals(tuple(p for _, p in self.proposals.items(ctx)))
+        """The stored proposals among the latest `PROPOSALS_SHOWN` ids, oldest first (older ones: gov/proposal)."""
+        last = int(self.next_id.get(ctx))
+        found = (self.proposals.get(ctx, i) for i in range(max(1, last - PROPOSALS_SHOWN), last))
+        return Proposals(tuple(p for p in found if p is not None))
 
     def query_votes(self, ctx: Context, text: str) -> Votes:
         """A proposal's votes with their voters' weights now and the tally they give."""

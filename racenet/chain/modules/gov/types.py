@@ -232,7 +232,7 @@ class ProposalInfo:
 
 @dataclass(frozen=True)
 class Proposals:
-    """Every proposal that reached or is collecting its deposit, oldest first."""
+    """The proposals that reached or are collecting their deposit among the latest 100 ids, oldest first."""
 
     proposals: tuple[Proposal, ...]
 
