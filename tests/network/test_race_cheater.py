@@ -105,7 +105,9 @@ def test_a_cheater_is_rejected_within_a_cycle_and_honest_weights_follow_compute(
     for record in honest:
         state = json.loads((net.state.home(record) / "race" / f"cycle-{cycle}.json").read_text())
         outcome = outcomes[record.account]
-        assert outcome is not None and outcome.status == OutcomeStatus.ACCEPTED, outcome
+        # UNCHECKED: it held all the weight of the cycle before (the others' first claims came late under load),
+        # so nobody else could check it; the chain grants such a claim as claimed (docs/race.md)
+        assert outcome is not None and outcome.status in (OutcomeStatus.ACCEPTED, OutcomeStatus.UNCHECKED), outcome
         assert outcome.weight == len(state["nonces"]) > 0
         tried.append(state["tried"])
         found.append(len(state["nonces"]))
