@@ -126,7 +126,7 @@ class TrainingChain(Chain):
     def send(self, *msgs: tuple[PrivateKey, Msg]) -> list[int]:
         """Each (signer, message) as a transaction, all in one decided block; their result codes."""
         result = self.decided_block(*(self.tx(k, m) for k, m in msgs))
-        self.events += result.events
+        self.events += [*result.events, *(e for r in result.tx_results for e in r.events)]
         assert not [e for e in result.events if e.type == "hook_failed"]
         assert all(r.code != Code.INTERNAL for r in result.tx_results)
         return [r.code for r in result.tx_results]
@@ -249,6 +249,10 @@ def test_three_participants_run_the_rounds_a_silent_one_is_dropped_and_a_late_jo
     assert chain.report(job_id, P1, P2, P4) == [0, 0, 0]
     assert chain.job(job_id).status == JobStatus.SETTLING
 
+    # Each round's averaging group reads off the query: the members with from_round <= round <= reported_through.
+    final = chain.participants(job_id).participants
+    groups = {r: sorted(p.address for p in final if p.from_round <= r <= p.reported_through) for r in (1, 2, 3)}
+    assert groups == {1: sorted(addresses(P1, P2, P3)), 2: sorted(addresses(P1, P2, P4)), 3: groups[2]}
     held = {k: chain.held(job_id, k) for k in PARTICIPANTS}
     assert held[P3] == first and held[P1] == held[P2] > held[P4] > 0
     left = int(chain.job(job_id).budget_left)
@@ -380,7 +384,7 @@ def test_a_segment_never_committed_forfeits(tmp_path: Path) -> None:
     assert [e["forfeited"] for e in chain.emitted("training_caught")] == [str(BUDGET)]
 
 
-def test_a_validator_that_passes_a_honeypot_is_recorded_as_misjudged(tmp_path: Path) -> None:
+def test_a_validator_that_passes_a_honeypot_is_misjudged_and_loses_its_cycle_reward(tmp_path: Path) -> None:
     chain = start(tmp_path, dataclasses.replace(BASE, audit_ppm=PPM, honeypot_ppm=PPM))
     job_id = chain.create(rounds=1)
     assert chain.send((P1, MsgJoin(job_id, "10.0.0.1:1"))) == [0]
@@ -401,6 +405,11 @@ def test_a_validator_that_passes_a_honeypot_is_recorded_as_misjudged(tmp_path: P
     misjudged = chain.app.training.keeper.misjudged
     assert misjudged.get(chain.app.read_context(), lazy.public_key.address) == 1
     assert misjudged.get(chain.app.read_context(), careful.public_key.address) == 0
+    # The penalty: verification counts it as a misjudgement of the cycle, whose reward share the node then loses.
+    (penalty,) = chain.emitted("verification_misjudged")
+    assert penalty["node"] == encode_address(lazy.public_key.address) and penalty["what"] == "training honeypot"
+    cycle = int(penalty["cycle"])
+    assert chain.app.verification.keeper.misjudged.get(chain.app.read_context(), (cycle, lazy.public_key.address))
     assert chain.status(job_id, 1, pot[2]) == SegmentStatus.INVALID
     settled(chain, job_id)
     assert chain.emitted("training_caught") == []
@@ -459,6 +468,7 @@ def test_hostile_integers_are_rejected_with_a_code_and_never_break_a_hook(tmp_pa
         MsgJoin(1, "sp ace:1"),
         dataclasses.replace(create_msg(), budget=2**64),
         dataclasses.replace(create_msg(), segment_steps=41),
+        dataclasses.replace(create_msg(), segment_steps=3),
         dataclasses.replace(create_msg(), dataset_location="x" * 257),
         dataclasses.replace(create_msg(), dataset_location="caf\u00e9"),
         dataclasses.replace(create_msg(), architecture="a/b"),

@@ -184,6 +184,7 @@ class App:
         self.gov = gov.GovModule(gov.Keeper(self.bank.keeper, self.race.keeper))
         self.gov.keeper.use_training_fund(self.tokenomics.keeper)
         self.training = training.TrainingModule(training.Keeper(self.bank.keeper, self.race.keeper, self.beacon.keeper))
+        self.training.keeper.use_penalties(self.verification.keeper)
         self.info_keeper = ChainInfo()
         self.modules: dict[str, Module[Any, Any]] = {
             m.name: m

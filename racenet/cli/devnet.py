@@ -86,7 +86,8 @@ def devnet() -> None:
 @click.option(
     "--base-port",
     type=click.IntRange(1024, 65000),
-    help=f"First port; node i uses base+10(i-1) + 0 P2P, 1 RPC, 2 ABCI, 3 API [default: {DEFAULT_BASE_PORT}].",
+    help="First port; node i uses base+10(i-1) + 0 P2P, 1 RPC, 2 ABCI, 3 API, 4 training "
+    f"[default: {DEFAULT_BASE_PORT}].",
 )
 @click.option("--block-time", callback=_block_time, help=f"Time between blocks [default: {DEFAULT_BLOCK_TIME}].")
 @click.option(

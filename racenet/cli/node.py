@@ -96,6 +96,12 @@ def node() -> None:
     help="As a validator (--cometbft-home, --api, transformers backend), send dummy requests when user traffic is "
     "low, paid by issuer accounts derived from the beacon key, claimed back from the dummy pool (docs/dummy-tasks.md).",
 )
+@click.option(
+    "--train-endpoint",
+    type=HostPort(),
+    help="host:port to take part in training jobs at (the endpoint `racenet train join` names): the node trains "
+    "the jobs it joined, opens its audited segments and judges the segments it is drawn to check.",
+)
 def run(
     home: Path,
     node: str,
@@ -108,6 +114,7 @@ def run(
     backend_api_key: str | None,
     cometbft_home: Path | None,
     dummy_tasks: bool,
+    train_endpoint: tuple[str, int] | None,
 ) -> None:
     """Race every cycle with no manual step: mine, commit, reveal, validate others; serve the API (Ctrl-C stops)."""
     from racenet.node.beacon_agent import BeaconKeyError, load_or_create_secret
@@ -117,7 +124,8 @@ def run(
     try:
         secret = None if cometbft_home is None else load_or_create_secret(cometbft_home)
         state = state_dir or home / "race" / key_name
-        daemon = Daemon(node, key, state, compute_budget, api, threads, backend, backend_api_key, secret, dummy_tasks)
+        options = (backend, backend_api_key, secret, dummy_tasks, train_endpoint)
+        daemon = Daemon(node, key, state, compute_budget, api, threads, *options)
     except (ClientError, MLError, BeaconKeyError) as e:
         fail(str(e))
 

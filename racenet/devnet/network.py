@@ -113,7 +113,8 @@ def port_in_use(port: int) -> bool:
 def check_ports_free(nodes: dict[str, Ports]) -> None:
     """DevnetError naming the first of these nodes' ports that is already taken."""
     for name, ports in nodes.items():
-        for role, port in (("P2P", ports.p2p), ("RPC", ports.rpc), ("ABCI", ports.abci), ("API", ports.api)):
+        roles = (("P2P", ports.p2p), ("RPC", ports.rpc), ("ABCI", ports.abci), ("API", ports.api))
+        for role, port in (*roles, ("training", ports.training)):
             if port_in_use(port):
                 raise DevnetError(
                     f"port {port} ({name} {role}) on {HOST} is already in use; "
@@ -326,6 +327,8 @@ class Devnet:
             str(max(1, (os.cpu_count() or 1) // len(self.state.nodes))),
             "--api",
             f"{HOST}:{node.ports.api}",
+            "--train-endpoint",
+            f"{HOST}:{node.ports.training}",
             "--cometbft-home",
             str(self.state.home(node)),
             *(["--dummy-tasks"] if self.state.dummy_tasks else []),

@@ -39,6 +39,11 @@ class Ports:
         first = base + PORTS_PER_NODE * (index - 1)
         return cls(p2p=first, rpc=first + 1, abci=first + 2, api=first + 3)
 
+    @property
+    def training(self) -> int:
+        """The training endpoint (rendezvous, traces, artifacts): the port after the API's."""
+        return self.api + 1
+
 
 @dataclass(frozen=True)
 class ProcessRecord:

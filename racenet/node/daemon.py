@@ -1,6 +1,6 @@
 """The provider's daemon: the Race loop and, when asked, the API (transfer agent and executor), the
-validator's spot checks (`racenet.node.checker`, given the node's beacon key) and its dummy requests
-(`racenet.node.dummy`) in one process.
+validator's spot checks (`racenet.node.checker`, given the node's beacon key), its dummy requests
+(`racenet.node.dummy`) and its part in training jobs (`racenet.node.trainer`) in one process.
 
 Sharing the process lets the miner yield the CPU the moment a user request runs (whitepaper §4:
 "The Race must not interfere with normal user requests"), lets both sign with one sequence, and
@@ -26,6 +26,7 @@ from racenet.node.compute import ComputeThread
 from racenet.node.executor import Executor
 from racenet.node.race_worker import RaceWorker
 from racenet.node.sender import TxSender
+from racenet.node.trainer import TrainingAgent
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Daemon:
         backend_api_key: str | None = None,
         beacon_secret: int | None = None,
         dummy_tasks: bool = False,
+        train_endpoint: tuple[str, int] | None = None,
     ) -> None:
         self.client = ChainClient(node_url)
         self.sender = TxSender(self.client, key)
@@ -89,6 +91,13 @@ class Daemon:
                 if dummy_tasks:
                     self._start_dummy_issuer(model, beacon_secret)
         busy = self.executor.busy if self.executor is not None else None
+        self.trainer: TrainingAgent | None = None
+        if train_endpoint is not None:
+            host, port = train_endpoint
+            self.trainer = TrainingAgent(
+                self.client, self.sender, f"{host}:{port}", state_dir, self.compute, busy or (lambda: False)
+            )
+            threading.Thread(target=self.trainer.run, name="training", daemon=True).start()
         self.worker = RaceWorker(
             self.client, self.sender, self.compute, state_dir, compute_budget=compute_budget, should_yield=busy
         )
@@ -152,5 +161,7 @@ class Daemon:
         self.dummy_stop.set()
         if self.checker is not None:
             self.checker.stop.set()
+        if self.trainer is not None:
+            self.trainer.shutdown()
         if self.server is not None:
             self.server.should_exit = True

@@ -108,11 +108,14 @@ def serve_rpc(node: EmbeddedNode, host: str, port: int) -> ThreadingHTTPServer:
                 body = {"jsonrpc": "2.0", "id": -1, "error": error}
                 status = 500
             payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                log.debug("rpc: the client went away before its answer")
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("rpc: " + format, *args)

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from threading import Event, Thread
 from typing import Protocol
@@ -258,6 +259,7 @@ class WorkerConfig:
     checkpoint_dir: Path
     host: str = "127.0.0.1"
     threads: int = 1
+    """torch's intra-op threads (0: leave them as the process set them, e.g. a node's compute thread)."""
     collective_timeout_s: float = 30.0
     segment_steps: int = 0
     """Proof-of-learning segment length k (0: no proof-of-learning); must divide H."""
@@ -294,11 +296,12 @@ class DiLoCoWorker:
         should_yield: Callable[[], bool] = lambda: False,
         on_trace: Callable[[int, pol.RoundTrace], None] = lambda _r, _t: None,
         select: Callable[[int, pol.RoundTrace], Sequence[int]] = lambda _r, _t: (),
+        compute: Callable[[Callable[[], float]], float] = lambda step: step(),
     ) -> None:
         if config.segment_steps and job.inner_steps % config.segment_steps:
             raise ValueError("segment_steps must divide the inner steps")
         self.job, self.corpus, self.config, self.barrier = job, corpus, config, barrier
-        self.should_yield, self.on_trace, self.select = should_yield, on_trace, select
+        self.should_yield, self.on_trace, self.select, self.compute = should_yield, on_trace, select, compute
         self.model = GPT(job.model, seed=job.model_seed)
         self.names = [n for n, _ in self.model.named_parameters()]
         self.global_params = [p.detach().clone() for p in self.model.parameters()]
@@ -307,6 +310,8 @@ class DiLoCoWorker:
         )
         self.inner = inner_optimizer(self.model.parameters(), job.inner)
         self.next_round = 0
+        self.last_loss = float("nan")
+        """The mean inner loss of the last round's inner steps."""
         self._resume()
 
     @property
@@ -366,7 +371,7 @@ class DiLoCoWorker:
                 time.sleep(YIELD_SLEEP_S)
             starts = job.step_starts(self.corpus, self.config.slot, round_ * job.inner_steps + i)
             t0 = time.process_time()
-            losses.append(inner_step(self.model, self.inner, self.corpus, starts, job.inner.grad_clip))
+            losses.append(self.compute(partial(self.inner_step, starts)))
             result.inner_seconds += time.process_time() - t0
             if k:
                 rows.append(starts)
@@ -374,8 +379,13 @@ class DiLoCoWorker:
                     boundaries.append(self._boundary())
                     indices.append(torch.stack(rows))
                     rows = []
-        result.train_losses.append(sum(losses) / len(losses))
+        self.last_loss = sum(losses) / len(losses)
+        result.train_losses.append(self.last_loss)
         return boundaries, indices
+
+    def inner_step(self, starts: torch.Tensor) -> float:
+        """One inner AdamW step on the windows at `starts` (what a faking participant would skimp on)."""
+        return inner_step(self.model, self.inner, self.corpus, starts, self.job.inner.grad_clip)
 
     def _average(self, round_: int, delta: torch.Tensor, result: WorkerResult) -> torch.Tensor:
         """The round's mean pseudo-gradient, retrying with the survivors until the barrier commits."""
@@ -394,12 +404,19 @@ class DiLoCoWorker:
                 return mean
         raise RuntimeError(f"round {round_} did not commit in {MAX_ATTEMPTS} attempts")
 
-    def _open_segments(self, round_: int, boundaries: list[pol.Boundary], indices: list[torch.Tensor]) -> list[str]:
-        """Commit the round's trace, then save the artifacts of the segments the beacon picks."""
+    def _commit_trace(self, round_: int, boundaries: list[pol.Boundary], indices: list[torch.Tensor]) -> pol.RoundTrace:
+        """Commit the round's trace; with the segments' artifacts, before the average (the chain's round report
+        carries the trace's hash, and an audit needs the artifacts even if the average fails)."""
+        trace = pol.trace(self.config.slot, round_ * self.job.inner_steps, boundaries, indices)
+        self.on_trace(round_, trace)
+        return trace
+
+    def _open_segments(
+        self, round_: int, trace: pol.RoundTrace, boundaries: list[pol.Boundary], indices: list[torch.Tensor]
+    ) -> list[str]:
+        """Save the artifacts of the segments the beacon picks."""
         first = round_ * self.job.inner_steps
         k = self.config.segment_steps
-        trace = pol.trace(self.config.slot, first, boundaries, indices)
-        self.on_trace(round_, trace)
         out_dir = self.config.artifact_dir or self.config.checkpoint_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -412,12 +429,16 @@ class DiLoCoWorker:
 
     def run(self, until_round: int | None = None) -> WorkerResult:
         """Run rounds from the checkpoint up to `until_round` (default: the job's last) and evaluate."""
-        torch.set_num_threads(self.config.threads)
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
         result = WorkerResult(self.config.slot)
         end = self.job.rounds if until_round is None else min(until_round, self.job.rounds)
         while self.next_round < end:
             round_ = self.next_round
             boundaries, indices = self._inner_round(round_, result)
+            if self.config.segment_steps:
+                trace = self._commit_trace(round_, boundaries, indices)
+                result.segments += self._open_segments(round_, trace, boundaries, indices)
             delta = torch.cat(
                 [(g - p.detach()).reshape(-1) for g, p in zip(self.global_params, self.model.parameters(), strict=True)]
             )
@@ -428,8 +449,6 @@ class DiLoCoWorker:
                 offset += g.numel()
             self.outer.step()
             self.outer.zero_grad(set_to_none=True)
-            if self.config.segment_steps:
-                result.segments += self._open_segments(round_, boundaries, indices)
             self.next_round = round_ + 1
             self._checkpoint()
             result.rounds.append(round_)

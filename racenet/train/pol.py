@@ -51,7 +51,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -178,6 +178,10 @@ class RoundTrace:
             tuple(raw["optimizers"]),
             tuple(raw["data"]),
         )
+
+    def commitment(self) -> bytes:
+        """The 32-byte hash the chain's round report carries (SHA-256 of the domain and the trace's JSON)."""
+        return hashlib.sha256(DOMAIN + json.dumps(asdict(self), sort_keys=True).encode()).digest()
 
     def segment(self, i: int) -> SegmentCommitment:
         """The commitment segment `i` of the round must open to."""

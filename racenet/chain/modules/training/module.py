@@ -115,6 +115,12 @@ class RaceKeeper(Protocol):
     def all_weights(self, ctx: Context) -> list[tuple[bytes, int]]: ...
 
 
+class Penalties(Protocol):
+    """What training needs from verification: a wrong verdict costs the validator its cycle reward share."""
+
+    def misjudge_now(self, ctx: Context, node: bytes, what: str) -> None: ...
+
+
 class BeaconKeeper(Protocol):
     """What training needs of the beacon: a round unknown when a training round closes, and its output."""
 
@@ -163,6 +169,11 @@ class Keeper(ModuleKeeper):
         self.bank = bank
         self.race = race
         self.beacon = beacon
+        self.penalties: Penalties | None = None
+
+    def use_penalties(self, penalties: Penalties) -> None:
+        """Wire verification's reward settlement, which takes a misjudging validator's cycle share."""
+        self.penalties = penalties
 
     def job(self, ctx: Context, job_id: int) -> Job:
         """A job by id; NOT_FOUND if there is none."""
@@ -260,6 +271,7 @@ class Keeper(ModuleKeeper):
         if slot.commitment:
             raise ChainError(Code.ALREADY_DONE, "this participant already reported the round")
         self.rosters.set(ctx, key, dataclasses.replace(slot, commitment=msg.commitment))
+        self.members.set(ctx, (job.id, key[2]), dataclasses.replace(member, reported_through=job.round))
         ctx.emit("training_round_done", job=str(job.id), round=str(job.round), participant=encode_address(key[2]))
         active = set(self._active(ctx, job.id, job.round))
         if all(s.commitment for (_, _, a), s in self.rosters.items(ctx, (job.id, job.round)) if a in active):
@@ -537,8 +549,11 @@ class Keeper(ModuleKeeper):
         ctx.emit("training_caught", job=str(job_id), participant=encode_address(participant), forfeited=str(amount))
 
     def _misjudge(self, ctx: Context, node: bytes, what: str) -> None:
+        """Count a wrong proof-of-learning verdict; verification's settlement takes the node's cycle reward for it."""
         self.misjudged.set(ctx, node, self.misjudged.get(ctx, node) + 1)
         ctx.emit("training_misjudged", node=encode_address(node), what=what)
+        if self.penalties is not None:
+            self.penalties.misjudge_now(ctx, node, f"training {what}")
 
     def close_segments(self, ctx: Context) -> None:
         """Segments whose window ends here: never committed → missed (forfeit); judged by nobody against it →
@@ -629,6 +644,8 @@ class Keeper(ModuleKeeper):
                     endpoint=member.endpoint,
                     status=member.status,
                     from_round=member.from_round,
+                    joined_height=member.joined_height,
+                    reported_through=member.reported_through,
                     in_round=slot is not None,
                     rank=0 if slot is None else slot.rank,
                     reported=slot is not None and bool(slot.commitment),

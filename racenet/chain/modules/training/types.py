@@ -131,6 +131,8 @@ class MsgCreateJob(Msg):
             raise _invalid(f"outer_momentum_ppm is 0 to {PPM - 1}")
         if not 1 <= self.segment_steps <= self.inner_steps <= MAX_INNER_STEPS:
             raise _invalid(f"1 <= segment_steps <= inner_steps <= {MAX_INNER_STEPS}")
+        if self.inner_steps % self.segment_steps:
+            raise _invalid("segment_steps must divide inner_steps (a round is whole proof-of-learning segments)")
         if not 1 <= self.rounds <= MAX_ROUNDS or not 1 <= self.max_participants <= MAX_PARTICIPANTS:
             raise _invalid(f"rounds is 1 to {MAX_ROUNDS}, max_participants 1 to {MAX_PARTICIPANTS}")
         _check_u64(budget=self.budget)
@@ -285,12 +287,16 @@ class MemberStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Member:
-    """A participant of a job: its endpoint, the first round it takes part in, and its standing."""
+    """A participant of a job: its endpoint, the first round it takes part in, its standing, and the last round it
+    reported (0: none). A member reports every round from `from_round` to `reported_through` (a miss drops it), so
+    the reporters of a closed round are the members with `from_round <= round <= reported_through`: the group
+    that averages that round's pseudo-gradients off chain."""
 
     endpoint: str
     from_round: int
     status: MemberStatus
     joined_height: int
+    reported_through: int = 0
 
 
 @dataclass(frozen=True)
@@ -360,13 +366,15 @@ class Jobs:
 
 @dataclass(frozen=True, kw_only=True)
 class Participant:
-    """A job's participant as the query shows it: its standing, its rank in the current round (if it is in it),
-    whether it reported the round, and the reward held for it."""
+    """A job's participant as the query shows it: its standing, when it joined, the last round it reported, its
+    rank in the current round (if it is in it), whether it reported the round, and the reward held for it."""
 
     address: Address
     endpoint: str
     status: MemberStatus
     from_round: int
+    joined_height: int
+    reported_through: int
     in_round: bool
     rank: int
     reported: bool

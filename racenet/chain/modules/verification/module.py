@@ -249,6 +249,11 @@ class Keeper(ModuleKeeper):
         key = (cycle, node)
         counter.set(ctx, key, counter.get(ctx, key) + amount)
 
+    def misjudge_now(self, ctx: Context, node: bytes, what: str) -> None:
+        """Hook from training: `node` passed a honeypot or voted on the losing side of a proof-of-learning
+        re-verification; like a misjudged check, it costs the node the current cycle's reward share."""
+        self._misjudge(ctx, self.race.schedule(ctx).cycle(ctx.block.height), node, 1, what)
+
     def _misjudge(self, ctx: Context, cycle: int, node: bytes, count: int, what: str) -> None:
         """Record that `node` voted on the losing side `count` times (its cycle's reward share is lost)."""
         self._add(ctx, self.misjudged, cycle, node, count)
