@@ -179,12 +179,14 @@ def _wait_with_spinner(net: Devnet, height: int, timeout: float, nodes: list[Nod
 def _print_endpoints(net: Devnet) -> None:
     """A table of every node's endpoints and process IDs."""
     table = Table(title=f"{net.state.chain_id} ({len(net.state.nodes)} validators)")
-    for column in ("node", "RPC", "API", "ABCI", "P2P", "app PID", "cometbft PID", "race PID"):
+    for column in ("node", "RPC", "API", "training", "ABCI", "P2P", "app PID", "cometbft PID", "race PID"):
         table.add_column(column)
     for node in net.state.nodes:
         pids = [_pid(node, k) for k in KINDS]
-        api = node.api_url if "node" in node.kinds else "-"
-        table.add_row(node.name, node.rpc_url, api, node.abci_address, node.p2p_address, *pids)
+        daemon = "node" in node.kinds
+        api = node.api_url if daemon else "-"
+        training = node.training_endpoint if daemon else "-"
+        table.add_row(node.name, node.rpc_url, api, training, node.abci_address, node.p2p_address, *pids)
     _console().print(table)
 
 

@@ -54,7 +54,8 @@ FAUCET_KEY = "faucet"
 DEVNET_PASSPHRASE = ""
 FAUCET_NICOIN = 10_000_000 * NICOIN_PER["icon"]
 """The faucet's devnet-only grant; every devnet grant comes out of the founders' allocation (docs/tokenomics.md)."""
-APP_READY_TIMEOUT_S = 30.0
+APP_READY_TIMEOUT_S = 120.0
+"""Generous: an App imports torch, and six of them starting on a busy 2-core machine take over half a minute."""
 STOP_TIMEOUT_S = 10.0
 RPC_TIMEOUT_S = 2.0
 POLL_S = 0.25
@@ -328,7 +329,7 @@ class Devnet:
             "--api",
             f"{HOST}:{node.ports.api}",
             "--train-endpoint",
-            f"{HOST}:{node.ports.training}",
+            node.training_endpoint,
             "--cometbft-home",
             str(self.state.home(node)),
             *(["--dummy-tasks"] if self.state.dummy_tasks else []),

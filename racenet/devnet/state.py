@@ -81,6 +81,11 @@ class NodeRecord:
         return f"http://{HOST}:{self.ports.rpc}"
 
     @property
+    def training_endpoint(self) -> str:
+        """The node daemon's training endpoint (`racenet train join --endpoint`)."""
+        return f"{HOST}:{self.ports.training}"
+
+    @property
     def api_url(self) -> str:
         """The node's OpenAI-compatible API (served by its daemon)."""
         return f"http://{HOST}:{self.ports.api}"

@@ -4,6 +4,7 @@ from racenet.chain.modules.training.module import Keeper, TrainingModule, audit_
 from racenet.chain.modules.training.types import (
     JOB,
     JOBS,
+    MISJUDGED,
     PARAMS,
     PARTICIPANTS,
     PPM,
@@ -34,6 +35,7 @@ from racenet.chain.modules.training.types import (
 __all__ = [
     "JOB",
     "JOBS",
+    "MISJUDGED",
     "PARAMS",
     "PARTICIPANTS",
     "PPM",

@@ -58,6 +58,7 @@ from racenet.chain.modules.tokenomics.types import TRAINING_FUND
 from racenet.chain.modules.training.types import (
     JOB,
     JOBS,
+    MISJUDGED,
     OPEN_SEGMENT,
     PARAMS,
     PARTICIPANTS,
@@ -68,6 +69,7 @@ from racenet.chain.modules.training.types import (
     JobStatus,
     Member,
     MemberStatus,
+    Misjudged,
     MsgCancelJob,
     MsgCommitSegment,
     MsgCreateJob,
@@ -660,6 +662,10 @@ class Keeper(ModuleKeeper):
         found = tuple(SegmentInfo(r, Address(p), s) for (_, r, p), s in self.segments.items(ctx, (job_id,)))
         return Segments(job_id, found)
 
+    def query_misjudged(self, ctx: Context, address: bytes) -> Misjudged:
+        """A validator's count of wrong proof-of-learning verdicts."""
+        return Misjudged(Address(address), int(self.misjudged.get(ctx, address)))
+
 
 class TrainingModule(Module[Keeper, TrainingGenesis]):
     """Module wiring: job, round, proof-of-learning and cancel messages, the round and audit hooks, queries and
@@ -682,6 +688,7 @@ class TrainingModule(Module[Keeper, TrainingGenesis]):
         JOBS: Keeper.query_jobs,
         PARTICIPANTS: Keeper.query_participants,
         SEGMENTS: Keeper.query_segments,
+        MISJUDGED: Keeper.query_misjudged,
     }
 
     def init_genesis(self, ctx: Context, state: TrainingGenesis) -> None:

@@ -13,7 +13,7 @@ from typing import ClassVar
 from racenet.chain.authority import MAX_WINDOW_BLOCKS, AuthorityMsg, check_params
 from racenet.chain.errors import ChainError, Code
 from racenet.chain.module import GenesisState, Msg
-from racenet.chain.query import NO_ARG, TEXT_ARG, optional_query, query
+from racenet.chain.query import ADDRESS_ARG, NO_ARG, TEXT_ARG, optional_query, query
 from racenet.chain.scalars import MAX_AMOUNT, Address, Amount
 
 PPM = 1_000_000
@@ -407,8 +407,17 @@ class Segments:
     segments: tuple[SegmentInfo, ...]
 
 
+@dataclass(frozen=True)
+class Misjudged:
+    """How many proof-of-learning verdicts of a validator were wrong (a passed honeypot, a losing vote)."""
+
+    address: Address
+    count: int
+
+
 PARAMS = query("training/params", NO_ARG, Params)
 JOB = optional_query("training/job", TEXT_ARG, Job)
 JOBS = query("training/jobs", NO_ARG, Jobs)
 PARTICIPANTS = query("training/participants", TEXT_ARG, Participants)
 SEGMENTS = query("training/segments", TEXT_ARG, Segments)
+MISJUDGED = query("training/misjudged", ADDRESS_ARG, Misjudged)
