@@ -209,11 +209,9 @@ class PathWorker(DiLoCoWorker):
 
     def _average(self, round_: int, delta: torch.Tensor, result: WorkerResult) -> torch.Tensor:
         """The round's per-module means, retrying with the survivors until the barrier commits."""
-
-        def reduce(plan: RoundPlan) -> tuple[torch.Tensor, str]:
-            return self._module_means(plan, delta)
-
-        mean, plan = committed_round(self.barrier, round_, self.participant, self.config.host, reduce)
+        mean, plan = committed_round(
+            self.barrier, round_, self.participant, self.config.host, lambda plan: self._module_means(plan, delta)
+        )
         for m, index in self.index.items():
             holders = [s for s in plan.members if s in self.path_job.holders(m)]
             sent = ring_bytes(index.numel(), len(holders))
