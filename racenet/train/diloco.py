@@ -38,13 +38,14 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from threading import Event, Thread
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -63,6 +64,7 @@ MAX_ATTEMPTS = 8
 """Attempts of one round before a participant gives up (a failed attempt re-forms with whoever arrives again)."""
 
 Endpoint = tuple[str, int]
+T = TypeVar("T")
 
 
 class ExcludedError(RuntimeError):
@@ -226,11 +228,10 @@ def backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
-def allreduce_mean(flat: torch.Tensor, plan: RoundPlan, slot: int, timeout_s: float) -> torch.Tensor:
-    """The mean of `flat` over the plan's members, in a process group and store (fresh port) for this call only."""
+@contextmanager
+def round_group(plan: RoundPlan, slot: int, timeout_s: float) -> Iterator[str]:
+    """The default process group of one attempt (store on a fresh port at the plan's master); yields the backend."""
     n = len(plan.members)
-    if n == 1:
-        return flat.clone()
     rank = plan.rank(slot)
     timeout = timedelta(seconds=timeout_s)
     store = TCPStore(
@@ -239,11 +240,37 @@ def allreduce_mean(flat: torch.Tensor, plan: RoundPlan, slot: int, timeout_s: fl
     name = backend()
     dist.init_process_group(name, store=store, rank=rank, world_size=n, timeout=timeout)
     try:
+        yield name
+    finally:
+        dist.destroy_process_group()
+
+
+def allreduce_mean(flat: torch.Tensor, plan: RoundPlan, slot: int, timeout_s: float) -> torch.Tensor:
+    """The mean of `flat` over the plan's members, in a process group and store (fresh port) for this call only."""
+    n = len(plan.members)
+    if n == 1:
+        return flat.clone()
+    with round_group(plan, slot, timeout_s) as name:
         buf = flat.to("cuda") if name == "nccl" else flat.clone()
         dist.all_reduce(buf)
         return (buf / n).cpu()
-    finally:
-        dist.destroy_process_group()
+
+
+def committed_round(
+    barrier: Barrier, round_: int, slot: int, host: str, collective: Callable[[RoundPlan], tuple[T, str]]
+) -> tuple[T, RoundPlan]:
+    """Run `collective` (returning a value and its digest) on each attempt's plan until the barrier commits one."""
+    for attempt in range(MAX_ATTEMPTS):
+        plan = barrier.arrive(round_, attempt, slot, (host, free_port(host)))
+        if plan is None:
+            raise ExcludedError(f"slot {slot} was dropped before round {round_}")
+        try:
+            value, digest = collective(plan)
+        except (RuntimeError, TimeoutError, OSError):
+            value, digest = None, ""
+        if barrier.report(round_, attempt, slot, digest) and value is not None:
+            return value, plan
+    raise RuntimeError(f"round {round_} did not commit in {MAX_ATTEMPTS} attempts")
 
 
 def ring_bytes(numel: int, members: int, element_size: int = 4) -> int:
@@ -390,19 +417,14 @@ class DiLoCoWorker:
     def _average(self, round_: int, delta: torch.Tensor, result: WorkerResult) -> torch.Tensor:
         """The round's mean pseudo-gradient, retrying with the survivors until the barrier commits."""
         slot = self.config.slot
-        for attempt in range(MAX_ATTEMPTS):
-            plan = self.barrier.arrive(round_, attempt, slot, (self.config.host, free_port(self.config.host)))
-            if plan is None:
-                raise ExcludedError(f"slot {slot} was dropped before round {round_}")
-            try:
-                mean: torch.Tensor | None = allreduce_mean(delta, plan, slot, self.config.collective_timeout_s)
-            except (RuntimeError, TimeoutError, OSError):
-                mean = None
-            digest = pol.state_hash(mean) if mean is not None else ""
-            if self.barrier.report(round_, attempt, slot, digest) and mean is not None:
-                result.bytes_sent += ring_bytes(delta.numel(), len(plan.members))
-                return mean
-        raise RuntimeError(f"round {round_} did not commit in {MAX_ATTEMPTS} attempts")
+
+        def reduce(plan: RoundPlan) -> tuple[torch.Tensor, str]:
+            mean = allreduce_mean(delta, plan, slot, self.config.collective_timeout_s)
+            return mean, pol.state_hash(mean)
+
+        mean, plan = committed_round(self.barrier, round_, slot, self.config.host, reduce)
+        result.bytes_sent += ring_bytes(delta.numel(), len(plan.members))
+        return mean
 
     def _commit_trace(self, round_: int, boundaries: list[pol.Boundary], indices: list[torch.Tensor]) -> pol.RoundTrace:
         """Commit the round's trace; with the segments' artifacts, before the average (the chain's round report
