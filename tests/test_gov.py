@@ -23,7 +23,7 @@ from click.testing import CliRunner, Result
 from mnemonic import Mnemonic
 
 from racenet.chain.app_state import AppState
-from racenet.chain.authority import AuthorityMsg
+from racenet.chain.authority import GOV_AUTHORITY, AuthorityMsg
 from racenet.chain.codec import encode
 from racenet.chain.errors import Code
 from racenet.chain.genesis import Genesis, GenesisValidator
@@ -58,6 +58,7 @@ from racenet.chain.modules.inference import (
 from racenet.chain.modules.pricing import PricingGenesis
 from racenet.chain.modules.race import RaceGenesis, RaceNode
 from racenet.chain.modules.tokenomics.types import TRAINING_FUND
+from racenet.chain.modules.training import MsgCreateGrantJob
 from racenet.chain.scalars import Amount
 from racenet.chain.tx import AnyMsg, VerifiedTx, build_tx, decode_envelope, decode_messages
 from racenet.cli.main import cli
@@ -78,6 +79,7 @@ from tests.chain import (
 )
 from tests.test_crash import free_port
 from tests.test_inference_chain import DEV, MODEL, PROMPT_HASH, TA, InferenceChain
+from tests.test_training_chain import create_msg
 
 NODES = [key(1), key(2), key(3), key(4)]
 N1, N2, N3, N4 = NODES
@@ -242,6 +244,18 @@ def test_a_training_grant_by_proposal_pays_from_the_fund(chain: GovChain) -> Non
     assert chain.balance(recipient) == 4_000 and chain.balance(TRAINING_FUND) == FUND - 4_000
 
 
+def test_a_training_job_funded_by_proposal_escrows_from_the_fund_and_refunds_it(chain: GovChain) -> None:
+    job = dataclasses.replace(create_msg(rounds=1), budget=5_000)
+    assert chain.passed(MsgCreateGrantJob(job)).status == ProposalStatus.PASSED
+    created = chain.app.training.keeper.jobs.get(chain.app.read_context(), 1)
+    assert created is not None and created.creator == GOV_AUTHORITY and created.budget == 5_000
+    assert chain.balance(TRAINING_FUND) == FUND - 5_000
+    for _ in range(10):  # nobody joins: the job ends at its start and the fund gets its budget back
+        chain.decided_block()
+    assert chain.balance(TRAINING_FUND) == FUND
+    assert chain.run(DEV, MsgCreateGrantJob(job))[0] == Code.UNAUTHORIZED
+
+
 def authority_messages(chain: GovChain) -> list[Msg]:
     """One instance of every message only governance may send."""
     msgs: list[Msg] = []
@@ -252,6 +266,8 @@ def authority_messages(chain: GovChain) -> list[Msg]:
             msgs.append(MsgRegisterModel(NEW_MODEL, 1))
         elif cls is MsgTrainingGrant:
             msgs.append(MsgTrainingGrant(STRANGER.public_key.address, 1))
+        elif cls is MsgCreateGrantJob:
+            msgs.append(MsgCreateGrantJob(create_msg()))
         else:
             module = chain.app.routes[cls.TYPE]
             msgs.append(cls(params=module.keeper.params.get(chain.app.read_context())))  # type: ignore[call-arg]

@@ -260,6 +260,9 @@ def test_train_submit_and_join_on_the_command_line(tmp_path: Path, chain_url: tu
     job_id = json.loads(submitted.stdout)["job"]
     joined = runner.invoke(cli, ["train", "join", str(job_id), "--from", "p1", "--endpoint", "127.0.0.1:1", *args])
     assert joined.exit_code == 0, joined.output
+    proposed = runner.invoke(cli, ["train", "submit", "1000nicoin", "--from", "dev", "--grant", "--json", *args])
+    assert proposed.exit_code == 0, proposed.output
+    assert json.loads(proposed.stdout)["proposal_id"] == 1
     listed = runner.invoke(cli, ["train", "status", "--node", url, "--json"])
     (job,) = json.loads(listed.stdout)
     assert job["dataset_location"] == "fortunes" and job["budget"] == 1000

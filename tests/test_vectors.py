@@ -388,6 +388,22 @@ def one_of_each_message() -> list[Msg]:
         training.MsgPolVerdict(1, 2, b"\x18" * 20, False),
         training.MsgCancelJob(1),
         training.MsgUpdateParams(training.Params()),
+        training.MsgCreateGrantJob(
+            training.MsgCreateJob(
+                architecture="gpt-small",
+                weights_hash=h,
+                dataset_hash=bytes(32),
+                dataset_location="fortunes",
+                inner_lr_ppm=3_000,
+                inner_steps=50,
+                segment_steps=5,
+                outer_lr_ppm=700_000,
+                outer_momentum_ppm=500_000,
+                rounds=2,
+                max_participants=2,
+                budget=10**6,
+            )
+        ),
     ]
 
 

@@ -10,12 +10,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from racenet.chain.codec import encode
 from racenet.chain.errors import ChainError
 from racenet.chain.jsonform import to_json
 from racenet.chain.module import Msg
-from racenet.chain.modules import training
+from racenet.chain.modules import gov, training
 from racenet.chain.modules.bank.denom import format_amount, parse_amount
-from racenet.chain.modules.training import MsgCreateJob, MsgJoin
+from racenet.chain.modules.training import MsgCreateGrantJob, MsgCreateJob, MsgJoin
+from racenet.chain.tx import AnyMsg
 from racenet.cli.common import chain_client, echo_json, fail, home_option, json_option, load_key, node_option
 from racenet.crypto.address import encode_address
 from racenet.node.client import TxOutcome
@@ -73,6 +75,12 @@ def _short(address: bytes) -> str:
 @click.option("--outer-lr", type=float, default=0.7, show_default=True, help="Outer Nesterov SGD learning rate.")
 @click.option("--outer-momentum", type=float, default=0.5, show_default=True, help="Outer Nesterov momentum.")
 @click.option("--max-participants", type=click.IntRange(1), default=8, show_default=True, help="Seats (= shards).")
+@click.option(
+    "--grant",
+    is_flag=True,
+    help="Propose the job to governance instead, paid from the training fund if the vote passes (the proposal's "
+    "deposit, the minimum, comes from --from).",
+)
 @click.argument("budget")
 def submit(
     home: Path,
@@ -88,6 +96,7 @@ def submit(
     outer_lr: float,
     outer_momentum: float,
     max_participants: int,
+    grant: bool,
     budget: str,
 ) -> None:
     """Create a job that trains a GPT preset on DATA, paying BUDGET (like 50icon) to its participants.
@@ -119,12 +128,32 @@ def submit(
         max_participants=max_participants,
         budget=nicoin,
     )
+    if grant:
+        _propose(node, home, key_name, as_json, msg)
+        return
     outcome = _send(node, home, key_name, msg)
     job_id = int.from_bytes(outcome.data, "big")
     if as_json:
         echo_json({"job": job_id, "height": outcome.height, "hash": outcome.hash})
     else:
         click.echo(f"job {job_id} created in block {outcome.height}: {outcome.hash}")
+
+
+def _propose(node: str, home: Path, key_name: str, as_json: bool, job: MsgCreateJob) -> None:
+    """Submit a proposal that funds `job` from the training fund, with the minimum deposit."""
+    with chain_client(node) as client:
+        deposit = client.query(gov.PARAMS).min_deposit
+    title = f"Training job: {job.architecture} on {job.dataset_location}"
+    summary = f"{job.rounds} rounds of {job.inner_steps} inner steps for {format_amount(job.budget)} from the fund"
+    grant = MsgCreateGrantJob(job)
+    outcome = _send(
+        node, home, key_name, gov.MsgSubmitProposal(title, summary, (AnyMsg(grant.TYPE, encode(grant)),), deposit)
+    )
+    proposal_id = int.from_bytes(outcome.data[:8], "big")
+    if as_json:
+        echo_json({"proposal_id": proposal_id, "height": outcome.height, "hash": outcome.hash})
+    else:
+        click.echo(f"proposed as proposal {proposal_id} in block {outcome.height}: vote with racenet gov vote")
 
 
 @train_group.command()

@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from racenet.chain.modules import training
+from racenet.chain.modules.gov import MsgVote, VoteOption
 from racenet.chain.modules.training import JobStatus, MemberStatus, Participant
 from racenet.cli.main import cli
 from racenet.crypto.keyring import Keyring
@@ -100,9 +101,9 @@ def test_a_devnet_trains_survives_a_killed_participant_catches_a_faker_and_penal
     submitted = cli_ok(
         net_dir, url, "gov", "submit", "params", "training", str(changes), "--from", FAUCET_KEY, "--json"
     )
-    proposal = str(json.loads(submitted)["proposal_id"])
-    for n in nodes:
-        cli_ok(net_dir, url, "gov", "vote", proposal, "yes", "--from", n.name)
+    proposal = int(json.loads(submitted)["proposal_id"])
+    for k in keys:  # all in the next blocks: the devnet's voting period is 20 blocks
+        TxSender(client, k).broadcast([MsgVote(proposal, VoteOption.YES)])
     wait("the proposal to pass", lambda: client.query(training.PARAMS).audit_ppm == 1_000_000, timeout=300)
 
     # The participants' agents, each in its own process, and the validators' in this one.

@@ -72,6 +72,7 @@ from racenet.chain.modules.training.types import (
     Misjudged,
     MsgCancelJob,
     MsgCommitSegment,
+    MsgCreateGrantJob,
     MsgCreateJob,
     MsgJoin,
     MsgPolVerdict,
@@ -207,6 +208,15 @@ class Keeper(ModuleKeeper):
 
     def handle_create_job(self, ctx: TxContext, msg: MsgCreateJob) -> bytes:
         """training/CreateJob: escrow the budget and open the job for joins; the result is its id (8 bytes)."""
+        return self._create(ctx, ctx.tx.signer, msg)
+
+    def handle_create_grant_job(self, ctx: TxContext, msg: MsgCreateGrantJob) -> bytes:
+        """training/CreateGrantJob: governance funds a job from the training fund (Appendix K), which gets its
+        refunds and forfeits; the job's creator is the governance authority."""
+        require_authority(ctx, "fund training jobs from the training fund")
+        return self._create(ctx, TRAINING_FUND, msg.job)
+
+    def _create(self, ctx: TxContext, payer: bytes, msg: MsgCreateJob) -> bytes:
         params = self.params.get(ctx)
         if msg.rounds > params.max_rounds or msg.max_participants > params.max_participants:
             raise ChainError(
@@ -215,7 +225,7 @@ class Keeper(ModuleKeeper):
             )
         job_id = max(int(self.next_id.get(ctx)), 1)
         self.next_id.set(ctx, Amount(job_id) + 1)
-        self.bank.lock(ctx, ctx.tx.signer, NAME, self.escrows.id(job_id), msg.budget)
+        self.bank.lock(ctx, payer, NAME, self.escrows.id(job_id), msg.budget)
         job = Job(
             id=job_id,
             creator=Address(ctx.tx.signer),
@@ -681,6 +691,7 @@ class TrainingModule(Module[Keeper, TrainingGenesis]):
         MsgPolVerdict: Keeper.handle_pol_verdict,
         MsgCancelJob: Keeper.handle_cancel_job,
         MsgUpdateParams: Keeper.handle_update_params,
+        MsgCreateGrantJob: Keeper.handle_create_grant_job,
     }
     queries: ClassVar[QueryTable] = {
         PARAMS: Keeper.query_params,

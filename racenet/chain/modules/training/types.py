@@ -235,6 +235,18 @@ class MsgUpdateParams(AuthorityMsg):
         check_params(self.params)
 
 
+@dataclass(frozen=True)
+class MsgCreateGrantJob(AuthorityMsg):
+    """A job the training fund pays (whitepaper Appendix K): only a passed proposal sends it."""
+
+    TYPE: ClassVar[str] = "training/CreateGrantJob"
+    job: MsgCreateJob
+
+    def validate(self) -> None:
+        """The job is valid as a developer's would be."""
+        self.job.validate()
+
+
 class JobStatus(StrEnum):
     """Waiting for its first round, running rounds, settling its proofs of learning, or over."""
 
