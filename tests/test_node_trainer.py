@@ -9,7 +9,8 @@ honeypotted:
   segment fails the validators' re-runs, a re-verification by more than half of the weight finds it invalid, and
   it forfeits its rewards and takes part in no further round;
 - V1 and V3 judge honestly; V2 passes everything unchecked, so it passes the honeypots and loses its cycle reward;
-- P1 and P2 end with the same weights, and their loss fell.
+- V3 joins late, in round 2, and takes part from round 3 with the global state two members serve identically;
+- P1, P2 and V3 end with the same weights, and the loss fell.
 
 Race weights: P1-P4 10 each, V1-V3 20 each (nobody mines, so every tally keeps them).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import multiprocessing
 import threading
 import time
@@ -124,8 +126,11 @@ def wait(what: str, done: Callable[[], bool], timeout: float = 600.0) -> None:
 
 def run_participant(url: str, seed: bytes, endpoint: str, state: Path, faking: bool, stall: Path) -> None:
     """A participant node's training agent in its own process (torch.distributed has one group per process). Once
-    the file `stall` exists it stops computing (and says so in the file `<state>/stalled`)."""
+    the file `stall` exists it stops computing (and says so in the file `<state>/stalled`). It logs to
+    `<state>/agent.log`."""
     key_ = PrivateKey(seed)
+    state.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=state / "agent.log", level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     def stalled() -> bool:
         if stall.exists():
@@ -151,7 +156,7 @@ def test_a_job_trains_drops_a_stalled_node_catches_a_faker_and_penalizes_a_lazy_
         pytest.skip("the Debian package bible-kjv is not installed (make install)")
     _, url = chain_url
     client = ChainClient(url, timeout=10)
-    endpoints = {k: f"127.0.0.1:{free_port()}" for k in (P1, P2, P3, P4)}
+    endpoints = {k: f"127.0.0.1:{free_port()}" for k in (P1, P2, P3, P4, V3)}
     stall = tmp_path / "stall-p3"
     spawn = multiprocessing.get_context("spawn")
     procs = [
@@ -160,14 +165,14 @@ def test_a_job_trains_drops_a_stalled_node_catches_a_faker_and_penalizes_a_lazy_
             args=(url, k.seed, endpoints[k], tmp_path / f"p{n}", k is P4, stall if k is P3 else tmp_path / "never"),
             daemon=True,
         )
-        for n, k in enumerate((P1, P2, P3, P4), start=1)
+        for n, k in enumerate((P1, P2, P3, P4, V3), start=1)
     ]
     validators = {
         k: (LazyAgent if k is V2 else TrainingAgent)(
             ChainClient(url, timeout=10), TxSender(ChainClient(url, timeout=10), k), f"127.0.0.1:{free_port()}",
             tmp_path / f"v{k.public_key.address.hex()[:8]}",
         )
-        for k in (V1, V2, V3)
+        for k in (V1, V2)
     }  # fmt: skip
     for proc in procs:
         proc.start()
@@ -187,7 +192,7 @@ def test_a_job_trains_drops_a_stalled_node_catches_a_faker_and_penalizes_a_lazy_
             outer_lr_ppm=700_000,
             outer_momentum_ppm=500_000,
             rounds=ROUNDS,
-            max_participants=4,
+            max_participants=5,
             budget=BUDGET,
         )
         job_id = int.from_bytes(TxSender(client, DEV).send([create]).data, "big")
@@ -200,6 +205,9 @@ def test_a_job_trains_drops_a_stalled_node_catches_a_faker_and_penalizes_a_lazy_
 
         wait("P3 to report round 1", lambda: member(P3).reported_through >= 1)
         stall.touch()
+        # V3 joins late, in round 2 (which waits for P3 until its deadline): it takes part from round 3.
+        wait("round 2", lambda: getattr(observer.job(job_id), "round", 0) == 2)
+        TxSender(client, V3).send([MsgJoin(job_id, endpoints[V3])])
         wait("the job to finish", lambda: getattr(observer.job(job_id), "status", None) == JobStatus.FINISHED)
 
         statuses = {k: member(k).status for k in (P1, P2, P3, P4)}
@@ -211,14 +219,16 @@ def test_a_job_trains_drops_a_stalled_node_catches_a_faker_and_penalizes_a_lazy_
         }
         assert member(P1).reported_through == member(P2).reported_through == ROUNDS
         assert member(P3).reported_through == 1
+        assert member(V3).status == MemberStatus.ACTIVE and member(V3).from_round == 3
+        assert member(V3).reported_through == ROUNDS
 
         misjudged = {k: client.query(MISJUDGED, k.public_key.address).count for k in (P1, P2, P3, V1, V2, V3)}
         assert misjudged[V2] >= 1 and [misjudged[k] for k in (P1, P2, P3, V1, V3)] == [0] * 5
         assert client.query(SEGMENTS, str(job_id)).segments == ()  # cleared at settlement
 
-        dirs = {k: tmp_path / f"p{n}" / "training" / f"job{job_id}" for n, k in ((1, P1), (2, P2))}
+        dirs = {k: tmp_path / f"p{n}" / "training" / f"job{job_id}" for n, k in ((1, P1), (2, P2), (5, V3))}
         results = {k: json.loads((d / "result.json").read_text()) for k, d in dirs.items()}
-        assert results[P1]["weights_hash"] == results[P2]["weights_hash"]
+        assert results[P1]["weights_hash"] == results[P2]["weights_hash"] == results[V3]["weights_hash"]
         progress = [json.loads(line) for line in (dirs[P1] / "progress.jsonl").read_text().splitlines()]
         assert [p["round"] for p in progress] == list(range(1, ROUNDS + 1))
         assert progress[-1]["train_loss"] < progress[0]["train_loss"] - 0.5

@@ -18,13 +18,14 @@
 A job's model is `gpt-<preset>` of `racenet.train.model` with the preset's canonical initial weights (seed 0; the
 job names their hash), its data a Debian source or a file whose SHA-256 the job names; the data seed comes from
 the chain id and the job id, a participant's shard from its place in join order. A node refuses a job it cannot
-reproduce exactly (other weights, other data), and cannot take part in a job it joined late (it would need the
-current global weights, which are not served yet).
+reproduce exactly (other weights, other data). A late joiner starts from the global weights and outer optimizer
+state that at least two members of the last closed round serve identically (each member serves its checkpoint).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -34,9 +35,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import torch
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
@@ -61,7 +63,7 @@ from racenet.train import pol
 from racenet.train.data import Corpus
 from racenet.train.diloco import DiLoCoWorker, Endpoint, ExcludedError, RoundPlan, WorkerConfig, free_port
 from racenet.train.model import GPT, PRESETS
-from racenet.train.steps import InnerConfig, JobSpec
+from racenet.train.steps import InnerConfig, JobSpec, inner_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ MAX_TRACE_BYTES = 1 << 20
 MAX_ARTIFACT_BYTES = 256 << 20
 FETCH_ATTEMPTS = 3
 LIVE = (JobStatus.WAITING, JobStatus.RUNNING)
+T = TypeVar("T")
 DATA_SEED_DOMAIN = b"racenet/training/data-seed/v1\x00"
 
 
@@ -254,6 +257,13 @@ class TrainingAgent:
                 return JSONResponse({"error": "no trace of this round here"}, status_code=404)
             return FileResponse(path, media_type="application/json")
 
+        @app.get("/racenet/v1/training/{job_id}/checkpoint")
+        def checkpoint(job_id: int) -> Any:
+            found = sorted((self.job_dir(job_id) / "checkpoints").glob("slot*.pt"))
+            if not found:
+                return JSONResponse({"error": "no checkpoint of this job here"}, status_code=404)
+            return FileResponse(found[0], media_type="application/octet-stream")
+
         @app.get("/racenet/v1/training/{job_id}/artifacts/{first_step}")
         def artifact(job_id: int, first_step: int) -> Any:
             found = sorted((self.job_dir(job_id) / "artifacts").glob(f"slot*-step{first_step}.pt"))
@@ -284,13 +294,28 @@ class TrainingAgent:
 
     # --- the chain -------------------------------------------------------------------------------
 
+    def patiently(self, call: Callable[[], T]) -> T:
+        """`call`, retried while the node cannot be reached (a busy node times out) for up to
+        ROUND_CLOSE_TIMEOUT_S; a refused transaction is not retried."""
+        deadline = time.monotonic() + ROUND_CLOSE_TIMEOUT_S
+        while True:
+            try:
+                return call()
+            except TxRejected:
+                raise
+            except ClientError as e:
+                if time.monotonic() > deadline or self.stop.is_set():
+                    raise TimeoutError(f"the chain stayed unreachable: {e}") from e
+                log.info("training: the chain is slow to answer (%s); retrying", e)
+                time.sleep(POLL_S)
+
     def job(self, job_id: int) -> Job | None:
         """A job as the chain has it now."""
-        return self.client.query(training.JOB, str(job_id))
+        return self.patiently(lambda: self.client.query(training.JOB, str(job_id)))
 
     def participants(self, job_id: int) -> tuple[Participant, ...]:
         """A job's participants as the chain has them now."""
-        return self.client.query(training.PARTICIPANTS, str(job_id)).participants
+        return self.patiently(lambda: self.client.query(training.PARTICIPANTS, str(job_id)).participants)
 
     def report_round(self, job_id: int, chain_round: int, commitment: bytes) -> None:
         """Send `training/RoundDone` unless the chain has it already (a resumed worker may have sent it)."""
@@ -298,7 +323,7 @@ class TrainingAgent:
         if me is not None and me.reported_through >= chain_round:
             return
         try:
-            self.sender.send([MsgRoundDone(job_id, chain_round, commitment)])
+            self.patiently(lambda: self.sender.send([MsgRoundDone(job_id, chain_round, commitment)]))
         except TxRejected as e:
             log.warning("job %d round %d: report refused: %s", job_id, chain_round, e)
 
@@ -371,9 +396,9 @@ class TrainingAgent:
         try:
             spec = job_spec(job, self.chain_id)
             corpus = self.corpus(job)
-            if mine.from_round > 1 and not (out / "checkpoints").exists():
-                raise JobUnsupportedError("a late joiner needs the job's current weights, which are not served yet")
             slot = slots(self.participants(job.id))[self.address]
+            if mine.from_round > 1 and not (out / "checkpoints").exists():
+                self._take_global_state(job, mine.from_round - 1, spec, out / "checkpoints" / f"slot{slot}.pt")
             barrier = ChainBarrier(self, job.id)
             (out / "traces").mkdir(parents=True, exist_ok=True)
             started = time.monotonic()
@@ -402,6 +427,46 @@ class TrainingAgent:
             summary = {"stopped": str(e)}
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "result.json", summary)
+
+    def _take_global_state(self, job: Job, closed_round: int, spec: JobSpec, path: Path) -> None:
+        """A late joiner's start: the global weights and outer optimizer after `closed_round`, fetched from that
+        round's reporters, taken only if at least two of them (or the only one) serve the same state."""
+        if not self.wait_round_closed(job.id, closed_round):
+            raise JobUnsupportedError(f"round {closed_round} of job {job.id} never closed")
+        group = reporters(self.participants(job.id), closed_round)
+        needed = min(2, len(group))
+        deadline = time.monotonic() + COLLECTIVE_TIMEOUT_S
+        while time.monotonic() < deadline and not self.stop.is_set():
+            states: dict[str, dict[str, Any]] = {}
+            votes: dict[str, int] = {}
+            for member in group:
+                state = self._checkpoint_of(member.endpoint, job.id, closed_round)
+                if state is not None:
+                    digest = pol.state_hash(state)
+                    states[digest], votes[digest] = state, votes.get(digest, 0) + 1
+            agreed = [d for d, n in votes.items() if n >= needed]
+            if agreed:
+                model = GPT(spec.model, seed=spec.model_seed)
+                fresh_inner = inner_optimizer(model.parameters(), spec.inner).state_dict()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({**states[agreed[0]], "next_round": closed_round, "inner": fresh_inner}, path)
+                log.info("job %d: joining from round %d with the members' global state", job.id, closed_round + 1)
+                return
+            time.sleep(POLL_S)
+        raise TimeoutError(f"no two members of job {job.id} served the same state after round {closed_round}")
+
+    def _checkpoint_of(self, endpoint: str, job_id: int, closed_round: int) -> dict[str, Any] | None:
+        """A member's global weights and outer optimizer state after a chain round, if it serves that checkpoint."""
+        raw = self._fetch(f"{url(endpoint)}/{job_id}/checkpoint", MAX_ARTIFACT_BYTES)
+        if raw is None:
+            return None
+        try:
+            ckpt = torch.load(io.BytesIO(raw), weights_only=True)
+            if int(ckpt["next_round"]) != closed_round:  # engine rounds count from 0: next is chain round + 1
+                return None
+            return {"global": ckpt["global"], "outer": ckpt["outer"]}
+        except Exception:  # an untrusted file: anything torch.load raises means a malformed checkpoint
+            return None
 
     def _keep_trace(
         self, job_id: int, round_: int, trace: pol.RoundTrace, barrier: ChainBarrier, loss: float, started: float
@@ -439,7 +504,7 @@ class TrainingAgent:
             data_indices_hash=bytes.fromhex(trace.data[i]),
         )
         try:
-            self.sender.send([msg])
+            self.patiently(lambda: self.sender.send([msg]))
             log.info("job %d round %d: opened the segment at step %d", job.id, chain_round, segment.step)
         except TxRejected as e:
             log.warning("job %d round %d: segment refused: %s", job.id, chain_round, e)
@@ -450,7 +515,6 @@ class TrainingAgent:
         key = (job.id, chain_round, participant)
         if key in self.voted:  # a drawn validator's verdict also counts in the re-verification it opens
             return
-        self.voted.add(key)
         verdict = self.judge(job, chain_round, participant, segment, participants)
         log.info(
             "job %d round %d: segment of %s %s%s",
@@ -461,9 +525,10 @@ class TrainingAgent:
             verdict.reason,
         )
         try:
-            self.sender.send([MsgPolVerdict(job.id, chain_round, participant, verdict.passed)])
+            self.patiently(lambda: self.sender.send([MsgPolVerdict(job.id, chain_round, participant, verdict.passed)]))
         except TxRejected as e:
             log.warning("job %d round %d: verdict refused: %s", job.id, chain_round, e)
+        self.voted.add(key)
 
     def judge(
         self, job: Job, chain_round: int, participant: bytes, segment: Segment, participants: tuple[Participant, ...]

@@ -14,6 +14,7 @@ The faker is caught before node 3 is killed: a re-verification needs more than h
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import threading
 import time
@@ -25,7 +26,7 @@ from click.testing import CliRunner
 
 from racenet.chain.modules import training
 from racenet.chain.modules.gov import MsgVote, VoteOption
-from racenet.chain.modules.training import JobStatus, MemberStatus, Participant
+from racenet.chain.modules.training import JobStatus, MemberStatus, MsgJoin, Participant
 from racenet.cli.main import cli
 from racenet.crypto.keyring import Keyring
 from racenet.devnet import DEVNET_PASSPHRASE, FAUCET_KEY, Devnet
@@ -43,7 +44,7 @@ pytestmark = [pytest.mark.network, pytest.mark.timeout(1500)]
 NODES = 6
 ROUNDS = 6
 PARAMS = {
-    "start_blocks": 10,
+    "start_blocks": 40,
     "round_blocks": 120,
     "commit_blocks": 60,
     "verdict_blocks": 60,
@@ -84,10 +85,11 @@ def cli_ok(directory: Path, node_url: str, *args: str) -> str:
 
 
 def test_a_devnet_trains_survives_a_killed_participant_catches_a_faker_and_penalizes_a_lazy_validator(
-    net_dir: Path, tmp_path: Path
+    net_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     if not source_available("bible-kjv"):
         pytest.skip("the Debian package bible-kjv is not installed (make install)")
+    caplog.set_level(logging.INFO, logger="racenet.node.trainer")  # the validators' agents, shown on failure
     net = Devnet.open(net_dir)
     nodes = net.state.nodes
     url = nodes[0].rpc_url
@@ -140,9 +142,10 @@ def test_a_devnet_trains_survives_a_killed_participant_catches_a_faker_and_penal
             "--inner-steps", "32", "--segment-steps", "4", "--max-participants", "4", "--json",
         )  # fmt: skip
         job_id = json.loads(submitted)["job"]
-        for i in range(4):
-            cli_ok(net_dir, nodes[i].rpc_url, "train", "join", str(job_id), "--from", nodes[i].name, "--endpoint",
-                   endpoints[i])  # fmt: skip
+        # Node 1 joins on the command line, the others at the same time (the job starts 40 blocks after its creation).
+        for i in (1, 2, 3):
+            TxSender(client, keys[i]).broadcast([MsgJoin(job_id, endpoints[i])])
+        cli_ok(net_dir, url, "train", "join", str(job_id), "--from", nodes[0].name, "--endpoint", endpoints[0])
 
         def member(i: int) -> Participant:
             found = {bytes(p.address): p for p in client.query(training.PARTICIPANTS, str(job_id)).participants}
@@ -186,3 +189,7 @@ def test_a_devnet_trains_survives_a_killed_participant_catches_a_faker_and_penal
         for proc in procs:
             proc.kill()
             proc.join(10)
+        for i in range(4):  # shown when the test fails
+            log = tmp_path / f"node{i + 1}" / "agent.log"
+            lines = log.read_text().splitlines()[-40:] if log.exists() else ["(no log)"]
+            print(f"--- node {i + 1}'s training agent ---", *lines, sep="\n")
