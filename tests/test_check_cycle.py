@@ -121,7 +121,9 @@ class Recorder:
 
 
 class Tasks:
-    """The chain client's answers to verification/tasks and verification/task, from a fixed list, at height 0."""
+    """The chain client's answers to verification/params, /tasks and /task, from a fixed list, at height 0."""
+
+    check_blocks = 20
 
     def __init__(self, tasks: list[OpenTask]) -> None:
         self.tasks = tasks
@@ -257,3 +259,13 @@ def test_evidence_that_could_not_be_fetched_at_first_is_tried_again_before_the_v
     client.at += 1
     checker._consider(disputed, client.at, 20)
     assert verdicts_of(sender) == [True]
+
+
+def test_a_poll_votes_on_disputes_before_it_checks_new_tasks() -> None:
+    """A dispute's window is what a vote must meet; the checks owed of new tasks wait behind it."""
+    tasks = [open_task(n) for n in range(2, 6)] + [open_task(1, TaskStatus.DISPUTED)]
+    checker, _ = checker_with(tasks, misses=0)
+    seen: list[TaskStatus] = []
+    checker._consider = lambda task, height, check_blocks: seen.append(task.task.status)  # type: ignore[method-assign,assignment]
+    checker.poll()
+    assert seen[0] == TaskStatus.DISPUTED and len(seen) == len(tasks)
