@@ -199,14 +199,17 @@ class Ledger:
             self.releases[key] = (int(attributes["released"]), int(attributes["burned"]))
             self.history.append(key)
 
-    def watch(self) -> Callable[[], bool]:
-        """A condition for `wait_for` that updates the ledger and holds once it has read the block by which every
-        task had settled."""
+    def watch(self, asked: list[bytes]) -> Callable[[], bool]:
+        """A condition for `wait_for` that updates the ledger and holds once every asked request is a task or
+        expired (an executor's Finish lands after its answer, later still under load), and it has read the block by
+        which every task had settled."""
 
         empty_at: list[int] = []
 
         def settled() -> bool:
             self.update()
+            if any(r not in self.tasks and not expired(self.chain, r) for r in asked):
+                return False
             if not empty_at and not open_tasks(self.chain):
                 empty_at.append(self.chain.height())
             return bool(empty_at) and self.next_height > empty_at[0]
@@ -307,7 +310,7 @@ def test_every_cheat_is_caught_on_the_devnet_and_honest_fp32_and_bf16_executors_
                 if len(asked) + len(pending) < MAX_REQUESTS:
                     wait_for("four nodes with weight", weighted, timeout=600)
                     pending.add(pool.submit(ask, len(asked) + len(pending)))
-    wait_for("every task settled", ledger.watch(), timeout=300)
+    wait_for("every task settled", ledger.watch(asked), timeout=300)
     unfinished = set(asked) - set(ledger.tasks)
     assert all(expired(chain, r) for r in unfinished), "every request was finished, or expired before its Finish"
 
