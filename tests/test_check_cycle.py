@@ -22,7 +22,7 @@ from racenet.ml.backend import ChatMessage
 from racenet.ml.check import DEFAULT_TOLERANCE, Answer, CheckResult, Sampling, check_answer, cycle_failed
 from racenet.ml.sampling import request_sampling_seed
 from racenet.ml.transformers_backend import TransformersBackend
-from racenet.node.checker import Checker
+from racenet.node.checker import Checker, Unavailable
 from tests.chain import key
 
 MAX_TOKENS = 16
@@ -121,10 +121,16 @@ class Recorder:
 
 
 class Tasks:
-    """The chain client's answers to verification/tasks and verification/task, from a fixed list."""
+    """The chain client's answers to verification/params, /tasks and /task, from a fixed list, at height 0."""
+
+    check_blocks = 20
 
     def __init__(self, tasks: list[OpenTask]) -> None:
         self.tasks = tasks
+        self.at = 0
+
+    def height(self) -> int:
+        return self.at
 
     def query(self, spec: Any, arg: Any = None) -> Any:
         if spec is verification.TASK:
@@ -135,18 +141,38 @@ class Tasks:
 EXECUTOR = Address(b"\x05" * 20)
 
 
+DEADLINE = 30
+
+
 def open_task(n: int, status: TaskStatus = TaskStatus.OPEN, evidence: tuple[bytes, ...] = ()) -> OpenTask:
-    task = Task(EXECUTOR, Address(b"\x06" * 20), 3, 10, 11, 1_000_000, Amount(100), status, evidence=evidence)
+    task = Task(
+        EXECUTOR,
+        Address(b"\x06" * 20),
+        3,
+        10,
+        11,
+        1_000_000,
+        Amount(100),
+        status,
+        dispute_deadline=DEADLINE,
+        evidence=evidence,
+    )
     return OpenTask(bytes([n]) * 32, task, 1, 2)
 
 
-def checker_with(tasks: list[OpenTask], misses: int | dict[bytes, int]) -> tuple[Checker, Recorder]:
+def checker_with(
+    tasks: list[OpenTask], misses: int | dict[bytes, int], unavailable: set[bytes] | None = None
+) -> tuple[Checker, Recorder]:
     """A checker whose every answer passes alone with `misses` sample misses (per request id if a dict; an id
-    missing from the dict cannot be fetched)."""
+    missing from the dict is refused by the executor; one in `unavailable` cannot be fetched at its first try)."""
     sender = Recorder()
     checker = Checker(Tasks(tasks), sender, None, 1, None)  # type: ignore[arg-type]
+    once = set(unavailable or ())
 
     def verdict(task: OpenTask) -> bool:
+        if task.request_id in once:
+            once.remove(task.request_id)
+            raise Unavailable("the executor timed out", ours=False)
         found = misses if isinstance(misses, int) else misses.get(task.request_id)
         if found is None:
             checker.results[task.request_id] = "no checkable answer"
@@ -163,7 +189,7 @@ def test_the_checker_fails_the_check_that_tips_the_cycle_over_the_bound_and_name
     tasks = [open_task(n) for n in range(1, 41)]
     checker, sender = checker_with(tasks, misses=1)
     for task in tasks:
-        checker._check(task, b"\x00" * 96)
+        checker._check(task, b"\x00" * 96, 0, DEADLINE)
     checks = [m for m in sender.sent if isinstance(m, MsgCheck)]
     verdicts = [m.passed for m in checks]
     assert verdicts[0] and not verdicts[-1]
@@ -192,7 +218,7 @@ def test_honest_re_verifiers_agree_on_a_dispute_whatever_else_each_has_checked()
         checker, sender = checker_with(tasks, misses)
         for task in seen:
             checker.verdict(task)
-        checker._reverify(disputed)
+        checker._reverify(disputed, 0)
         assert verdicts_of(sender) == [False]
 
     without_evidence = open_task(1, TaskStatus.DISPUTED)
@@ -200,7 +226,7 @@ def test_honest_re_verifiers_agree_on_a_dispute_whatever_else_each_has_checked()
         checker, sender = checker_with([without_evidence, *deviating], misses)
         for task in seen:
             checker.verdict(task)
-        checker._reverify(without_evidence)
+        checker._reverify(without_evidence, 0)
         assert verdicts_of(sender) == [True], "an answer that passes alone, with no evidence, is valid"
 
 
@@ -209,11 +235,37 @@ def test_evidence_that_passes_together_leaves_the_answer_valid_and_withheld_evid
     disputed = open_task(1, TaskStatus.DISPUTED, evidence=tuple(t.request_id for t in honest))
     misses = {disputed.request_id: 1} | {t.request_id: 0 for t in honest}
     checker, sender = checker_with([disputed, *honest], misses)
-    checker._reverify(disputed)
+    checker._reverify(disputed, 0)
     assert verdicts_of(sender) == [True], "a checker naming clean answers as evidence does not overturn the answer"
 
     withheld = dict(misses)
     del withheld[honest[3].request_id]
     checker, sender = checker_with([disputed, *honest], withheld)
-    checker._reverify(disputed)
+    checker._reverify(disputed, 0)
     assert verdicts_of(sender) == [False], "an executor that stops serving its evidence does not escape"
+
+
+def test_evidence_that_could_not_be_fetched_at_first_is_tried_again_before_the_vote() -> None:
+    """Under load one evidence fetch times out: the re-verifier tries again at a later height and votes on what the
+    answers are (the timeout alone would have made its vote invalid, against its peers')."""
+    honest = [open_task(n) for n in range(2, 12)]
+    disputed = open_task(1, TaskStatus.DISPUTED, evidence=tuple(t.request_id for t in honest))
+    misses = {disputed.request_id: 1} | {t.request_id: 0 for t in honest}
+    checker, sender = checker_with([disputed, *honest], misses, unavailable={honest[3].request_id})
+    client = checker.client
+    assert isinstance(client, Tasks)
+    checker._consider(disputed, client.at, 20)
+    assert verdicts_of(sender) == [], "no vote on a timeout"
+    client.at += 1
+    checker._consider(disputed, client.at, 20)
+    assert verdicts_of(sender) == [True]
+
+
+def test_a_poll_votes_on_disputes_before_it_checks_new_tasks() -> None:
+    """A dispute's window is what a vote must meet; the checks owed of new tasks wait behind it."""
+    tasks = [open_task(n) for n in range(2, 6)] + [open_task(1, TaskStatus.DISPUTED)]
+    checker, _ = checker_with(tasks, misses=0)
+    seen: list[TaskStatus] = []
+    checker._consider = lambda task, height, check_blocks: seen.append(task.task.status)  # type: ignore[method-assign,assignment]
+    checker.poll()
+    assert seen[0] == TaskStatus.DISPUTED and len(seen) == len(tasks)

@@ -5,8 +5,16 @@ checker signs the task's duty message with the node's beacon key; if the signatu
 (`has_duty`), it fetches the request body and the answer from the executor (a fetch signed with the node key;
 both must hash to what the chain recorded), checks it with the local model (`racenet.ml.check`) and sends
 `verification/Check` with the signature as proof. For a disputed task it runs the same check and votes with
-`verification/Reverify`. An answer that cannot be fetched, or does not match its hashes, fails: no answer is
-not a pass. All model work runs on the node's compute thread.
+`verification/Reverify`. All model work runs on the node's compute thread.
+
+An answer the executor refuses (a reachable executor's 404, a body or answer that does not match its hashes) fails:
+no answer is not a pass. A fetch that fails for a reason that may pass or lie on this validator's side (a timeout, a
+connection error, the executor busy, this node's own chain client) is `Unavailable`: never a verdict by itself, it
+is retried at later polls, 1, 2, 4, ... blocks apart, while the check or dispute window leaves time for the
+transaction (`VOTE_MARGIN_BLOCKS`). If the window closes on it, an executor silent at `MIN_SILENT_TRIES` tries or
+more fails (it must serve its answers until they settle, or it could cheat and hide); fewer tries, or a cause on
+this side, abstain: no check or vote is sent. So a transient fault cannot put an honest validator's vote on the
+other side of its peers'. Disputes are looked at before owed checks, since their window is what a vote must meet.
 
 Repeated small deviations pass each answer's own test, so the checker also keeps the results of the answers it
 passed per executor and cycle, and fails the check that tips their total over the cycle's error-rate bound
@@ -21,11 +29,12 @@ import base64
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
-from racenet.chain.modules import beacon, inference, verification
+from racenet.chain.modules import beacon, inference, race, verification
 from racenet.chain.modules.verification import MAX_EVIDENCE, MsgCheck, MsgReverify, OpenTask, Task, TaskStatus
 from racenet.crypto.keys import PrivateKey
 from racenet.crypto.threshold import DUTY_DST, key_sign
@@ -40,8 +49,33 @@ from racenet.node.sender import TxSender
 
 log = logging.getLogger(__name__)
 
-FETCH_TIMEOUT_S = 15.0
+FETCH_TIMEOUT_S = 5.0
+"""Well below a window's duration, so a silent executor is tried more than once within it."""
 POLL_INTERVAL_S = 1.0
+VOTE_MARGIN_BLOCKS = 3
+"""Blocks left in a window for a check's or vote's transaction: no retry is scheduled later than this."""
+MIN_SILENT_TRIES = 2
+"""Failed fetches (a block or more apart) after which an executor's silence at the window's close is a FAIL."""
+RETRY_STATUSES = frozenset({403, 408, 425, 429})
+"""Statuses (besides 5xx) of an executor that may serve the answer later: busy, or refusing a holder of no weight
+in the current cycle (it serves current weight holders only)."""
+
+
+class Unavailable(Exception):
+    """The answer could not be fetched this time, for a reason that may pass: retried, never a verdict alone."""
+
+    def __init__(self, reason: str, *, ours: bool) -> None:
+        super().__init__(reason)
+        self.ours = ours
+        """Whether the cause may be this validator's own (its chain client; a 403 while it holds no weight)."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A task's fetches that failed as `Unavailable` so far, and the height from which to try again."""
+
+    tries: int
+    next_height: int
 
 
 @dataclass(frozen=True)
@@ -72,6 +106,7 @@ class Checker:
         self.compute = compute
         self.http = httpx.Client(timeout=FETCH_TIMEOUT_S, transport=transport)
         self.handled: set[tuple[bytes, TaskStatus]] = set()
+        self.retries: dict[tuple[bytes, TaskStatus], Retry] = {}
         self.stop = threading.Event()
         self.results: dict[bytes, CheckResult | str] = {}
         """The latest finding per request id (a result, or why the answer could not be checked)."""
@@ -93,19 +128,21 @@ class Checker:
             self.stop.wait(POLL_INTERVAL_S)
 
     def poll(self) -> None:
-        """One pass over the unsettled tasks: owed checks first come, disputes voted on."""
+        """One pass over the unsettled tasks: disputes voted on first, then owed checks first come; a task whose
+        chain query fails is tried again at the next poll."""
         me = self.key.public_key.address
         params = self.client.query(verification.PARAMS)
         height = self.client.height()
         tasks = self.client.query(verification.TASKS, me).tasks
         open_ids = {t.request_id for t in tasks}
         self.handled = {m for m in self.handled if m[0] in open_ids}
+        self.retries = {m: r for m, r in self.retries.items() if m[0] in open_ids}
+        self.results = {r: found for r, found in self.results.items() if r in open_ids}
         self.passed = {k: v for k, v in self.passed.items() if any(r in open_ids for r in v)}
-        for open_task in tasks:
+        for open_task in sorted(tasks, key=lambda t: t.task.status != TaskStatus.DISPUTED):
             try:
                 self._consider(open_task, height, params.check_blocks)
             except ClientError as e:
-                self.handled.add((open_task.request_id, open_task.task.status))
                 log.warning("task %s: %s", open_task.request_id.hex(), e)
 
     def _consider(self, open_task: OpenTask, height: int, check_blocks: int) -> None:
@@ -117,13 +154,11 @@ class Checker:
         if task.executor == me or marker in self.handled or task.status in (TaskStatus.VALID, TaskStatus.INVALID):
             return
         if task.status == TaskStatus.DISPUTED:
-            self.handled.add(marker)
-            self._reverify(open_task)
+            self._reverify(open_task, height)
         elif height <= task.finish_height + check_blocks:
             proof = self._duty(open_task)
             if proof is not None:
-                self.handled.add(marker)
-                self._check(open_task, proof)
+                self._check(open_task, proof, height, task.finish_height + check_blocks)
 
     def _duty(self, open_task: OpenTask) -> bytes | None:
         """The duty proof if this validator owes the task a check, else None (also while its round is unknown)."""
@@ -142,9 +177,40 @@ class Checker:
             return None
         return proof
 
-    def _check(self, open_task: OpenTask, proof: bytes) -> None:
+    def _judge(
+        self, open_task: OpenTask, stage: TaskStatus, height: int, closes: int, judge: Callable[[OpenTask], bool]
+    ) -> bool | None:
+        """`judge`'s verdict on the task for `stage` (its check, or its dispute's vote), once; None for no verdict
+        yet (an `Unavailable` fetch, tried again while the window closing at height `closes` allows) or none at all
+        (abstain: the window closed on fewer than `MIN_SILENT_TRIES` silent tries, or on a cause on this side)."""
+        marker = (open_task.request_id, stage)
+        retry = self.retries.get(marker)
+        if retry is not None and height < retry.next_height:
+            return None
+        try:
+            verdict = judge(open_task)
+        except Unavailable as e:
+            tries = 1 + (retry.tries if retry else 0)
+            again = self.client.height() + 2 ** (tries - 1)
+            if again + VOTE_MARGIN_BLOCKS <= closes:
+                self.retries[marker] = Retry(tries, again)
+                log.info("task %s unavailable (try %d, again at %d): %s", open_task.request_id.hex(), tries, again, e)
+                return None
+            self.handled.add(marker)
+            if e.ours or tries < MIN_SILENT_TRIES:
+                log.warning("task %s: no verdict, abstaining (%d tries): %s", open_task.request_id.hex(), tries, e)
+                return None
+            self.results[open_task.request_id] = f"unavailable at each of {tries} tries: {e}"
+            log.warning("task %s: the executor served no answer in %d tries: %s", open_task.request_id.hex(), tries, e)
+            return False
+        self.handled.add(marker)
+        return verdict
+
+    def _check(self, open_task: OpenTask, proof: bytes, height: int, closes: int) -> None:
         evidence: tuple[bytes, ...] = ()
-        passed = self.verdict(open_task)
+        passed = self._judge(open_task, TaskStatus.OPEN, height, closes, self.verdict)
+        if passed is None:
+            return
         if passed:
             found = self.evidence(open_task)
             passed = found is None
@@ -152,12 +218,25 @@ class Checker:
         self.sender.send([MsgCheck(open_task.request_id, proof, passed, evidence)])
         log.info("checked %s: %s", open_task.request_id.hex(), "pass" if passed else "FAIL")
 
-    def _reverify(self, open_task: OpenTask) -> None:
-        valid = self.verdict(open_task) and not self._evidence_fails(open_task)
+    def _reverify(self, open_task: OpenTask, height: int) -> None:
+        task = open_task.task
+        valid = self._judge(open_task, TaskStatus.DISPUTED, height, task.dispute_deadline, self._valid)
+        if valid is None:
+            return
+        log.info(
+            "re-verified %s: %s (%s)",
+            open_task.request_id.hex(),
+            "valid" if valid else "INVALID",
+            self.results.get(open_task.request_id),
+        )
         try:
             self.sender.send([MsgReverify(open_task.request_id, valid)])
         except ClientError as e:
             log.info("re-verification of %s not counted: %s", open_task.request_id.hex(), e)
+
+    def _valid(self, open_task: OpenTask) -> bool:
+        """A disputed task's verdict: its answer passes alone and together with the dispute's evidence."""
+        return self.verdict(open_task) and not self._evidence_fails(open_task)
 
     def _cycle_results(self, task: Task) -> dict[bytes, CheckResult]:
         return self.passed.setdefault((task.cycle, bytes(task.executor)), {})
@@ -179,15 +258,18 @@ class Checker:
         return None
 
     def _evidence_fails(self, open_task: OpenTask) -> bool:
-        """Whether the disputed answer fails the cycle's bound together with the dispute's evidence; evidence that
-        cannot be fetched, or fails alone, fails it (an executor must serve its answers until they settle)."""
+        """Whether the disputed answer fails the cycle's bound together with the dispute's evidence; evidence the
+        executor refuses, or that fails alone, fails it (an executor must serve its answers until they settle)."""
         evidence = open_task.task.evidence
         if not evidence:
             return False
         results = [self._cycle_results(open_task.task)[open_task.request_id]]
         for request_id in evidence:
             if not isinstance(self.results.get(request_id), CheckResult):
-                other = self.client.query(verification.TASK, request_id)
+                try:
+                    other = self.client.query(verification.TASK, request_id)
+                except ClientError as e:
+                    raise Unavailable(f"the chain: {e}", ours=True) from e
                 if other is None:
                     return True
                 self.verdict(OpenTask(request_id, other, open_task.weight, open_task.total_weight))
@@ -198,35 +280,50 @@ class Checker:
         return cycle_failed(results)
 
     def verdict(self, open_task: OpenTask) -> bool:
-        """Whether the task's answer passes this validator's check alone (False when it cannot be fetched)."""
+        """Whether the task's answer passes this validator's check alone: False when the executor refused it or
+        served one that does not match the chain; `Unavailable` when it could not be fetched this time."""
         request_id = open_task.request_id
+        known = self.results.get(request_id)
+        if isinstance(known, CheckResult):
+            return known.passed
         try:
             fetched = self.fetch(open_task)
             result = self.compute.run(self._run_check, fetched)
-        except (ClientError, ApiError, httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+        except (ApiError, httpx.HTTPError, ValueError, KeyError, TypeError) as e:
             self.results[request_id] = f"no checkable answer: {e}"
             log.warning("task %s has no checkable answer: %s", request_id.hex(), e)
             return False
         self.results[request_id] = result
+        log.info("task %s: %s", request_id.hex(), describe(result))
         if result.passed:
             self._cycle_results(open_task.task)[request_id] = result
         return result.passed
 
     def fetch(self, open_task: OpenTask) -> Fetched:
         """The body and the answer from the task's executor; ValueError if either does not match the chain, or if
-        the executor charged for more (or fewer) completion tokens than its answer has."""
+        the executor charged for more (or fewer) completion tokens than its answer has; httpx.HTTPStatusError if
+        it refused the fetch; `Unavailable` if the chain or the executor could not answer this time."""
         request_id, task = open_task.request_id, open_task.task
-        record = self.client.query(inference.REQUEST, request_id)
-        receipt = None if record is None else record.receipt
-        if receipt is None:
-            raise ValueError("the request has no receipt")
-        servers = self.client.query(inference.SERVERS, receipt.model).servers
+        try:
+            record = self.client.query(inference.REQUEST, request_id)
+            receipt = None if record is None else record.receipt
+            if receipt is None:
+                raise ValueError("the request has no receipt")
+            servers = self.client.query(inference.SERVERS, receipt.model).servers
+            chain_id = self.sender.chain_id or self.client.chain_id()
+        except ClientError as e:
+            raise Unavailable(f"the chain: {e}", ours=True) from e
         endpoint = next((s.endpoint for s in servers if s.address == task.executor), "")
         if not endpoint:
             raise ValueError("the executor serves no endpoint")
-        chain_id = self.sender.chain_id or self.client.chain_id()
         headers = answer_fetch_headers(self.key, chain_id, request_id, task.executor)
-        response = self.http.get(f"{endpoint}/racenet/v1/answers/{request_id.hex()}", headers=headers)
+        try:
+            response = self.http.get(f"{endpoint}/racenet/v1/answers/{request_id.hex()}", headers=headers)
+        except httpx.TransportError as e:
+            raise Unavailable(f"the executor at {endpoint}: {e!r}", ours=False) from e
+        if response.status_code in RETRY_STATUSES or response.status_code >= 500:
+            ours = response.status_code == 403 and not self._holds_weight()
+            raise Unavailable(f"the executor answered {response.status_code}: {response.text[:200]}", ours=ours)
         response.raise_for_status()
         doc = response.json()
         body = base64.b64decode(doc["body"])
@@ -247,9 +344,26 @@ class Checker:
             )
         return Fetched(request_id, body, answer)
 
+    def _holds_weight(self) -> bool:
+        """Whether this validator holds weight in the current cycle (executors serve answers to such nodes only)."""
+        me = self.key.public_key.address
+        try:
+            return any(n.address == me and n.weight > 0 for n in self.client.query(race.NODES).nodes)
+        except ClientError:
+            return False
+
     def _run_check(self, fetched: Fetched) -> CheckResult:
         _, generation, _ = parse_request(fetched.body)
         prompt = self.backend.tokenize_chat(generation.messages, model=generation.model)
         seed = request_sampling_seed(fetched.request_id, generation.seed)
         sampling = Sampling(generation.temperature, generation.top_p, seed, generation.max_tokens, generation.stop)
         return check_answer(self.backend, prompt, sampling, fetched.answer)
+
+
+def describe(result: CheckResult) -> str:
+    """One line of a check's findings for the log."""
+    verdict = "pass" if result.passed else f"FAIL ({result.failure}{': ' if result.detail else ''}{result.detail})"
+    return (
+        f"{verdict}; {result.positions} positions, {result.sample_misses} sample and {result.logprob_misses} logprob "
+        f"misses of {result.allowed_misses} allowed, max logprob error {result.max_logprob_error:.3g}"
+    )

@@ -14,9 +14,10 @@ weight counts for its answer. Once more than half of the total weight (of the ta
 is final: invalid →
 the developer gets the task's cost back, the executor is caught (all its rewards of the cycle are forfeited and
 its reputation resets to 0); valid → nothing happens to the executor. A dispute nobody decides within
-`dispute_blocks` stays valid: an honest executor wrongly flagged loses nothing. Voters on the losing side are
-recorded (`misjudged`), as are the Race's voters on the losing side of an escalated claim (its misvotes, counted
-at the next cycle's first block): a misjudged node loses the cycle's reward share.
+`dispute_blocks` stays valid: an honest executor wrongly flagged loses nothing, and nobody lost to a majority.
+Voters on the losing side of a majority's verdict are recorded (`misjudged`), as are the Race's voters on the
+losing side of an escalated claim (its misvotes, counted at the next cycle's first block): a misjudged node loses
+the cycle's reward share.
 
 Rewards are held per cycle (`held/<cycle>/<node>`, the inference module's reward escrows) and settled
 `check_blocks + dispute_blocks` after the cycle ends, when every check and dispute of its tasks is closed:
@@ -379,10 +380,15 @@ class Keeper(ModuleKeeper):
         elif 2 * valid > total:
             self._close_dispute(ctx, request_id, task, TaskStatus.VALID)
 
-    def _close_dispute(self, ctx: Context, request_id: bytes, task: Task, verdict: TaskStatus) -> None:
+    def _close_dispute(
+        self, ctx: Context, request_id: bytes, task: Task, verdict: TaskStatus, *, decided: bool = True
+    ) -> None:
+        """Record the verdict; only a majority's `decided` one puts the voters against it on the losing side (a
+        dispute left undecided at its deadline stays valid, and its invalid votes cost nothing: they lost to no
+        majority, and the voters that would have made one may only have been slow)."""
         self.deadlines.remove(ctx, (task.dispute_deadline, request_id))
         for (_, voter), vote in self.votes.items(ctx, (request_id,)):
-            if (vote == PASS) != (verdict == TaskStatus.VALID):
+            if decided and (vote == PASS) != (verdict == TaskStatus.VALID):
                 self._misjudge(ctx, task.cycle, voter, 1, f"re-verification of {request_id.hex()}")
         winners = [
             voter
@@ -446,7 +452,7 @@ class Keeper(ModuleKeeper):
         for _, request_id in self.deadlines.keys(ctx, (ctx.block.height,)):
             with isolated(ctx, NAME, f"dispute of {request_id.hex()}") as item:
                 task = self._task(item, request_id)
-                self._close_dispute(item, request_id, task, TaskStatus.VALID)
+                self._close_dispute(item, request_id, task, TaskStatus.VALID, decided=False)
 
     def settle(self, ctx: Context) -> None:
         """Release the held rewards of the cycle whose checks and disputes have all closed (see the docstring)."""
