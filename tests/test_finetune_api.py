@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -69,9 +68,9 @@ class JobChain(FakeChain):
 
     def _result(self, request: httpx.Request) -> Any:
         app = self.node.app
-        if "finetune/job" in dict(request.url.params).get("path", ""):
-            if app.finetune.keeper.unrouted.keys(app.read_context()):
-                self.node.produce_block()
+        path = dict(request.url.params).get("path", "")
+        if "finetune/job" in path and app.finetune.keeper.unrouted.keys(app.read_context()):
+            self.node.produce_block()
         return super()._result(request)
 
 
@@ -119,7 +118,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     chain = JobChain(tmp / "chain", genesis())
     chain.until_beacon()
     executors, compute = Executors(), ComputeThread()
-    apps, backends = [], []
+    apps, backends, services = [], [], []
     for i, node_key in enumerate(NODES):
         client, sender = chain.client(), TxSender(chain.client(), node_key)
         backend = TransformersBackend(base.model, base.tokenizer, base.name)
@@ -130,6 +129,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         apps.append(create_app(agent, executor, finetune=service))
         executors.add(f"node{i}.test", apps[-1])
         backends.append(backend)
+        services.append(service)
     token, key_id = new_api_key()
     authorize = MsgAuthorizeKey(
         key_id=key_id, spend_limit=10**13, expiry_height=0, gateways=(NODES[0].public_key.address,)
@@ -138,6 +138,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     api = TestClient(apps[0])
     client = openai.OpenAI(api_key=token, base_url="http://node0.test/v1", http_client=api, max_retries=0)
     yield Network(chain, client, api, token, backends)
+    for service in services:
+        service.close()
     join_settlements()
     chain.close()
     torch.set_num_threads(threads)

@@ -100,6 +100,7 @@ class FineTuneService:
         self.http = httpx.Client(timeout=TIMEOUT, transport=transport)
         self.queue: queue.Queue[str] = queue.Queue()
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
         for path in sorted(self.dirs["work"].glob("*/job.json")):
             if json.loads(path.read_text())["status"] not in CLOSED:
                 self.queue.put(path.parent.name)  # interrupted: train again from the start
@@ -383,10 +384,18 @@ class FineTuneService:
             path = self.dirs["work"] / job_hex / "job.json"
             _write_json(path, {**json.loads(path.read_text()), **fields})
 
+    def close(self) -> None:
+        """Stop the training thread at its next step; an interrupted job trains again when the node restarts."""
+        self.stopping.set()
+        self.worker.join()
+
     def _work(self) -> None:
-        """The training thread: one job at a time, in the order accepted."""
-        while True:
-            job_hex = self.queue.get()
+        """The training thread: one job at a time, in the order accepted, until `close`."""
+        while not self.stopping.is_set():
+            try:
+                job_hex = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
             try:
                 self._train(job_hex)
             except Exception as e:  # a failed job is given up on chain (refunded), the node goes on
@@ -409,9 +418,11 @@ class FineTuneService:
             losses.append(loss)
             self._update(job_hex, step=step, total_steps=total, losses=losses)
             self._event(job_hex, f"Step {step}/{total}: training loss={loss:.4f}", {"step": step, "train_loss": loss})
-            return self._still_open(job_hex)
+            return not self.stopping.is_set() and self._still_open(job_hex)
 
         trained = lora.train(self.base.model, self.base.tokenizer, encoded, hp, on_step)
+        if self.stopping.is_set():
+            return  # the node is shutting down: the job stays open and trains again at the next start
         if trained is None:
             self._update(job_hex, status="cancelled", finished_at=int(time.time()))
             self._event(job_hex, "Training stopped: the job was closed on chain")
