@@ -6,7 +6,9 @@ fetches the adapter from the provider by its hash on chain). Plus refusals of ba
 
 from __future__ import annotations
 
+import functools
 import json
+import pathlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +18,10 @@ import httpx
 import openai
 import pytest
 import torch
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.fine_tuning.job_create_params import Hyperparameters
 
 from racenet.chain.app_state import AppState
 from racenet.chain.genesis import Genesis, GenesisValidator
@@ -30,7 +35,11 @@ from racenet.chain.modules.pricing import PricingGenesis
 from racenet.chain.modules.race import Params as RaceParams
 from racenet.chain.modules.race import RaceGenesis, RaceNode
 from racenet.chain.scalars import Amount
+from racenet.cli import finetune as finetune_cli
+from racenet.cli.main import cli
 from racenet.finetune.service import FineTuneService
+from racenet.ml.backend import GenerationRequest
+from racenet.ml.check import Sampling, answer_from_events, check_answer
 from racenet.ml.model_files import SMOLLM2
 from racenet.ml.transformers_backend import TransformersBackend
 from racenet.node.api import create_app
@@ -60,7 +69,7 @@ TRAINING = "\n".join(
     json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": ANSWER}]})
     for q in QUESTIONS
 ).encode()
-HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2.5}
+HYPERPARAMETERS: Hyperparameters = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2.5}
 
 
 class JobChain(FakeChain):
@@ -81,6 +90,7 @@ class Network:
     api: TestClient
     token: str
     backends: list[TransformersBackend]
+    transport: httpx.BaseTransport
 
 
 def genesis() -> Genesis:
@@ -136,8 +146,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     )
     TxSender(chain.client(), DEV).send([authorize])
     api = TestClient(apps[0])
-    client = openai.OpenAI(api_key=token, base_url="http://node0.test/v1", http_client=api, max_retries=0)
-    yield Network(chain, client, api, token, backends)
+    developer = openai.OpenAI(api_key=token, base_url="http://node0.test/v1", http_client=api, max_retries=0)
+    yield Network(chain, developer, api, token, backends, executors.transport)
     for service in services:
         service.close()
     join_settlements()
@@ -172,12 +182,13 @@ def test_the_openai_client_fine_tunes_and_chats_with_the_ft_model(net: Network) 
         model=MODEL,
         training_file=uploaded.id,
         hyperparameters=HYPERPARAMETERS,
-        suffix="pw",  # type: ignore[arg-type]
+        suffix="pw",
     )
     assert job.status == "running" and job.fine_tuned_model is None
     done = wait_for_job(net, job.id, {"succeeded", "failed", "cancelled"})
     assert done.status == "succeeded", done.error
-    assert done.fine_tuned_model == f"ft:{MODEL}:pw:{job.id.removeprefix('ftjob-')}"
+    tuned = done.fine_tuned_model
+    assert tuned == f"ft:{MODEL}:pw:{job.id.removeprefix('ftjob-')}"
     assert [j.id for j in net.client.fine_tuning.jobs.list()] == [job.id]
     events = list(net.client.fine_tuning.jobs.list_events(job.id))
     losses = [e.data["train_loss"] for e in reversed(events) if e.type == "metrics"]  # type: ignore[index]
@@ -192,23 +203,52 @@ def test_the_openai_client_fine_tunes_and_chats_with_the_ft_model(net: Network) 
     assert before - after == info.job.cost
 
     # the fine-tuned model answers differently from the base, through the network's request path
-    question = [{"role": "user", "content": QUESTIONS[0]}]
+    question: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTIONS[0]}]
     answers = {}
-    for model in (MODEL, done.fine_tuned_model):
-        reply = net.client.chat.completions.create(model=model, messages=question, max_tokens=16, temperature=0)  # type: ignore[arg-type]
+    for model in (MODEL, tuned):
+        reply = net.client.chat.completions.create(model=model, messages=question, max_tokens=16, temperature=0)
         answers[model] = reply.choices[0].message.content or ""
     stream = net.client.chat.completions.create(
-        model=done.fine_tuned_model,
-        messages=question,  # type: ignore[arg-type]
-        max_tokens=16,
-        temperature=0,
-        stream=True,
+        model=tuned, messages=question, max_tokens=16, temperature=0, stream=True
     )
     streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-    assert streamed == answers[done.fine_tuned_model] != answers[MODEL]
+    assert streamed == answers[tuned] != answers[MODEL]
+    print(f"\nlosses {[round(x, 3) for x in losses]}; base {answers[MODEL]!r}; fine-tuned {answers[tuned]!r}")
     # and the taught answer is far likelier under it (what a spot check's re-scoring sees, too)
     backend = net.backends[0]
-    assert mean_logprob(backend, done.fine_tuned_model, QUESTIONS[0]) > mean_logprob(backend, MODEL, QUESTIONS[0]) + 1
+    assert mean_logprob(backend, tuned, QUESTIONS[0]) > mean_logprob(backend, MODEL, QUESTIONS[0]) + 1
+    assert_spot_checks_score_with_the_adapter(backend, tuned)
+
+
+def assert_spot_checks_score_with_the_adapter(backend: TransformersBackend, model: str) -> None:
+    """An honest sampled answer of the ft model passes the spot check run with the backend serving it, and fails
+    one run with the base model (the checker must score with `backend.for_model(model)`)."""
+    request = GenerationRequest(model, [{"role": "user", "content": QUESTIONS[1]}], max_tokens=12, seed=7)
+    answer = answer_from_events(list(backend.generate(request)))
+    prompt = backend.tokenize_chat(request.messages, model=model)
+    sampling = Sampling(request.temperature, request.top_p, 7, request.max_tokens)
+    assert check_answer(backend.for_model(model), prompt, sampling, answer).passed
+    assert not check_answer(backend, prompt, sampling, answer).passed
+
+
+def test_the_cli_shows_lists_and_plots_the_job(
+    net: Network, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """`racenet fine-tune list|status|events` on the job the first test ran, and its loss curve."""
+    monkeypatch.setattr(httpx, "Client", functools.partial(httpx.Client, transport=net.transport))
+    monkeypatch.setenv("RACENET_API_KEY", net.token)
+    runner, api = CliRunner(), ["--api", "http://node0.test/v1"]
+    listed = runner.invoke(cli, ["fine-tune", "list", *api, "--json"])
+    assert listed.exit_code == 0, listed.output
+    job = json.loads(listed.output)[0]
+    shown = runner.invoke(cli, ["fine-tune", "status", job["id"], *api])
+    assert shown.exit_code == 0 and "succeeded" in shown.output and job["racenet"]["adapter_sha256"] in shown.output
+    events = runner.invoke(cli, ["fine-tune", "events", job["id"], *api])
+    assert events.exit_code == 0 and "training loss=" in events.output
+    missing = runner.invoke(cli, ["fine-tune", "status", "ftjob-" + "00" * 32, *api])
+    assert missing.exit_code != 0 and "HTTP 404" in missing.output and "Traceback" not in missing.output
+    curve = finetune_cli.save_loss_curve([3.0, 2.0, 1.0], tmp_path / "loss")
+    assert curve.suffix in (".png", ".csv") and curve.stat().st_size > 0
 
 
 def test_a_cancelled_job_is_refunded(net: Network) -> None:

@@ -123,10 +123,11 @@ class TransformersBackend:
         """Serve `ft:` model names with `merge(name, base model)`, which returns the merged model or raises."""
         self._merge = merge
 
-    def _fine_tuned(self, model: str | None) -> TransformersBackend | None:
-        """The merged backend serving a fine-tuned model name, or None for this backend's own model."""
+    def for_model(self, model: str | None) -> TransformersBackend:
+        """The backend that runs `model`: a merged copy for a fine-tuned name, else this one (what a spot check
+        of a fine-tuned model's answer scores with)."""
         if model is None or self._merge is None or not model.startswith(FINE_TUNED_PREFIX):
-            return None
+            return self
         with self._merged_lock:
             backend = self._merged.get(model)
             if backend is None:
@@ -142,7 +143,7 @@ class TransformersBackend:
 
         Control tokens typed inside messages are encoded as plain text, so a user cannot forge turns.
         """
-        if (tuned := self._fine_tuned(model)) is not None:
+        if (tuned := self.for_model(model)) is not self:
             return tuned.tokenize_chat(messages)
         self._check_model(model)
         conversation = [{"role": m["role"], "content": m["content"]} for m in messages]
@@ -156,7 +157,7 @@ class TransformersBackend:
 
     def generate(self, request: GenerationRequest) -> Generator[GenerationEvent, None, None]:
         """Stream a chat completion; the request is checked now, the model runs as the iterator is read."""
-        if (tuned := self._fine_tuned(request.model)) is not None:
+        if (tuned := self.for_model(request.model)) is not self:
             return tuned.generate(request)
         self._check_model(request.model)
         prompt = self.tokenize_chat(request.messages)
@@ -190,7 +191,7 @@ class TransformersBackend:
 
         One teacher-forced forward pass: what a validator's check runs instead of generating the tokens again.
         """
-        if (tuned := self._fine_tuned(model)) is not None:
+        if (tuned := self.for_model(model)) is not self:
             return tuned.next_token_logits(prompt_token_ids, completion_token_ids)
         self._check_model(model)
         prompt, completion = list(prompt_token_ids), list(completion_token_ids)
