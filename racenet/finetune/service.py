@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from racenet.chain.errors import ChainError
 from racenet.chain.modules import finetune, inference
 from racenet.chain.modules.finetune import JobInfo, JobStatus, MsgCancelJob, MsgCompleteJob, MsgCreateJob
 from racenet.crypto.address import address_from_pubkey, encode_address
@@ -192,7 +193,7 @@ class FineTuneService:
         except TxRejected as e:
             status = 402 if e.name == "insufficient_funds" else 400
             raise ApiError(status, f"the job was refused: {e.log}", code=e.name) from e
-        except Exception as e:  # ChainError from validate, ClientError from the chain
+        except (ChainError, ClientError) as e:
             raise ApiError(400, f"the job was refused: {e}", code="job_refused") from e
         record = {"file": file_id, "hyperparameters": lora.hyperparameters_json(hp), "created_at": int(time.time())}
         _write_json(self.dirs["jobs"] / f"{job_id.hex()}.json", record)
@@ -219,7 +220,7 @@ class FineTuneService:
             response = self.http.post(url, content=body, headers=run_headers(self.sender, job_id, body))
             if response.status_code != 200:
                 raise ValueError(f"HTTP {response.status_code}: {response.text[:200]}")
-        except (httpx.HTTPError, ValueError) as e:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
             log.warning("could not forward job %s to its provider: %s", job_id.hex(), e)
 
     def _chain_job(self, job_id: bytes) -> JobInfo:
@@ -280,7 +281,7 @@ class FineTuneService:
         try:
             doc: dict[str, Any] = self.http.get(url).raise_for_status().json()
             return doc
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError):
             return {"job": {}, "events": []}
 
     def _job_json(self, job_id: bytes, info: JobInfo, progress: Mapping[str, Any]) -> dict[str, Any]:
@@ -410,6 +411,10 @@ class FineTuneService:
         hp = lora.Hyperparameters(**state["hyperparameters"])
         examples = parse_jsonl((work / "training.jsonl").read_bytes())
         encoded = [lora.encode(self.base.tokenizer, e, MAX_EXAMPLE_TOKENS) for e in examples]
+        if not self._still_open(job_hex):
+            self._update(job_hex, status="cancelled", finished_at=int(time.time()))
+            self._event(job_hex, "Not trained: the job was closed on chain before it started")
+            return
         self._update(job_hex, status="running", step=0)
         self._event(job_hex, f"Training started: {len(encoded)} examples, {hp.n_epochs} epochs")
         losses: list[float] = []
@@ -471,7 +476,7 @@ class FineTuneService:
         url = endpoints.get(info.job.provider, "").rstrip("/") + f"/racenet/v1/adapters/{digest}"
         try:
             data = self.http.get(url).raise_for_status().content
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
             raise ApiError(503, f"the adapter could not be fetched from its provider: {e}", "server_error") from e
         if hashlib.sha256(data).hexdigest() != digest:
             raise ApiError(502, "the provider's adapter does not match the hash on chain", "server_error")
