@@ -108,7 +108,7 @@ def test_no_isinstance_dispatch_of_messages(tmp_path: Path) -> None:
 def test_messages_are_exactly_the_handler_tables(tmp_path: Path) -> None:
     app = App(tmp_path / "app.db")
     types = [m.TYPE for module in app.modules.values() for m in module.messages()]
-    assert len(types) == len(set(types)) == len(app.registry) == 45
+    assert len(types) == len(set(types)) == len(app.registry) == 48
     for module in app.modules.values():
         assert module.messages() == tuple(module.handlers)
         assert all(m.TYPE.startswith(module.name + "/") for m in module.messages())

@@ -26,6 +26,7 @@ from racenet.chain.modules import (
     bank,
     beacon,
     dummy,
+    finetune,
     gov,
     inference,
     pool,
@@ -404,6 +405,9 @@ def one_of_each_message() -> list[Msg]:
                 budget=10**6,
             )
         ),
+        finetune.MsgCreateJob(b"\x19" * 20, b"", "SmolLM2-135M-Instruct", h, 400, 4, "pw"),
+        finetune.MsgCompleteJob(h, b"\x1a" * 32, 1600),
+        finetune.MsgCancelJob(h),
     ]
 
 

@@ -43,6 +43,7 @@ from racenet.chain.modules import (
     bank,
     beacon,
     dummy,
+    finetune,
     gov,
     inference,
     pool,
@@ -95,6 +96,7 @@ INIT_GENESIS_ORDER = (
     "gov",  # proposals and their deposit records (bank minted the deposit escrows)
     "pool",  # checks the icon stock bank minted for the liquidity pool's account
     "training",  # params only (jobs in flight are not exported)
+    "finetune",  # params only (jobs in flight are not exported); reads inference's prices and keys
     "tokenomics",  # last: what every module's genesis put in bank beyond the core incentive is the allocations
 )
 BEGIN_BLOCK_ORDER = (
@@ -110,6 +112,7 @@ END_BLOCK_ORDER = (
     "inference",  # routes requests whose round arrived, refunds expired ones; reads nothing the tally writes
     "verification",  # closes undecided disputes, then settles the cycle whose checks and disputes all closed
     "dummy",  # prunes expired commitments and old claims; reads nothing the others write here
+    "finetune",  # draws providers from beacon rounds this block recorded, refunds expired jobs
     "training",  # round deadlines, audits from beacon rounds this block recorded, draws by the weights the tally set
     "gov",  # last: a passed proposal's changes apply from the next block, after every hook of this one ran
 )
@@ -185,6 +188,9 @@ class App:
         self.gov.keeper.use_training_fund(self.tokenomics.keeper)
         self.training = training.TrainingModule(training.Keeper(self.bank.keeper, self.race.keeper, self.beacon.keeper))
         self.training.keeper.use_penalties(self.verification.keeper)
+        self.finetune = finetune.FinetuneModule(
+            finetune.Keeper(self.bank.keeper, self.beacon.keeper, self.inference.keeper)
+        )
         self.info_keeper = ChainInfo()
         self.modules: dict[str, Module[Any, Any]] = {
             m.name: m
@@ -202,6 +208,7 @@ class App:
                 self.pool,
                 self.gov,
                 self.training,
+                self.finetune,
             )
         }
         self.registry: dict[str, type[Msg]] = {m.TYPE: m for mod in self.modules.values() for m in mod.messages()}

@@ -12,6 +12,7 @@ from racenet.chain.modules.auth import AuthGenesis
 from racenet.chain.modules.bank import BankGenesis
 from racenet.chain.modules.beacon import BeaconGenesis
 from racenet.chain.modules.dummy import DummyGenesis
+from racenet.chain.modules.finetune import FinetuneGenesis
 from racenet.chain.modules.gov import GovGenesis
 from racenet.chain.modules.inference import InferenceGenesis
 from racenet.chain.modules.pool import PoolGenesis
@@ -41,6 +42,7 @@ class AppState:
     pool: PoolGenesis = field(default_factory=PoolGenesis)
     gov: GovGenesis = field(default_factory=GovGenesis)
     training: TrainingGenesis = field(default_factory=TrainingGenesis)
+    finetune: FinetuneGenesis = field(default_factory=FinetuneGenesis)
 
     def validate(self) -> None:
         """Validate every module's state; ValueError names the module."""

@@ -11,6 +11,7 @@ from racenet.cli.apikey import api_key
 from racenet.cli.beacon import beacon
 from racenet.cli.chain import app_command, genesis, init, start
 from racenet.cli.devnet import devnet
+from racenet.cli.finetune import fine_tune
 from racenet.cli.gov import gov_command
 from racenet.cli.keys import keys
 from racenet.cli.node import node
@@ -51,6 +52,7 @@ for command in (
     pool_group,
     report,
     train_group,
+    fine_tune,
 ):
     cli.add_command(command)
 

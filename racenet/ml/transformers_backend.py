@@ -14,6 +14,10 @@ The lock is a plain `threading.Lock`, so the iterator may be advanced from diffe
 does); do not call `score` from a thread that holds an open generation. The tokenizer has a lock of its own, so
 `tokenize_chat` does not wait for a generation. `threads` sets torch's intra-op thread count, which is
 process-wide: on a machine whose cores are busy (a Race miner), 1 thread generated ~14x faster than 2 here.
+
+Fine-tuned models: after `use_adapters(merge)`, a model name starting with `ft:` is served by a copy of this
+backend whose weights are `merge(name, base model)` (a LoRA adapter merged in, `racenet.finetune`): generation,
+tokenizing and scoring (so spot checks) work for it as for the base model. The last few merged copies are kept.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from __future__ import annotations
 import copy
 import os
 import threading
-from collections.abc import Generator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +50,11 @@ from racenet.ml.text import TextAssembler
 
 if TYPE_CHECKING:
     from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
+
+FINE_TUNED_PREFIX = "ft:"
+MAX_MERGED = 2
+"""Merged fine-tuned copies kept in memory (each is a full copy of the weights: ~540 MB for SmolLM2 in fp32)."""
+Merge = Callable[[str, "PreTrainedModel"], "PreTrainedModel"]
 
 
 class TransformersBackend:
@@ -75,6 +85,9 @@ class TransformersBackend:
         self.context_length: int = int(model.config.max_position_embeddings)
         self.vocab_size: int = int(model.config.vocab_size)
         self.eos_token_ids = _eos_ids(model, tokenizer)
+        self._merge: Merge | None = None
+        self._merged: OrderedDict[str, TransformersBackend] = OrderedDict()
+        self._merged_lock = threading.Lock()
 
     @classmethod
     def from_folder(
@@ -103,14 +116,35 @@ class TransformersBackend:
         return TransformersBackend(model, self.tokenizer, self.name)
 
     def models(self) -> list[str]:
-        """The one model this instance serves."""
+        """The one model this instance serves (fine-tuned variants are served too, but not listed)."""
         return [self.name]
+
+    def use_adapters(self, merge: Merge) -> None:
+        """Serve `ft:` model names with `merge(name, base model)`, which returns the merged model or raises."""
+        self._merge = merge
+
+    def for_model(self, model: str | None) -> TransformersBackend:
+        """The backend that runs `model`: a merged copy for a fine-tuned name, else this one (what a spot check
+        of a fine-tuned model's answer scores with)."""
+        if model is None or self._merge is None or not model.startswith(FINE_TUNED_PREFIX):
+            return self
+        with self._merged_lock:
+            backend = self._merged.get(model)
+            if backend is None:
+                backend = TransformersBackend(self._merge(model, self.model), self.tokenizer, model)
+                self._merged[model] = backend
+                while len(self._merged) > MAX_MERGED:
+                    self._merged.popitem(last=False)
+            self._merged.move_to_end(model)
+        return backend
 
     def tokenize_chat(self, messages: Sequence[ChatMessage], *, model: str | None = None) -> list[int]:
         """Prompt token ids for a chat, with the model's chat template and the assistant turn opened.
 
         Control tokens typed inside messages are encoded as plain text, so a user cannot forge turns.
         """
+        if (tuned := self.for_model(model)) is not self:
+            return tuned.tokenize_chat(messages)
         self._check_model(model)
         conversation = [{"role": m["role"], "content": m["content"]} for m in messages]
         with self._tokenizer_lock:
@@ -123,6 +157,8 @@ class TransformersBackend:
 
     def generate(self, request: GenerationRequest) -> Generator[GenerationEvent, None, None]:
         """Stream a chat completion; the request is checked now, the model runs as the iterator is read."""
+        if (tuned := self.for_model(request.model)) is not self:
+            return tuned.generate(request)
         self._check_model(request.model)
         prompt = self.tokenize_chat(request.messages)
         if len(prompt) >= self.context_length:
@@ -155,6 +191,8 @@ class TransformersBackend:
 
         One teacher-forced forward pass: what a validator's check runs instead of generating the tokens again.
         """
+        if (tuned := self.for_model(model)) is not self:
+            return tuned.next_token_logits(prompt_token_ids, completion_token_ids)
         self._check_model(model)
         prompt, completion = list(prompt_token_ids), list(completion_token_ids)
         if not prompt:

@@ -5,19 +5,26 @@
 `POST /v1/reports` relays a developer's signed report of a wrong answer (`racenet report` signs one).
 `POST /racenet/v1/execute` is node-to-node: a transfer agent forwards a request to its executor;
 `GET /racenet/v1/answers/<request id>` too: a weight holder fetches an answer it checks (signed fetch).
+Fine-tuning (given a `racenet.finetune.service.FineTuneService`): `POST /v1/files`, `GET /v1/files/<id>`,
+`POST|GET /v1/fine_tuning/jobs`, `GET /v1/fine_tuning/jobs/<id>[/events]`, `POST /v1/fine_tuning/jobs/<id>/cancel`
+as OpenAI's, chat completions with `ft:` models, and node-to-node `POST /racenet/v1/fine_tuning/run`,
+`GET /racenet/v1/fine_tuning/progress/<job>` and `GET /racenet/v1/adapters/<sha256>` (docs/fine-tuning.md).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import email.parser
+import email.policy
 import itertools
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -50,6 +57,12 @@ from racenet.node.openai_format import (
 )
 from racenet.node.transfer_agent import Opened, TransferAgent
 
+if TYPE_CHECKING:
+    from racenet.finetune.service import FineTuneService
+
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024 + 64 * 1024
+"""A training file's limit (`racenet.finetune.data.MAX_FILE_BYTES`) plus room for the multipart envelope."""
+
 
 class Message(BaseModel):
     """One chat message."""
@@ -73,8 +86,11 @@ class ChatCompletionRequest(BaseModel):
     top_logprobs: int | None = None
 
 
-def create_app(agent: TransferAgent, executor: Executor, limits: Limits = DEFAULT_LIMITS) -> FastAPI:
-    """The FastAPI application of one node; `limits` bound chat completions before any expensive work (M9)."""
+def create_app(
+    agent: TransferAgent, executor: Executor, limits: Limits = DEFAULT_LIMITS, finetune: FineTuneService | None = None
+) -> FastAPI:
+    """The FastAPI application of one node; `limits` bound chat completions before any expensive work (M9);
+    `finetune` adds the fine-tuning endpoints and `ft:` models."""
     app = FastAPI(title="racenet node API", version=__version__, description=__doc__)
     per_ip = RateLimiter(limits.ip_burst, limits.ip_rate, limits.max_tracked_keys)
     per_key = RateLimiter(limits.key_burst, limits.key_rate, limits.max_tracked_keys)
@@ -137,7 +153,11 @@ def create_app(agent: TransferAgent, executor: Executor, limits: Limits = DEFAUL
         try:
             raw = await read_limited_body(request, limits.max_body_bytes)
             body, generation, stream = parse_request(raw)
-            opened = await run_in_threadpool(agent.open, raw, generation, headers)
+            on_chain = generation  # a fine-tuned model's request is opened (and paid) as its base model's
+            if finetune is not None and generation.model.startswith("ft:"):
+                base = await run_in_threadpool(finetune.check_servable, generation.model)
+                on_chain = dataclasses.replace(generation, model=base)
+            opened = await run_in_threadpool(agent.open, raw, on_chain, headers)
             logprobs = bool(body.get("logprobs"))
             if stream:
                 usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -176,7 +196,102 @@ def create_app(agent: TransferAgent, executor: Executor, limits: Limits = DEFAUL
         headers = {k.lower(): v for k, v in request.headers.items()}
         return JSONResponse(await run_in_threadpool(executor.answer_for, request_id, headers))
 
+    if finetune is not None:
+        _fine_tuning_routes(app, finetune, per_ip)
     return app
+
+
+def _fine_tuning_routes(app: FastAPI, service: FineTuneService, per_ip: RateLimiter) -> None:
+    """OpenAI's files and fine-tuning job endpoints, and the node-to-node ones (docs/fine-tuning.md)."""
+
+    async def developer(request: Request) -> Any:
+        per_ip.take(client_ip(request))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        return await run_in_threadpool(service.developer, headers)
+
+    @app.post("/v1/files", summary="Upload a chat JSONL training file (multipart, purpose=fine-tune)")
+    async def upload(request: Request) -> JSONResponse:
+        who = await developer(request)
+        raw = await read_limited_body(request, MAX_UPLOAD_BYTES)
+        fields = parse_multipart(request.headers.get("content-type", ""), raw)
+        if "file" not in fields:
+            raise ApiError(400, "send the file as multipart/form-data field 'file'", param="file")
+        purpose = fields.get("purpose", (b"", ""))[0].decode(errors="replace")
+        content, filename = fields["file"]
+        return JSONResponse(await run_in_threadpool(service.upload, who, content, filename, purpose))
+
+    @app.get("/v1/files/{file_id}")
+    async def file(file_id: str, request: Request) -> JSONResponse:
+        who = await developer(request)
+        return JSONResponse(await run_in_threadpool(service.file, who, file_id))
+
+    @app.post("/v1/fine_tuning/jobs", summary="Create a fine-tuning job (LoRA on the base model, paid per token)")
+    async def create_job(request: Request) -> JSONResponse:
+        who = await developer(request)
+        raw = await read_limited_body(request, 64 * 1024)
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
+        except ValueError as e:
+            raise ApiError(400, f"the body is not a JSON object: {e}") from None
+        return JSONResponse(await run_in_threadpool(service.create_job, who, body))
+
+    @app.get("/v1/fine_tuning/jobs")
+    async def list_jobs(request: Request) -> JSONResponse:
+        who = await developer(request)
+        jobs = await run_in_threadpool(service.jobs, who)
+        return JSONResponse({"object": "list", "data": jobs, "has_more": False})
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}")
+    async def get_job(job_id: str, request: Request) -> JSONResponse:
+        who = await developer(request)
+        return JSONResponse(await run_in_threadpool(service.job, who, job_id))
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/events")
+    async def job_events(job_id: str, request: Request) -> JSONResponse:
+        who = await developer(request)
+        events = await run_in_threadpool(service.events, who, job_id)
+        return JSONResponse({"object": "list", "data": events, "has_more": False})
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+    async def cancel_job(job_id: str, request: Request) -> JSONResponse:
+        who = await developer(request)
+        return JSONResponse(await run_in_threadpool(service.cancel, who, job_id))
+
+    @app.post("/racenet/v1/fine_tuning/run", include_in_schema=False)
+    async def run(request: Request) -> JSONResponse:
+        per_ip.take(client_ip(request))
+        raw = await read_limited_body(request, 2 * MAX_UPLOAD_BYTES)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        return JSONResponse(await run_in_threadpool(service.accept, raw, headers))
+
+    @app.get("/racenet/v1/fine_tuning/progress/{job_hex}", include_in_schema=False)
+    async def progress(job_hex: str, request: Request) -> JSONResponse:
+        per_ip.take(client_ip(request))
+        return JSONResponse(await run_in_threadpool(service.progress, job_hex))
+
+    @app.get("/racenet/v1/adapters/{digest}", include_in_schema=False)
+    async def adapter(digest: str, request: Request) -> FileResponse:
+        per_ip.take(client_ip(request))
+        return FileResponse(service.adapter_file(digest), media_type="application/octet-stream")
+
+
+def parse_multipart(content_type: str, raw: bytes) -> dict[str, tuple[bytes, str]]:
+    """The fields of a multipart/form-data body: name → (content, filename); ApiError 400 if it is not one."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ApiError(400, "upload the file as multipart/form-data")
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+    if not message.is_multipart():
+        raise ApiError(400, "the multipart body does not parse")
+    fields: dict[str, tuple[bytes, str]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            fields[name] = (payload, part.get_filename() or "")
+    return fields
 
 
 def relay_report(client: ChainClient, raw: bytes) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -27,6 +28,9 @@ from racenet.node.executor import Executor
 from racenet.node.race_worker import RaceWorker
 from racenet.node.sender import TxSender
 from racenet.node.trainer import TrainingAgent
+
+if TYPE_CHECKING:
+    from racenet.finetune.service import FineTuneService
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,7 @@ class Daemon:
         self.executor: Executor | None = None
         self.server: uvicorn.Server | None = None
         self.checker: Checker | None = None
+        self.finetune: FineTuneService | None = None
         self.dummy_stop = threading.Event()
         if api is not None:
             model = make_backend(backend, self.compute, backend_api_key)
@@ -104,12 +109,17 @@ class Daemon:
 
     def _start_api(self, api: tuple[str, int], backend: Backend) -> None:
         """Start the API server on `backend` and tell the chain this node serves its models there."""
+        from racenet.finetune.service import FineTuneService
+        from racenet.ml.transformers_backend import TransformersBackend
         from racenet.node.api import create_app
         from racenet.node.transfer_agent import TransferAgent
 
         host, port = api
         executor = Executor(backend, self.client, self.sender, self.state_dir / "executor", self.compute)
-        app = create_app(TransferAgent(self.client, self.sender, backend), executor)
+        if isinstance(backend, TransformersBackend):  # fine-tuning needs the in-process model (docs/fine-tuning.md)
+            self.finetune = FineTuneService(backend, self.client, self.sender, self.state_dir / "finetune")
+            backend.use_adapters(self.finetune.merge)
+        app = create_app(TransferAgent(self.client, self.sender, backend), executor, finetune=self.finetune)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         threading.Thread(target=server.run, name="api", daemon=True).start()
         self.executor, self.server = executor, server
@@ -165,3 +175,5 @@ class Daemon:
             self.trainer.shutdown()
         if self.server is not None:
             self.server.should_exit = True
+        if self.finetune is not None:
+            self.finetune.close()

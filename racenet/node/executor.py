@@ -33,6 +33,7 @@ from typing import Any
 
 from racenet.chain.codec import encode
 from racenet.chain.modules import inference, race
+from racenet.chain.modules.finetune import parse_fine_tuned
 from racenet.chain.modules.inference import MsgFinishRequest, Request
 from racenet.crypto.address import address_from_pubkey
 from racenet.crypto.keys import PrivateKey, PublicKey
@@ -181,7 +182,7 @@ class Executor:
         if hashlib.sha256(raw).digest() != request.prompt_hash:
             raise ApiError(409, "the forwarded body is not the one the request was opened for", code="body_mismatch")
         _, generation, _ = parse_request(raw)
-        if (generation.model, generation.max_tokens) != (request.model, request.max_tokens):
+        if (base_model(generation.model), generation.max_tokens) != (request.model, request.max_tokens):
             raise ApiError(409, "the forwarded model or max_tokens differ from the request's", code="body_mismatch")
         prompt_tokens = len(self.backend.tokenize_chat(generation.messages, model=generation.model))
         if prompt_tokens != request.prompt_tokens:
@@ -294,6 +295,12 @@ class Executor:
             self.sender.send([finish])
         except ClientError as e:
             log.warning("could not settle request %s: %s", job.request_id.hex(), e)
+
+
+def base_model(model: str) -> str:
+    """The model a request is opened on chain for: a fine-tuned model's base (paid at its price), else itself."""
+    parsed = parse_fine_tuned(model)
+    return model if parsed is None else parsed[0]
 
 
 def settlement_thread_name(request_id: str) -> str:

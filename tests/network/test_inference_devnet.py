@@ -347,18 +347,22 @@ def test_dead_executor_is_routed_around(
 
 
 def test_a_forward_whose_body_differs_from_the_signed_one_is_refused_and_refunded(
-    net: Devnet, chain: ChainClient, developer: PrivateKey, tokenizer: Backend
+    net: Devnet, chain: ChainClient, tokenizer: Backend
 ) -> None:
     """H1/H3/L8 on the devnet: a transfer agent (here the test, with its own funded account) opens a request the
     developer signed, then forwards a different body, or the same body with more max_tokens, to the executor the
     chain drew. The executor refuses both before generating; nobody finishes the request, and at expiry the
-    developer is refunded in full."""
+    developer is refunded in full. The developer is its own (an earlier test's late refund would move the shared
+    developer's balance)."""
     from racenet.crypto.keyring import Keyring
     from racenet.devnet import DEVNET_PASSPHRASE, FAUCET_KEY
 
     faucet = Keyring(net.state.dir / "keyring").load(FAUCET_KEY, DEVNET_PASSPHRASE)
     agent = PrivateKey(hashlib.sha256(b"a transfer agent that lies").digest())
-    TxSender(chain, faucet).send([MsgSend(agent.public_key.address, 10**9)])
+    developer = PrivateKey(hashlib.sha256(b"a developer whose forward was forged").digest())
+    TxSender(chain, faucet).send(
+        [MsgSend(agent.public_key.address, 10**9), MsgSend(developer.public_key.address, DEV_FUNDS)]
+    )
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 4}
     request_id = os.urandom(32)
     raw, headers = signed_request(chain, tokenizer, developer, body, request_id, agent.public_key.address)
