@@ -63,7 +63,7 @@ from tests.test_training_chain import DEV, P1, P2, P3, P4, V1, V2, V3, genesis
 pytestmark = pytest.mark.timeout(900)
 
 PARAMS = Params(
-    start_blocks=10,
+    start_blocks=100,  # 20 s: a fast participant finishes round 1 before the job starts, and waits to report it
     round_blocks=150,
     commit_blocks=100,
     verdict_blocks=100,

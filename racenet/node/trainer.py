@@ -318,7 +318,10 @@ class TrainingAgent:
         return self.patiently(lambda: self.client.query(training.PARTICIPANTS, str(job_id)).participants)
 
     def report_round(self, job_id: int, chain_round: int, commitment: bytes) -> None:
-        """Send `training/RoundDone` unless the chain has it already (a resumed worker may have sent it)."""
+        """Send `training/RoundDone` once the chain's round is open (a fast node may finish round 1 before the job
+        starts), unless the chain has it already (a resumed worker may have sent it)."""
+        if not self.wait_round_open(job_id, chain_round):
+            return
         me = {bytes(p.address): p for p in self.participants(job_id)}.get(self.address)
         if me is not None and me.reported_through >= chain_round:
             return
@@ -326,6 +329,19 @@ class TrainingAgent:
             self.patiently(lambda: self.sender.send([MsgRoundDone(job_id, chain_round, commitment)]))
         except TxRejected as e:
             log.warning("job %d round %d: report refused: %s", job_id, chain_round, e)
+
+    def wait_round_open(self, job_id: int, chain_round: int) -> bool:
+        """Wait until the chain's current round of a job is `chain_round` or later; False if the job stopped
+        (cancelled) or the wait timed out."""
+        deadline = time.monotonic() + ROUND_CLOSE_TIMEOUT_S
+        while time.monotonic() < deadline and not self.stop.is_set():
+            job = self.job(job_id)
+            if job is None or job.status == JobStatus.CANCELLED:
+                return False
+            if job.status != JobStatus.WAITING and job.round >= chain_round:
+                return True
+            time.sleep(POLL_S / 2)
+        return False
 
     def wait_round_closed(self, job_id: int, chain_round: int) -> bool:
         """Wait until the chain closed a round; False if the job stopped (cancelled) or the wait timed out."""
