@@ -416,7 +416,8 @@ def test_a_validator_that_passes_a_honeypot_is_misjudged_and_loses_its_cycle_rew
     assert [e["paid"] for e in chain.emitted("training_settled")] == [str(BUDGET)]
 
 
-def test_a_failed_verdict_nobody_upholds_stays_valid(tmp_path: Path) -> None:
+def accused(tmp_path: Path) -> tuple[TrainingChain, int, PrivateKey]:
+    """A one-round job whose only participant P1 is audited and failed by one of its drawn validators."""
     chain = start(tmp_path, dataclasses.replace(BASE, audit_ppm=PPM))
     job_id = chain.create(rounds=1)
     assert chain.send((P1, MsgJoin(job_id, "10.0.0.1:1"))) == [0]
@@ -426,6 +427,21 @@ def test_a_failed_verdict_nobody_upholds_stays_valid(tmp_path: Path) -> None:
     assert chain.send((P1, commit_msg(job_id, 1, mine.step))) == [0]
     checker, *_ = validator_keys(chain.found(job_id, 1, P1))
     assert chain.send((checker, MsgPolVerdict(job_id, 1, P1.public_key.address, False))) == [0]
+    return chain, job_id, checker
+
+
+def test_a_failed_verdict_nobody_upholds_stays_valid_and_misjudges_nobody(tmp_path: Path) -> None:
+    chain, job_id, _ = accused(tmp_path)
+    settled(chain, job_id)
+    assert chain.emitted("training_caught") == []
+    assert chain.emitted("training_misjudged") == []  # undecided: the accusation lost to no majority
+
+
+def test_a_failed_verdict_a_majority_overturns_misjudges_its_accuser(tmp_path: Path) -> None:
+    chain, job_id, checker = accused(tmp_path)
+    others = [k for k in (V1, V2, V3) if k is not checker]
+    for voter in (*others, P2):  # with P1's own weight: 10 + 2 × 20 + 10 of 100
+        chain.send((voter, MsgPolVerdict(job_id, 1, P1.public_key.address, True)))
     settled(chain, job_id)
     assert chain.emitted("training_caught") == []
     assert [e["node"] for e in chain.emitted("training_misjudged")] == [encode_address(checker.public_key.address)]

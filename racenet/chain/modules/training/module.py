@@ -536,14 +536,18 @@ class Keeper(ModuleKeeper):
         elif 2 * valid > total:
             self._close_segment(ctx, key, segment, SegmentStatus.VALID)
 
-    def _close_segment(self, ctx: Context, key: SegmentKey, segment: Segment, status: SegmentStatus) -> None:
-        """Record the outcome; re-verifiers on the losing side are misjudged; an invalid or missed segment
-        forfeits the participant's rewards of the job."""
+    def _close_segment(
+        self, ctx: Context, key: SegmentKey, segment: Segment, status: SegmentStatus, *, decided: bool = True
+    ) -> None:
+        """Record the outcome; re-verifiers on the losing side of a majority (`decided`) are misjudged; an invalid
+        or missed segment forfeits the participant's rewards of the job. A re-verification left undecided at its
+        deadline misjudges nobody: its votes lost to no majority, and the voters that would have made one may only
+        have been slow, or gone (a dead or caught member votes no more)."""
         self.segments.set(ctx, key, dataclasses.replace(segment, status=status))
         ctx.emit("training_segment_closed", job=str(key[0]), round=str(key[1]), status=status.value)
         if self.honeypots.has(ctx, key):
             return
-        if segment.status == SegmentStatus.DISPUTED:
+        if segment.status == SegmentStatus.DISPUTED and decided:
             for (*_, voter), verdict in self.votes.items(ctx, key):
                 if (verdict == PASS) != (status == SegmentStatus.VALID):
                     self._misjudge(ctx, voter, "re-verification")
@@ -569,7 +573,7 @@ class Keeper(ModuleKeeper):
 
     def close_segments(self, ctx: Context) -> None:
         """Segments whose window ends here: never committed → missed (forfeit); judged by nobody against it →
-        passed (a honeypot: closed); an undecided re-verification → valid."""
+        passed (a honeypot: closed); an undecided re-verification → valid, misjudging nobody."""
         height = ctx.block.height
         for _, job_id, round_ in self.segment_ends.keys(ctx, (height,)):
             self.segment_ends.remove(ctx, (height, job_id, round_))
@@ -584,7 +588,7 @@ class Keeper(ModuleKeeper):
                     }[segment.status]
                     if self.honeypots.has(item, key):
                         outcome = SegmentStatus.INVALID
-                    self._close_segment(item, key, segment, outcome)
+                    self._close_segment(item, key, segment, outcome, decided=False)
 
     # --- settlement -------------------------------------------------------------------------------
 
