@@ -41,8 +41,10 @@ from racenet.finetune.service import FineTuneService
 from racenet.ml.backend import GenerationRequest
 from racenet.ml.check import Sampling, answer_from_events, check_answer
 from racenet.ml.model_files import SMOLLM2
+from racenet.ml.sampling import request_sampling_seed
 from racenet.ml.transformers_backend import TransformersBackend
 from racenet.node.api import create_app
+from racenet.node.checker import Fetched, recheck
 from racenet.node.compute import ComputeThread
 from racenet.node.executor import Executor
 from racenet.node.sender import TxSender
@@ -221,14 +223,16 @@ def test_the_openai_client_fine_tunes_and_chats_with_the_ft_model(net: Network) 
 
 
 def assert_spot_checks_score_with_the_adapter(backend: TransformersBackend, model: str) -> None:
-    """An honest sampled answer of the ft model passes the spot check run with the backend serving it, and fails
-    one run with the base model (the checker must score with `backend.for_model(model)`)."""
-    request = GenerationRequest(model, [{"role": "user", "content": QUESTIONS[1]}], max_tokens=12, seed=7)
-    answer = answer_from_events(list(backend.generate(request)))
-    prompt = backend.tokenize_chat(request.messages, model=model)
-    sampling = Sampling(request.temperature, request.top_p, 7, request.max_tokens)
-    assert check_answer(backend.for_model(model), prompt, sampling, answer).passed
-    assert not check_answer(backend, prompt, sampling, answer).passed
+    """An honest sampled answer of the ft model, seeded as an executor seeds it, passes the checker's re-scoring
+    (`recheck`, which scores with the adapter merged in), and fails one scored with the base model."""
+    request_id = bytes(range(32))
+    messages: list[Any] = [{"role": "user", "content": QUESTIONS[1]}]
+    body = json.dumps({"model": model, "messages": messages, "max_tokens": 12, "temperature": 1.0, "seed": 7})
+    seed = request_sampling_seed(request_id, 7)
+    answer = answer_from_events(list(backend.generate(GenerationRequest(model, messages, max_tokens=12, seed=seed))))
+    assert recheck(backend, Fetched(request_id, body.encode(), answer)).passed
+    prompt = backend.tokenize_chat(messages, model=model)
+    assert not check_answer(backend, prompt, Sampling(1.0, 1.0, seed, 12), answer).passed
 
 
 def test_the_cli_shows_lists_and_plots_the_job(

@@ -353,11 +353,23 @@ class Checker:
             return False
 
     def _run_check(self, fetched: Fetched) -> CheckResult:
-        _, generation, _ = parse_request(fetched.body)
-        prompt = self.backend.tokenize_chat(generation.messages, model=generation.model)
-        seed = request_sampling_seed(fetched.request_id, generation.seed)
-        sampling = Sampling(generation.temperature, generation.top_p, seed, generation.max_tokens, generation.stop)
-        return check_answer(self.backend, prompt, sampling, fetched.answer)
+        return recheck(self.backend, fetched)
+
+
+def recheck(backend: TransformersBackend, fetched: Fetched) -> CheckResult:
+    """A fetched answer re-scored by the model its request names: for an `ft:` name, the base with the adapter the
+    chain recorded merged in. An adapter that cannot be had now is `Unavailable` (on this side), not a verdict."""
+    _, generation, _ = parse_request(fetched.body)
+    try:
+        scorer = backend.for_model(generation.model)
+    except ApiError as e:
+        if e.status >= 500:
+            raise Unavailable(f"the fine-tuned model's adapter: {e}", ours=True) from e
+        raise
+    prompt = scorer.tokenize_chat(generation.messages, model=generation.model)
+    seed = request_sampling_seed(fetched.request_id, generation.seed)
+    sampling = Sampling(generation.temperature, generation.top_p, seed, generation.max_tokens, generation.stop)
+    return check_answer(scorer, prompt, sampling, fetched.answer)
 
 
 def describe(result: CheckResult) -> str:
