@@ -26,7 +26,7 @@ from racenet.ml.backend import FinishEvent, GenerationEvent, TokenEvent, Usage
 from racenet.node.api import create_app
 from racenet.node.executor import Executor
 from racenet.node.limits import ConcurrencyLimiter, Limits, RateLimiter, credential_key, read_limited_body
-from racenet.node.openai_format import ApiError
+from racenet.node.openai_format import ApiError, Charge
 from racenet.node.transfer_agent import TransferAgent
 
 API_KEY = "rk-" + "11" * 32
@@ -234,6 +234,10 @@ class StubAgent:
         """One token, then the finish."""
         yield TokenEvent("red", 1, "red", -0.5)
         yield FinishEvent("stop", Usage(3, 1))
+
+    def charge(self, opened: Any, usage: Usage) -> Charge:
+        """Free, and never settled (there is no chain)."""
+        return Charge(usage.prompt_tokens, usage.completion_tokens, 0, False)
 
 
 def app_of(agent: StubAgent, limits: Limits) -> FastAPI:

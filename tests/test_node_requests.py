@@ -40,6 +40,7 @@ from racenet.crypto.keys import PrivateKey
 from racenet.node.api import create_app
 from racenet.node.compute import ComputeThread
 from racenet.node.executor import Executor, forward_headers
+from racenet.node.limits import DEFAULT_LIMITS, Limits
 from racenet.node.openai_format import parse_request
 from racenet.node.request_signing import signed_headers
 from racenet.node.sender import TxSender
@@ -184,8 +185,9 @@ class Network:
         )
 
 
-def build(tmp_path: Path, executor_backend: FakeBackend) -> Iterator[Network]:
-    """The network with every executor on `executor_backend`; on teardown, settlements end before the chain closes."""
+def build(tmp_path: Path, executor_backend: FakeBackend, limits: Limits = DEFAULT_LIMITS) -> Iterator[Network]:
+    """The network with every executor on `executor_backend` and every API under `limits`; on teardown,
+    settlements end before the chain closes."""
     chain = FakeChain(tmp_path / "chain", genesis())
     chain.until_beacon()
     executors, compute = Executors(), ComputeThread()
@@ -197,7 +199,7 @@ def build(tmp_path: Path, executor_backend: FakeBackend) -> Iterator[Network]:
         agent = TransferAgent(client, sender, FakeBackend(MODEL), transport=executors.transport)
         agents.append(agent)
         executor_objects.append(executor)
-        apps.append(create_app(agent, executor))
+        apps.append(create_app(agent, executor, limits))
         executors.add(host(i), apps[-1])
     yield Network(chain, executors, TestClient(apps[0]), agents, executor_objects)
     join_settlements()
@@ -234,10 +236,11 @@ def test_api_key_request_pays_exactly_the_tokens_to_the_executor(net: Network) -
     assert answer.status_code == 200, answer.text
     doc = answer.json()
     assert doc["choices"][0]["message"]["content"] == "".join(WORDS[:4])
-    assert doc["usage"] == {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": 4, "total_tokens": 7}
     request_id = bytes.fromhex(doc["id"].removeprefix("chatcmpl-"))
     receipt = net.settled(request_id)
     cost = (PROMPT_TOKENS + 4) * PRICE
+    usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": 4, "total_tokens": 7}
+    assert doc["usage"] == {**usage, "cost": cost, "cost_settled": True}
     assert (receipt.cost, receipt.completion_tokens) == (cost, 4)
     assert receipt.response_hash == hashlib.sha256("".join(WORDS[:4]).encode()).digest()
     assert net.balance(DEV) == before - cost, "the developer pays the tokens and nothing else"

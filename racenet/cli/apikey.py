@@ -1,8 +1,10 @@
-"""`racenet api-key create|list|show|revoke`: API keys for OpenAI-compatible clients, paid from your account.
+"""`racenet api-key create|list|show|revoke|balance|history`: API keys for OpenAI-compatible clients, paid from
+your account.
 
 An API key is a random bearer secret. The chain holds only its id (a hash), bound to your
 account, a spend limit, an optional expiry height and the gateway nodes you chose: only those
 nodes can open requests with it, and none of them can be the executor of a request it opens.
+`balance` and `history` ask a node's API with the key itself (`$RACENET_API_KEY`), so they need no keyring.
 """
 
 from __future__ import annotations
@@ -17,7 +19,18 @@ from racenet.chain.jsonform import to_json
 from racenet.chain.modules import inference
 from racenet.chain.modules.bank.denom import format_amount, parse_amount
 from racenet.chain.modules.inference import KeyRequests, MsgAuthorizeKey, MsgRevokeKey
-from racenet.cli.common import chain_client, echo_json, fail, home_option, json_option, load_key, node_option
+from racenet.cli.common import (
+    api_call,
+    api_option,
+    chain_client,
+    echo_json,
+    fail,
+    home_option,
+    json_option,
+    key_option,
+    load_key,
+    node_option,
+)
 from racenet.crypto.address import decode_address, encode_address
 from racenet.crypto.keyring import Keyring, KeyringError
 from racenet.node.openai_format import ApiError
@@ -183,3 +196,41 @@ def revoke(home: Path, node: str, sender: str, key: str) -> None:
     """Revoke an API key for good (KEY: the rk-… string or its id)."""
     _send(home, node, sender, MsgRevokeKey(_key_id(key)))
     click.echo("revoked")
+
+
+@api_key.command("balance")
+@api_option
+@key_option
+@json_option
+def balance(api: str, api_key: str, as_json: bool) -> None:
+    """The key's account balance, its limit and what it spent (`GET /v1/key`), in the key's own name."""
+    data = api_call(api, api_key, "GET", "/key")["data"]
+    if as_json:
+        echo_json(data)
+        return
+    state = "revoked" if data["revoked"] else "active"
+    click.echo(f"key       {data['id']}  ({state}, {data['requests']} requests)")
+    click.echo(f"account   {data['account']}  balance {format_amount(data['balance'])}")
+    click.echo(f"limit     {format_amount(data['limit'])}  spent {format_amount(data['spent'])}")
+    click.echo(f"spendable {format_amount(data['spendable'])}")
+
+
+@api_key.command("history")
+@api_option
+@key_option
+@json_option
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many requests.")
+def history(api: str, api_key: str, as_json: bool, limit: int) -> None:
+    """The requests charged to the key, newest first (`GET /v1/key/requests`): status, tokens and cost."""
+    data = api_call(api, api_key, "GET", "/key/requests", params={"limit": limit})["data"]
+    if as_json:
+        echo_json(data)
+        return
+    if not data:
+        click.echo("no requests")
+    for item in data:
+        if item["status"] == "open":
+            click.echo(f"{item['id'][:16]}  open      escrow {format_amount(item['escrow'])}  {item['model']}")
+            continue
+        tokens = f"{item['prompt_tokens']}+{item['completion_tokens']} tok"
+        click.echo(f"{item['id'][:16]}  {item['status']:<8}  {format_amount(item['cost'])}  {tokens}  {item['model']}")

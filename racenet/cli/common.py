@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import httpx
 
 from racenet.crypto.keyring import Keyring, KeyringError
 from racenet.crypto.keys import PrivateKey
@@ -31,6 +32,19 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 node_option = click.option(
     "--node", default=DEFAULT_NODE, show_default=True, envvar="RACENET_NODE", help="RPC endpoint of a node."
 )
+
+
+api_option = click.option(
+    "--api",
+    default="http://127.0.0.1:26659/v1",
+    show_default=True,
+    envvar="RACENET_API",
+    help="The node API's base URL (ending in /v1).",
+)
+
+key_option = click.option("--api-key", envvar="RACENET_API_KEY", required=True, help="Your API key (rk-…).")
+
+API_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 
 
 class UserError(click.ClickException):
@@ -74,3 +88,19 @@ def chain_client(node: str) -> Iterator[ChainClient]:
             yield client
         except ClientError as e:
             fail(str(e))
+
+
+def api_call(api: str, api_key: str, method: str, path: str, **kwargs: Any) -> Any:
+    """One call of a node's API with an API key; exits with the API's error message on failure."""
+    try:
+        with httpx.Client(timeout=API_TIMEOUT, headers={"authorization": f"Bearer {api_key}"}) as http:
+            response = http.request(method, api.rstrip("/") + path, **kwargs)
+    except httpx.HTTPError as e:
+        fail(f"cannot reach {api}: {e}")
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        fail(f"HTTP {response.status_code}: {message}")
+    return response.json()

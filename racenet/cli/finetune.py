@@ -14,33 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from racenet.cli.common import echo_json, fail, json_option
+from racenet.cli.common import api_call, api_option, echo_json, json_option, key_option
 
 POLL_SECONDS = 2.0
-TIMEOUT = httpx.Timeout(120.0, connect=5.0)
-api_option = click.option(
-    "--api", default="http://127.0.0.1:8000/v1", show_default=True, help="The node API's base URL (ending in /v1)."
-)
-key_option = click.option("--api-key", envvar="RACENET_API_KEY", required=True, help="Your API key (rk-…).")
-
-
-def _call(api: str, api_key: str, method: str, path: str, **kwargs: Any) -> Any:
-    """One API call; exits with the API's error message on failure."""
-    try:
-        with httpx.Client(timeout=TIMEOUT, headers={"authorization": f"Bearer {api_key}"}) as http:
-            response = http.request(method, api.rstrip("/") + path, **kwargs)
-    except httpx.HTTPError as e:
-        fail(f"cannot reach {api}: {e}")
-    if response.status_code != 200:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:300]
-        fail(f"HTTP {response.status_code}: {message}")
-    return response.json()
 
 
 def _summary(job: dict[str, Any]) -> str:
@@ -86,11 +64,11 @@ def create(
 ) -> None:
     """Upload TRAINING_FILE (chat JSONL: one {"messages": [...]} per line) and fine-tune MODEL on it."""
     files = {"file": (training_file.name, training_file.read_bytes(), "application/jsonl")}
-    uploaded = _call(api, api_key, "POST", "/files", files=files, data={"purpose": "fine-tune"})
+    uploaded = api_call(api, api_key, "POST", "/files", files=files, data={"purpose": "fine-tune"})
     hp = {"n_epochs": epochs, "batch_size": batch_size, "learning_rate_multiplier": lr_multiplier}
     body = {"model": model, "training_file": uploaded["id"], "suffix": suffix or None}
     body["hyperparameters"] = {k: v for k, v in hp.items() if v is not None}
-    job = _call(api, api_key, "POST", "/fine_tuning/jobs", json=body)
+    job = api_call(api, api_key, "POST", "/fine_tuning/jobs", json=body)
     if not as_json:
         click.echo(f"uploaded {uploaded['id']}; {_summary(job)}")
     if wait:
@@ -112,7 +90,7 @@ def _follow(api: str, api_key: str, job_id: str, quiet: bool) -> dict[str, Any]:
     with Progress(*columns, TimeElapsedColumn(), disable=quiet) as progress:
         task = progress.add_task("training", total=None)
         while True:
-            job: dict[str, Any] = _call(api, api_key, "GET", f"/fine_tuning/jobs/{job_id}")
+            job: dict[str, Any] = api_call(api, api_key, "GET", f"/fine_tuning/jobs/{job_id}")
             extra = job.get("racenet") or {}
             progress.update(task, total=extra.get("total_steps"), completed=extra.get("step") or 0)
             progress.update(task, description=job["status"])
@@ -123,7 +101,7 @@ def _follow(api: str, api_key: str, job_id: str, quiet: bool) -> dict[str, Any]:
 
 def _events(api: str, api_key: str, job_id: str) -> list[dict[str, Any]]:
     """A job's events, oldest first."""
-    events: list[dict[str, Any]] = _call(api, api_key, "GET", f"/fine_tuning/jobs/{job_id}/events")["data"]
+    events: list[dict[str, Any]] = api_call(api, api_key, "GET", f"/fine_tuning/jobs/{job_id}/events")["data"]
     return events[::-1]
 
 
@@ -158,7 +136,7 @@ def save_loss_curve(losses: list[float], stem: Path) -> Path:
 @click.argument("job_id")
 def status(api: str, api_key: str, as_json: bool, job_id: str) -> None:
     """Show a job (ftjob-…)."""
-    job = _call(api, api_key, "GET", f"/fine_tuning/jobs/{job_id}")
+    job = api_call(api, api_key, "GET", f"/fine_tuning/jobs/{job_id}")
     echo_json(job) if as_json else click.echo(_summary(job))
 
 
@@ -168,7 +146,7 @@ def status(api: str, api_key: str, as_json: bool, job_id: str) -> None:
 @json_option
 def list_jobs(api: str, api_key: str, as_json: bool) -> None:
     """List your jobs opened through this node."""
-    jobs = _call(api, api_key, "GET", "/fine_tuning/jobs")["data"]
+    jobs = api_call(api, api_key, "GET", "/fine_tuning/jobs")["data"]
     if as_json:
         echo_json(jobs)
     for job in [] if as_json else jobs:
@@ -196,5 +174,5 @@ def events(api: str, api_key: str, as_json: bool, job_id: str) -> None:
 @click.argument("job_id")
 def cancel(api: str, api_key: str, as_json: bool, job_id: str) -> None:
     """Cancel a job: its escrow comes back."""
-    job = _call(api, api_key, "POST", f"/fine_tuning/jobs/{job_id}/cancel")
+    job = api_call(api, api_key, "POST", f"/fine_tuning/jobs/{job_id}/cancel")
     echo_json(job) if as_json else click.echo(_summary(job))

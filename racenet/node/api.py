@@ -1,7 +1,10 @@
 """The node's HTTP API: OpenAI-compatible chat completions for developers, and the executor endpoint.
 
-`POST /v1/chat/completions` (streaming and not), `GET /v1/models`, errors shaped as OpenAI's
-(`{"error": {"message", "type", "param", "code"}}`), and the OpenAPI spec at `/openapi.json`.
+`POST /v1/chat/completions` and legacy `POST /v1/completions` (streaming and not; `usage` carries the cost the
+chain charged, in nicoin), `GET /v1/models` (prices, context length), `GET /v1/key` and `GET /v1/key/requests`
+(an API key's balance, limit, spend and request history, authenticated with the key itself), errors shaped as
+OpenAI's (`{"error": {"message", "type", "param", "code"}}`, `Retry-After` on 429 and 503), an `x-request-id`
+header on every response, and the OpenAPI spec at `/openapi.json`.
 `POST /v1/reports` relays a developer's signed report of a wrong answer (`racenet report` signs one).
 `POST /racenet/v1/execute` is node-to-node: a transfer agent forwards a request to its executor;
 `GET /racenet/v1/answers/<request id>` too: a weight holder fetches an answer it checks (signed fetch).
@@ -19,21 +22,29 @@ import email.parser
 import email.policy
 import itertools
 import json
+import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from racenet import __version__
 from racenet.chain.codec import DecodeError, decode
+from racenet.chain.modules.inference import ModelInfo
 from racenet.chain.modules.verification import MsgReport
 from racenet.chain.tx import SignedTx
 from racenet.crypto.address import encode_address
-from racenet.ml.backend import GenerationEvent, collect
+from racenet.ml.backend import FinishEvent, GenerationEvent, collect
+from racenet.node import key_info
 from racenet.node.client import ChainClient, ClientError
 from racenet.node.executor import Executor
 from racenet.node.limits import (
@@ -53,6 +64,8 @@ from racenet.node.openai_format import (
     parse_request,
     sse,
     stream_chunks,
+    text_chunk_json,
+    text_completion_json,
     usage_json,
 )
 from racenet.node.transfer_agent import Opened, TransferAgent
@@ -62,9 +75,12 @@ if TYPE_CHECKING:
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024 + 64 * 1024
 """A training file's limit (`racenet.finetune.data.MAX_FILE_BYTES`) plus room for the multipart envelope."""
+REQUEST_ID_HEADER = "x-request-id"
+"""Every response carries one: the on-chain request id (hex) of a completion, else a fresh `req_…`."""
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-class Message(BaseModel):
+class ChatMessage(BaseModel):
     """One chat message."""
 
     role: str = Field(description="system, user, assistant, …")
@@ -75,7 +91,7 @@ class ChatCompletionRequest(BaseModel):
     """The subset of OpenAI's chat completion request racenet serves (documentation only)."""
 
     model: str
-    messages: list[Message]
+    messages: list[ChatMessage]
     max_tokens: int | None = Field(None, description="Completion budget; the escrow covers prompt + max_tokens.")
     temperature: float = 1.0
     top_p: float = 1.0
@@ -84,6 +100,41 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     logprobs: bool = False
     top_logprobs: int | None = None
+
+
+class CompletionRequest(BaseModel):
+    """The subset of OpenAI's legacy completion request racenet serves (documentation only)."""
+
+    model: str
+    prompt: str | list[str] = Field(description="One prompt, read as one user message of the chat model.")
+    max_tokens: int | None = Field(None, description="Completion budget; the escrow covers prompt + max_tokens.")
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    logprobs: int | None = Field(None, description="Alternatives listed per token (top_logprobs).")
+
+
+def _request_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that reads its body itself."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _model_json(model: ModelInfo, context_length: int, max_completion_tokens: int) -> dict[str, Any]:
+    """One entry of `GET /v1/models`: OpenAI's fields, the price per token and the limits a request has."""
+    price = str(model.price_per_token)
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "racenet",
+        "price_per_token_nicoin": model.price_per_token,
+        "pricing": {"prompt": price, "completion": price, "unit": "nicoin"},
+        "context_length": context_length,
+        "max_completion_tokens": max_completion_tokens,
+    }
 
 
 def create_app(
@@ -104,6 +155,23 @@ def create_app(
     def chain_error(request: Request, error: ClientError) -> JSONResponse:
         return api_error(request, ApiError(503, f"the chain is unreachable: {error}", "server_error"))
 
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(error.status_code)
+        return api_error(
+            request, ApiError(error.status_code, str(error.detail), code=code, headers=dict(error.headers or {}))
+        )
+
+    @app.exception_handler(RequestValidationError)
+    def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        return api_error(request, ApiError(400, f"invalid request: {problems}"))
+
+    @app.exception_handler(Exception)
+    def internal_error(request: Request, error: Exception) -> JSONResponse:
+        # the server still logs the traceback (Starlette re-raises); the client sees no internals
+        return api_error(request, ApiError(500, "internal error", "server_error", "internal_error"))
+
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -115,32 +183,12 @@ def create_app(
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
-        data = [
-            {
-                "id": m.id,
-                "object": "model",
-                "created": 0,
-                "owned_by": "racenet",
-                "price_per_token_nicoin": m.price_per_token,
-            }
-            for m in agent.models()
-        ]
-        return {"object": "list", "data": data}
+        """The chain's models with their price (nicoin per token, prompt and completion alike) and limits."""
+        limits = agent.context_limits()
+        return {"object": "list", "data": [_model_json(m, *limits) for m in agent.models()]}
 
-    @app.post(
-        "/v1/chat/completions",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-                    }
-                },
-            }
-        },
-    )
-    async def chat_completions(request: Request) -> Any:
+    async def complete(request: Request, text: bool) -> Response:
+        """A chat (`text=False`) or legacy text completion: limits, open on chain, forward, relay with the cost."""
         # M9: the client IP's bucket, then the claimed credential's (headers only), then its in-flight slot,
         # all before the body is read; the transfer agent authenticates and queries the chain after these.
         ip = client_ip(request)
@@ -153,28 +201,52 @@ def create_app(
         try:
             raw = await read_limited_body(request, limits.max_body_bytes)
             body, generation, stream = parse_request(raw)
+            _require_kind(body, text)
             on_chain = generation  # a fine-tuned model's request is opened (and paid) as its base model's
             if finetune is not None and generation.model.startswith("ft:"):
                 base = await run_in_threadpool(finetune.check_servable, generation.model)
                 on_chain = dataclasses.replace(generation, model=base)
             opened = await run_in_threadpool(agent.open, raw, on_chain, headers)
-            logprobs = bool(body.get("logprobs"))
+            reply = Reply(opened, generation.model, bool(body.get("logprobs")), text)
+            id_header = {REQUEST_ID_HEADER: opened.id_hex}
             if stream:
-                usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                usage_chunk = bool((body.get("stream_options") or {}).get("include_usage"))
                 events = agent.forward(opened)
                 first = await run_in_threadpool(_first_event, events)
-                response = SlotStreamingResponse(
-                    _sse(opened, generation.model, logprobs, usage, itertools.chain([first], events)),
-                    slot,
-                    media_type="text/event-stream",
-                )
+                chunks = _sse(agent, reply, usage_chunk, itertools.chain([first], events))
+                response = SlotStreamingResponse(chunks, slot, media_type="text/event-stream", headers=id_header)
                 streaming = True  # from here the response releases the slot when the stream ends
                 return response
             completion = await run_in_threadpool(lambda: collect(agent.forward(opened)))
-            return completion_json("chatcmpl-" + opened.id_hex, generation.model, completion, logprobs)
+            charge = await run_in_threadpool(agent.charge, opened, completion.usage)
+            render = text_completion_json if text else completion_json
+            document = render(reply.response_id, reply.model, completion, reply.logprobs, usage_json(charge))
+            return JSONResponse(document, headers=id_header)
         finally:
             if not streaming:
                 slot.release()
+
+    @app.post("/v1/chat/completions", openapi_extra=_request_schema(ChatCompletionRequest))
+    async def chat_completions(request: Request) -> Response:
+        return await complete(request, text=False)
+
+    @app.post(
+        "/v1/completions",
+        summary="Legacy text completion (the prompt is read as one user message)",
+        openapi_extra=_request_schema(CompletionRequest),
+    )
+    async def completions(request: Request) -> Response:
+        return await complete(request, text=True)
+
+    @app.get("/v1/key", summary="The API key's account balance, limit and spend")
+    async def key_status(request: Request) -> JSONResponse:
+        token = _bearer(request, per_ip, per_key)
+        return JSONResponse(await run_in_threadpool(key_info.status, agent.client, token))
+
+    @app.get("/v1/key/requests", summary="The requests charged to the API key, newest first")
+    async def key_requests(request: Request, limit: int = 100) -> JSONResponse:
+        token = _bearer(request, per_ip, per_key)
+        return JSONResponse(await run_in_threadpool(key_info.history, agent.client, token, limit))
 
     @app.post("/v1/reports", summary="Report a wrong answer (a signed verification/Report transaction)")
     async def reports(request: Request) -> JSONResponse:
@@ -198,6 +270,7 @@ def create_app(
 
     if finetune is not None:
         _fine_tuning_routes(app, finetune, per_ip)
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 
@@ -323,20 +396,87 @@ def _first_event(events: Iterator[GenerationEvent]) -> GenerationEvent:
     raise ApiError(502, "the executor sent an empty answer", "server_error", "executor_failed")
 
 
-def _sse(
-    opened: Opened, model: str, logprobs: bool, include_usage: bool, events: Iterator[GenerationEvent]
-) -> Iterator[bytes]:
-    """The SSE stream of a chat completion whose first event has arrived (so an executor answered: until then
-    errors are plain HTTP errors); an error after the headers went out becomes an error event."""
-    request_id, created = "chatcmpl-" + opened.id_hex, int(time.time())
-    yield sse(chunk_json(request_id, model, created, {"role": "assistant", "content": ""}))
+@dataclass(frozen=True)
+class Reply:
+    """How to render one opened request's answer: as a chat or a text completion, with or without logprobs."""
+
+    opened: Opened
+    model: str
+    logprobs: bool
+    text: bool
+
+    @property
+    def response_id(self) -> str:
+        """`chatcmpl-<request id>` or `cmpl-<request id>` (the on-chain id in hex)."""
+        return ("cmpl-" if self.text else "chatcmpl-") + self.opened.id_hex
+
+
+def _require_kind(body: dict[str, Any], text: bool) -> None:
+    """A text completion needs `prompt` and a chat completion `messages` (ApiError 400 otherwise)."""
+    if text and "prompt" not in body:
+        raise ApiError(400, "'prompt' is required (use /v1/chat/completions for messages)", param="prompt")
+    if not text and "messages" not in body:
+        raise ApiError(400, "'messages' is required (use /v1/completions for a prompt)", param="messages")
+    if text and (body.get("echo") or body.get("suffix") or (body.get("n") or 1) != 1):
+        raise ApiError(400, "echo, suffix and n > 1 are not supported")
+
+
+def _bearer(request: Request, per_ip: RateLimiter, per_key: RateLimiter) -> str:
+    """The API key a request authenticates with, after its IP's and key's rate limits; 401 without one."""
+    per_ip.take(client_ip(request))
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "send your API key: Authorization: Bearer rk-…", "authentication_error", "missing_api_key")
+    per_key.take(credential_key(headers) or "")
+    return token.strip()
+
+
+def _sse(agent: TransferAgent, reply: Reply, usage_chunk: bool, events: Iterator[GenerationEvent]) -> Iterator[bytes]:
+    """The SSE stream of a completion whose first event has arrived (so an executor answered: until then errors
+    are plain HTTP errors); an error after the headers went out becomes an error event.
+
+    The last chunk carries `usage` with the cost: OpenAI's own usage chunk (no choices) when the request asked for
+    it (`stream_options.include_usage`), else the chunk with the finish reason."""
+    request_id, created, model = reply.response_id, int(time.time()), reply.model
+    if not reply.text:
+        yield sse(chunk_json(request_id, model, created, {"role": "assistant", "content": ""}))
     try:
         for event in events:
-            yield sse(stream_chunks(request_id, model, event, logprobs, created))
-            if include_usage and hasattr(event, "usage"):
-                yield sse(
-                    {**chunk_json(request_id, model, created, {}), "choices": [], "usage": usage_json(event.usage)}
-                )
+            if reply.text:
+                chunk = text_chunk_json(request_id, model, created, event, reply.logprobs)
+            else:
+                chunk = stream_chunks(request_id, model, event, reply.logprobs, created)
+            if isinstance(event, FinishEvent):
+                usage = usage_json(agent.charge(reply.opened, event.usage))
+                if usage_chunk:
+                    yield sse(chunk)
+                    chunk = {**chunk, "choices": [], "usage": usage}
+                else:
+                    chunk["usage"] = usage
+            yield sse(chunk)
     except ApiError as e:
         yield sse(e.body())
     yield sse("[DONE]")
+
+
+class RequestIdMiddleware:
+    """Adds `x-request-id` to every response that has none (a completion's is its on-chain request id)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; stamp the response's start."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if REQUEST_ID_HEADER not in headers:
+                    headers[REQUEST_ID_HEADER] = "req_" + os.urandom(16).hex()
+            await send(message)
+
+        await self.app(scope, receive, stamped)

@@ -181,8 +181,14 @@ class ConcurrencyLimiter:
 class SlotStreamingResponse(StreamingResponse):
     """A streaming response that releases its slot when it ends, however it ends (done, error, disconnect)."""
 
-    def __init__(self, content: ContentStream, slot: Slot, media_type: str | None = None) -> None:
-        super().__init__(content, media_type=media_type)
+    def __init__(
+        self,
+        content: ContentStream,
+        slot: Slot,
+        media_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
         self.slot = slot
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

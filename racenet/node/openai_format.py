@@ -1,9 +1,12 @@
-"""OpenAI Chat Completions shapes: parsing a request, and rendering answers, stream chunks and errors."""
+"""OpenAI Chat Completions and (legacy) Completions shapes: parsing a request, and rendering answers, stream
+chunks, usage with its cost, and errors."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from racenet.ml.backend import (
@@ -13,9 +16,11 @@ from racenet.ml.backend import (
     FinishEvent,
     GenerationRequest,
     TokenEvent,
-    Usage,
 )
 from racenet.ml.errors import InvalidRequestError
+
+UNAVAILABLE_RETRY_SECONDS = 5
+"""The `Retry-After` of a 503 (no executor answered, the chain is unreachable): about a few blocks."""
 
 
 class ApiError(Exception):
@@ -37,6 +42,8 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.headers = dict(headers or {})
+        if status == 503:
+            self.headers.setdefault("Retry-After", str(UNAVAILABLE_RETRY_SECONDS))
 
     def body(self) -> dict[str, Any]:
         """`{"error": {...}}` as the OpenAI API returns it."""
@@ -54,11 +61,11 @@ def parse_request(raw: bytes) -> tuple[dict[str, Any], GenerationRequest, bool]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "'model' is required", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        raise ApiError(400, "'messages' must be a list of {role, content} objects", param="messages")
+    messages = _messages(body)
     stop = body.get("stop") or ()
     top = body.get("top_logprobs") or 0
+    if "prompt" in body and not isinstance(body.get("logprobs"), bool):
+        top = body.get("logprobs") or 0  # legacy completions: `logprobs` is the number of alternatives
     try:
         request = GenerationRequest(
             model=model,
@@ -73,6 +80,23 @@ def parse_request(raw: bytes) -> tuple[dict[str, Any], GenerationRequest, bool]:
     except (InvalidRequestError, TypeError, ValueError) as e:
         raise ApiError(400, str(e)) from e
     return body, request, bool(body.get("stream"))
+
+
+def _messages(body: dict[str, Any]) -> list[Any]:
+    """A chat body's messages, or a text completion's prompt as one user message (the models are chat models)."""
+    if "prompt" in body:
+        if "messages" in body:
+            raise ApiError(400, "send either 'messages' (chat) or 'prompt' (text completion), not both")
+        prompt = body["prompt"]
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise ApiError(400, "'prompt' must be a string (one prompt per request)", param="prompt")
+        return [{"role": "user", "content": prompt}]
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise ApiError(400, "'messages' must be a list of {role, content} objects", param="messages")
+    return messages
 
 
 def _max_tokens(body: dict[str, Any]) -> int:
@@ -102,16 +126,31 @@ def _logprob_entry(event: TokenEvent) -> dict[str, Any]:
     }
 
 
-def usage_json(usage: Usage) -> dict[str, int]:
-    """OpenAI `usage`."""
+@dataclass(frozen=True)
+class Charge:
+    """What a request cost: its token counts and nicoin; `settled` when read from the chain's receipt of its
+    `inference/Finish`, else what that Finish charges for these counts at the price escrowed at Start."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cost: int
+    settled: bool
+
+
+def usage_json(charge: Charge) -> dict[str, Any]:
+    """OpenAI `usage`, with the cost in nicoin (the currency's base unit) and whether the chain has settled it."""
     return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
+        "prompt_tokens": charge.prompt_tokens,
+        "completion_tokens": charge.completion_tokens,
+        "total_tokens": charge.prompt_tokens + charge.completion_tokens,
+        "cost": charge.cost,
+        "cost_settled": charge.settled,
     }
 
 
-def completion_json(request_id: str, model: str, completion: Completion, logprobs: bool) -> dict[str, Any]:
+def completion_json(
+    request_id: str, model: str, completion: Completion, logprobs: bool, usage: dict[str, Any]
+) -> dict[str, Any]:
     """A non-streaming `chat.completion` object."""
     return {
         "id": request_id,
@@ -126,7 +165,64 @@ def completion_json(request_id: str, model: str, completion: Completion, logprob
                 "finish_reason": completion.finish_reason,
             }
         ],
-        "usage": usage_json(completion.usage),
+        "usage": usage,
+    }
+
+
+def text_completion_json(
+    request_id: str, model: str, completion: Completion, logprobs: bool, usage: dict[str, Any]
+) -> dict[str, Any]:
+    """A non-streaming legacy `text_completion` object."""
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "text": completion.text,
+                "logprobs": legacy_logprobs(completion.tokens) if logprobs else None,
+                "finish_reason": completion.finish_reason,
+            }
+        ],
+        "usage": usage,
+    }
+
+
+def legacy_logprobs(tokens: Sequence[TokenEvent]) -> dict[str, Any]:
+    """The legacy completions' `logprobs`: tokens, their logprobs, top alternatives and text offsets."""
+    offsets, offset = [], 0
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t.text)
+    return {
+        "tokens": [t.token for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [{a.token: a.logprob for a in t.top_logprobs} for t in tokens],
+        "text_offset": offsets,
+    }
+
+
+def text_chunk_json(
+    request_id: str, model: str, created: int, event: TokenEvent | FinishEvent, logprobs: bool
+) -> dict[str, Any]:
+    """One streamed legacy `text_completion` chunk for a generation event."""
+    finish = event.finish_reason if isinstance(event, FinishEvent) else None
+    tokens = [event] if logprobs and isinstance(event, TokenEvent) else []
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "text": event.text,
+                "logprobs": legacy_logprobs(tokens) if tokens else None,
+                "finish_reason": finish,
+            }
+        ],
     }
 
 

@@ -34,16 +34,18 @@ from racenet.chain.modules.inference import (
     MsgReassignRequest,
     MsgStartRequest,
     Params,
+    Receipt,
+    ReceiptStatus,
     api_key_id,
     auth_sign_bytes,
 )
 from racenet.chain.query import QuerySpec
 from racenet.crypto.address import encode_address
 from racenet.crypto.keys import PublicKey
-from racenet.ml.backend import Backend, GenerationEvent, GenerationRequest
+from racenet.ml.backend import Backend, GenerationEvent, GenerationRequest, Usage
 from racenet.node.client import ChainClient, ClientError, TxRejected
 from racenet.node.executor import event_from_json, forward_headers
-from racenet.node.openai_format import ApiError
+from racenet.node.openai_format import ApiError, Charge
 from racenet.node.request_signing import SIGNED_HEADERS, request_auth
 from racenet.node.sender import TxSender
 
@@ -56,6 +58,8 @@ TOKEN_TIMEOUT = 30.0
 CACHE_SECONDS = 5.0
 START_TIMEOUT = 30.0
 """How long the TA waits for its Start (or a Reassign) to be in a block."""
+SETTLE_TIMEOUT = 10.0
+"""How long the TA waits for the executor's Finish to be in a block before it reports an unsettled cost."""
 POLL_SECONDS = 0.2
 """How often the TA re-reads the chain while it waits for routing or for a Reassign to be allowed."""
 R = TypeVar("R")
@@ -127,6 +131,16 @@ class TransferAgent:
     def models(self) -> tuple[ModelInfo, ...]:
         """Registered models with their prices (from the chain)."""
         return self._cached(inference.MODELS).models
+
+    def context_limits(self) -> tuple[int, int]:
+        """(context length, most completion tokens) a request may have: the chain's limits, and the context
+        window of this node's model where its backend tells it."""
+        params = self._params()
+        context = params.max_prompt_tokens + params.max_tokens
+        window = getattr(self.backend, "context_length", None)
+        if isinstance(window, int) and window > 0:
+            context = min(context, window)
+        return context, min(params.max_tokens, context)
 
     def _params(self) -> Params:
         return self._cached(inference.PARAMS)
@@ -200,7 +214,32 @@ class TransferAgent:
         if not record.request.executor:
             raise ApiError(503, "the chain has not routed the request (no beacon round)", "server_error", "no_executor")
         endpoints = {s.address: s.endpoint for s in servers}
-        return Opened(request_id, raw, model, endpoints, record.request.executor, self._params().max_attempts)
+        request = record.request
+        return Opened(
+            request_id, raw, model, endpoints, request.executor, self._params().max_attempts, request.price_per_token
+        )
+
+    def charge(self, opened: Opened, usage: Usage) -> Charge:
+        """What the chain charged for an answered request: its receipt, once the executor's Finish is in a block
+        (waited for up to `SETTLE_TIMEOUT`); past that, what the Finish charges for `usage` at the escrowed price."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while True:
+            receipt = self._receipt(opened.request_id)
+            if receipt is not None:
+                return Charge(receipt.prompt_tokens, receipt.completion_tokens, int(receipt.cost), True)
+            if time.monotonic() > deadline:
+                cost = usage.total_tokens * opened.price_per_token
+                return Charge(usage.prompt_tokens, usage.completion_tokens, cost, False)
+            time.sleep(POLL_SECONDS)
+
+    def _receipt(self, request_id: bytes) -> Receipt | None:
+        """The request's receipt if an executor finished it (a chain that cannot be read: None)."""
+        try:
+            record = self.client.query(inference.REQUEST, request_id)
+        except ClientError:
+            return None
+        receipt = None if record is None else record.receipt
+        return receipt if receipt is not None and receipt.status != ReceiptStatus.EXPIRED else None
 
     def _check_model(self, request: GenerationRequest) -> None:
         if request.model not in {m.id for m in self.models()}:
@@ -349,6 +388,7 @@ class Opened:
     endpoints: dict[bytes, str]
     executor: bytes
     max_attempts: int
+    price_per_token: int = 0
 
     @property
     def id_hex(self) -> str:
