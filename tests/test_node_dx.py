@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
+from racenet.chain.modules.inference import ReceiptStatus
 from racenet.cli.main import cli
 from racenet.node.limits import Limits
 from tests.nodefake import WORDS, FakeBackend
@@ -100,6 +101,10 @@ def test_models_list_shows_prices_and_limits(net: Network) -> None:
     assert extra(model)["price_per_token_nicoin"] == PRICE
     assert extra(model)["max_completion_tokens"] == MAX_TOKENS
     assert extra(model)["context_length"] > MAX_TOKENS
+    client = developer(net, authorize_key(net)[0])
+    assert client.models.retrieve(MODEL) == model
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-9")
 
 
 def test_text_completions_streamed_and_not(net: Network) -> None:
@@ -216,7 +221,10 @@ def test_no_executor_is_503_with_retry_after(net: Network) -> None:
         developer(net, authorize_key(net)[0]).chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
     assert refused.value.status_code == 503 and refused.value.code == "no_executor"
     assert int(refused.value.response.headers["retry-after"]) >= 1
+    request_id = bytes.fromhex(refused.value.response.headers["x-request-id"])
     net.chain.until(net.chain.height() + EXPIRY + 1)
+    receipt = net.receipt(request_id)
+    assert receipt is not None and receipt.status == ReceiptStatus.EXPIRED, "the id finds the refund"
 
 
 def test_a_flood_is_429_with_retry_after(tmp_path: Path) -> None:

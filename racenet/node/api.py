@@ -187,6 +187,14 @@ def create_app(
         limits = agent.context_limits()
         return {"object": "list", "data": [_model_json(m, *limits) for m in agent.models()]}
 
+    @app.get("/v1/models/{model_id:path}")
+    def model(model_id: str) -> dict[str, Any]:
+        """One model as `GET /v1/models` lists it; 404 `model_not_found` if the chain has no such model."""
+        for m in agent.models():
+            if m.id == model_id:
+                return _model_json(m, *agent.context_limits())
+        raise ApiError(404, f"the model {model_id!r} does not exist", code="model_not_found", param="model")
+
     async def complete(request: Request, text: bool) -> Response:
         """A chat (`text=False`) or legacy text completion: limits, open on chain, forward, relay with the cost."""
         # M9: the client IP's bucket, then the claimed credential's (headers only), then its in-flight slot,
@@ -209,16 +217,20 @@ def create_app(
             opened = await run_in_threadpool(agent.open, raw, on_chain, headers)
             reply = Reply(opened, generation.model, bool(body.get("logprobs")), text)
             id_header = {REQUEST_ID_HEADER: opened.id_hex}
-            if stream:
-                usage_chunk = bool((body.get("stream_options") or {}).get("include_usage"))
-                events = agent.forward(opened)
-                first = await run_in_threadpool(_first_event, events)
-                chunks = _sse(agent, reply, usage_chunk, itertools.chain([first], events))
-                response = SlotStreamingResponse(chunks, slot, media_type="text/event-stream", headers=id_header)
-                streaming = True  # from here the response releases the slot when the stream ends
-                return response
-            completion = await run_in_threadpool(lambda: collect(agent.forward(opened)))
-            charge = await run_in_threadpool(agent.charge, opened, completion.usage)
+            try:
+                if stream:
+                    usage_chunk = bool((body.get("stream_options") or {}).get("include_usage"))
+                    events = agent.forward(opened)
+                    first = await run_in_threadpool(_first_event, events)
+                    chunks = _sse(agent, reply, usage_chunk, itertools.chain([first], events))
+                    response = SlotStreamingResponse(chunks, slot, media_type="text/event-stream", headers=id_header)
+                    streaming = True  # from here the response releases the slot when the stream ends
+                    return response
+                completion = await run_in_threadpool(lambda: collect(agent.forward(opened)))
+                charge = await run_in_threadpool(agent.charge, opened, completion.usage)
+            except ApiError as e:
+                e.headers.update(id_header)  # an opened request's refund at expiry is found by its id
+                raise
             render = text_completion_json if text else completion_json
             document = render(reply.response_id, reply.model, completion, reply.logprobs, usage_json(charge))
             return JSONResponse(document, headers=id_header)
