@@ -20,6 +20,7 @@ import httpx
 import openai
 import pytest
 from click.testing import CliRunner
+from fastapi.testclient import TestClient
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from racenet.chain.modules.inference import ReceiptStatus
@@ -240,3 +241,16 @@ def test_a_flood_is_429_with_retry_after(tmp_path: Path) -> None:
         assert int(refused.value.response.headers["retry-after"]) >= 1
         assert refused.value.response.headers["x-request-id"].startswith("req_")
         assert net.chain.broadcasts == broadcasts, "a refused request opens nothing on chain"
+
+
+def test_a_bug_is_a_500_without_internals(net: Network, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception becomes OpenAI's 500 with a request id; the client sees no traceback."""
+
+    def broken() -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(net.agents[0], "models", broken)
+    client = TestClient(net.api.app, raise_server_exceptions=False)
+    answer = client.get("/v1/models")
+    assert answer.status_code == 500 and answer.headers["x-request-id"].startswith("req_")
+    assert answer.json()["error"]["code"] == "internal_error" and "secret" not in answer.text

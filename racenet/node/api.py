@@ -170,7 +170,8 @@ def create_app(
     @app.exception_handler(Exception)
     def internal_error(request: Request, error: Exception) -> JSONResponse:
         # the server still logs the traceback (Starlette re-raises); the client sees no internals
-        return api_error(request, ApiError(500, "internal error", "server_error", "internal_error"))
+        headers = {REQUEST_ID_HEADER: fresh_request_id()}  # sent outside the middleware that stamps the others
+        return api_error(request, ApiError(500, "internal error", "server_error", "internal_error", headers=headers))
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -472,6 +473,11 @@ def _sse(agent: TransferAgent, reply: Reply, usage_chunk: bool, events: Iterator
     yield sse("[DONE]")
 
 
+def fresh_request_id() -> str:
+    """The `x-request-id` of a response that opened no request: `req_` and 32 random hex digits."""
+    return "req_" + os.urandom(16).hex()
+
+
 class RequestIdMiddleware:
     """Adds `x-request-id` to every response that has none (a completion's is its on-chain request id)."""
 
@@ -488,7 +494,7 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 if REQUEST_ID_HEADER not in headers:
-                    headers[REQUEST_ID_HEADER] = "req_" + os.urandom(16).hex()
+                    headers[REQUEST_ID_HEADER] = fresh_request_id()
             await send(message)
 
         await self.app(scope, receive, stamped)
