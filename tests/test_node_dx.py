@@ -25,6 +25,7 @@ from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from racenet.chain.modules.inference import ReceiptStatus
 from racenet.cli.main import cli
+from racenet.node import transfer_agent
 from racenet.node.limits import Limits
 from tests.nodefake import WORDS, FakeBackend
 from tests.test_node_requests import (
@@ -254,3 +255,22 @@ def test_a_bug_is_a_500_without_internals(net: Network, monkeypatch: pytest.Monk
     answer = client.get("/v1/models")
     assert answer.status_code == 500 and answer.headers["x-request-id"].startswith("req_")
     assert answer.json()["error"]["code"] == "internal_error" and "secret" not in answer.text
+
+
+def test_an_unsettled_cost_says_so_and_the_history_shows_the_refund(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Executors that never send their Finish: past the settle timeout `usage` reports what the Finish would
+    charge with `cost_settled: false`; the request expires, and the key's history shows it refunded (cost 0)."""
+    monkeypatch.setattr(transfer_agent, "SETTLE_TIMEOUT", 0.5)
+    for executor in net.executor_objects:
+        monkeypatch.setattr(executor, "_settle", lambda *args: None)
+    token, _ = authorize_key(net)
+    before = net.balance(DEV)
+    answer = developer(net, token).chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4)
+    assert answer.usage is not None
+    assert extra(answer.usage) == {"cost": (PROMPT_TOKENS + 4) * PRICE, "cost_settled": False}
+    net.chain.until(net.chain.height() + EXPIRY + 1)
+    (entry,) = key_get(net, "/v1/key/requests", token).json()["data"]
+    assert (entry["id"], entry["status"], entry["cost"]) == (answer.id.removeprefix("chatcmpl-"), "expired", 0)
+    assert net.balance(DEV) == before
