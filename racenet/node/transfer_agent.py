@@ -380,7 +380,8 @@ class _NoAnswer(Exception):
 
 @dataclass
 class Opened:
-    """A request opened on chain, ready to forward: the exact body, its executors' endpoints and attempts."""
+    """A request opened on chain, ready to forward: the exact body, its executors' endpoints and attempts, and
+    the price per token its Start escrowed at."""
 
     request_id: bytes
     raw: bytes
@@ -388,7 +389,7 @@ class Opened:
     endpoints: dict[bytes, str]
     executor: bytes
     max_attempts: int
-    price_per_token: int = 0
+    price_per_token: int
 
     @property
     def id_hex(self) -> str:
