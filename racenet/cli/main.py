@@ -19,6 +19,7 @@ from racenet.cli.price import price
 from racenet.cli.query import query, status
 from racenet.cli.race import race
 from racenet.cli.report import report
+from racenet.cli.sim import sim
 from racenet.cli.tx import tx
 
 
@@ -49,6 +50,7 @@ for command in (
     gov_command,
     pool_group,
     report,
+    sim,
 ):
     cli.add_command(command)
 
