@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import Progress
 
 from racenet.chain.modules.tokenomics import SUBSIDY_CAP, exact_cap
 from racenet.cli.common import echo_json, fail, json_option
@@ -16,22 +17,66 @@ from racenet.sim.scenarios import Knobs, scenarios
 from racenet.sim.stats import Baselines, Row, compare
 from racenet.sim.world import Economy
 
+PERCENT = click.IntRange(0, 100)
+
 
 @click.command()
 @json_option
 @click.option("--scenario", "names", multiple=True, help="A named scenario (repeatable; default: all).")
-@click.option("--seeds", default=3, show_default=True, help="Runs per scenario (and of its honest baseline).")
-@click.option("--cycles", default=3, show_default=True, help="Race cycles of traffic per run.")
-@click.option("--share", default=20, show_default=True, help="The strategic machine's % of the Race weight.")
-@click.option("--cheat-rate", default=20, show_default=True, help="% of served requests a cheater makes up.")
-@click.option("--skip-rate", default=100, show_default=True, help="% of owed checks a lazy validator skips.")
-@click.option("--coalition", default=40, show_default=True, help="The colluding coalition's % of the weight.")
-@click.option("--sybil-keys", default=4, show_default=True, help="Keys the sybil splits its weight over.")
-@click.option("--wash-rate", default=2, show_default=True, help="Requests per block a wash trader pays for.")
-@click.option("--requests", default=1, show_default=True, help="User requests per block.")
-@click.option("--dummy", default=10, show_default=True, help="% of user traffic that is dummy tasks.")
-@click.option("--reports", default=20, show_default=True, help="% chance a user reports a wrong answer.")
-@click.option("--work-cost", default=50, show_default=True, help="Serving or checking cost, % of the request's price.")
+@click.option(
+    "--seeds",
+    type=click.IntRange(1, 1000),
+    default=3,
+    show_default=True,
+    help="Runs per scenario (and of its honest baseline).",
+)
+@click.option(
+    "--cycles", type=click.IntRange(1, 100), default=3, show_default=True, help="Race cycles of traffic per run."
+)
+@click.option(
+    "--share",
+    type=click.IntRange(1, 95),
+    default=20,
+    show_default=True,
+    help="The strategic machine's % of the Race weight.",
+)
+@click.option(
+    "--cheat-rate", type=PERCENT, default=20, show_default=True, help="% of served requests a cheater makes up."
+)
+@click.option(
+    "--skip-rate", type=PERCENT, default=100, show_default=True, help="% of owed checks a lazy validator skips."
+)
+@click.option(
+    "--coalition",
+    type=click.IntRange(2, 95),
+    default=40,
+    show_default=True,
+    help="The colluding coalition's % of the weight.",
+)
+@click.option(
+    "--sybil-keys",
+    type=click.IntRange(1, 8),
+    default=4,
+    show_default=True,
+    help="Keys the sybil splits its weight over.",
+)
+@click.option(
+    "--wash-rate",
+    type=click.IntRange(0, 20),
+    default=2,
+    show_default=True,
+    help="Requests per block a wash trader pays for.",
+)
+@click.option("--requests", type=click.IntRange(0, 20), default=1, show_default=True, help="User requests per block.")
+@click.option("--dummy", type=PERCENT, default=10, show_default=True, help="% of user traffic that is dummy tasks.")
+@click.option("--reports", type=PERCENT, default=20, show_default=True, help="% chance a user reports a wrong answer.")
+@click.option(
+    "--work-cost",
+    type=PERCENT,
+    default=50,
+    show_default=True,
+    help="Serving or checking cost, % of the request's price.",
+)
 @click.option(
     "--subsidy-cap",
     type=click.IntRange(1, 9),
@@ -39,7 +84,7 @@ from racenet.sim.world import Economy
     show_default=True,
     help="tokenomics max_subsidy_per_fee (9: the paper's uncapped phases).",
 )
-@click.option("--plot", "plot_dir", type=click.Path(path_type=Path), help="Write PNG plots here (needs matplotlib).")
+@click.option("--plot", "plot_dir", type=click.Path(path_type=Path), help="Write PNG plots into this directory.")
 def sim(
     as_json: bool,
     names: tuple[str, ...],
@@ -75,22 +120,25 @@ def sim(
     unknown = [n for n in names if n not in known]
     if unknown:
         fail(f"unknown scenario {', '.join(unknown)}: one of {', '.join(known)}")
-    if seeds < 1 or cycles < 1:
-        fail("--seeds and --cycles are at least 1")
     if not exact_cap(subsidy_cap):
         fail("--subsidy-cap is one of 1, 2, 3, 4, 6 and 9")
+    if plot_dir is not None and not plots_available():
+        fail("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    if plot_dir is not None and plot_dir.exists() and not plot_dir.is_dir():
+        fail(f"--plot {plot_dir} is a file, not a directory")
     console = Console(stderr=as_json, width=80)
+    chosen = names or tuple(known)
     rows: list[Row] = []
     baselines: Baselines = {}
-    for name in names or tuple(known):
-        scenario, seeds_run = known[name], list(range(1, seeds + 1))
-        rows += compare(scenario, seeds_run, cycles, baselines, lambda s, n: console.log(f"{s}: seed {n}"))
+    with Progress(*Progress.get_default_columns(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("simulating", total=len(chosen) * seeds)
+        for name in chosen:
+            bar.update(task, description=name)
+            rows += compare(known[name], list(range(1, seeds + 1)), cycles, baselines, lambda s, n: bar.advance(task))
     if as_json:
         echo_json(document(rows, {"seeds": seeds, "cycles": cycles, "knobs": asdict(knobs)}))
     else:
         console.print(table(rows, f"profit per run vs honest play ({seeds} seeds × {cycles} cycles)"))
     if plot_dir is not None:
-        if plots_available():
-            console.print(f"plot: {plot(rows, plot_dir)}")
-        else:
-            console.print("matplotlib is not installed: no plots")
+        for path in plot(rows, plot_dir):
+            console.print(f"plot: {path}")

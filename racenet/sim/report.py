@@ -1,4 +1,4 @@
-"""The comparison as a table (rich, 80 columns), as JSON, and as PNG plots when matplotlib is installed."""
+"""The comparison as a table (rich, 80 columns), as JSON, and as PNG plots (matplotlib, when installed)."""
 
 from __future__ import annotations
 
@@ -31,17 +31,23 @@ def verdict(row: Row) -> str:
 
 
 def table(rows: list[Row], title: str) -> Table:
-    """One line per strategic agent: its weight share, profit honest and strategic, the difference (95% CI)."""
+    """One line per strategic agent (`scenario` or `scenario#n`): its weight share, profit honest and played, the
+    difference with its 95% interval, its caught/wrong answers, and the verdict."""
     out = Table(title=title, width=80)
     out.add_column("scenario", no_wrap=True)
     out.add_column("share", justify="right")
     out.add_column("honest", justify="right")
-    out.add_column("strategy", justify="right")
-    out.add_column("Δ icon (95% CI)", justify="right", no_wrap=True)
+    out.add_column("played", justify="right")
+    out.add_column("Δ ± 95% CI", justify="right", no_wrap=True)
     out.add_column("caught", justify="right")
-    out.add_column("", no_wrap=True)
+    out.add_column("verdict", no_wrap=True)
+    counts: dict[str, int] = {}
     for row in rows:
-        name = row.scenario if row.agent in ("cheater", "lazy", "sybil", "washer") else f"{row.scenario}:{row.agent}"
+        counts[row.scenario] = counts.get(row.scenario, 0) + 1
+    seen: dict[str, int] = {}
+    for row in rows:
+        seen[row.scenario] = seen.get(row.scenario, 0) + 1
+        name = row.scenario if counts[row.scenario] == 1 else f"{row.scenario}#{seen[row.scenario]}"
         out.add_row(
             name,
             f"{row.share_percent:.0f}%",
@@ -64,8 +70,14 @@ def plots_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def plot(rows: list[Row], directory: Path) -> Path:
-    """A bar chart of each strategy's advantage over honest play with its 95% interval, as PNG."""
+def errors(values: list[Interval]) -> list[float]:
+    """The half-widths of 95% intervals (0 with a single seed), for error bars."""
+    return [0.0 if v.low is None else v.mean - v.low for v in values]
+
+
+def plot(rows: list[Row], directory: Path) -> list[Path]:
+    """Two PNG charts: each strategy's advantage over honest play, and its profit beside the same machine's
+    honest profit (means over seeds with 95% intervals)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,14 +85,30 @@ def plot(rows: list[Row], directory: Path) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     labels = [f"{r.scenario}:{r.agent}" for r in rows]
+    height = 1.2 + 0.45 * len(rows)
+    figure, axes = plt.subplots(figsize=(8, height))
     means = [r.advantage.mean for r in rows]
-    errors = [0.0 if r.advantage.low is None else r.advantage.mean - r.advantage.low for r in rows]
-    figure, axes = plt.subplots(figsize=(8, 4))
-    axes.barh(labels, means, xerr=errors, color=["tab:red" if m > 0 else "tab:green" for m in means])
+    colors = ["tab:red" if verdict(r) in ("PAYS", "pays?") else "tab:green" for r in rows]
+    axes.barh(labels, means, xerr=errors([r.advantage for r in rows]), color=colors, capsize=3)
     axes.axvline(0, color="black", linewidth=0.8)
-    axes.set_xlabel("profit minus honest profit (icon, 95% CI over seeds)")
+    axes.invert_yaxis()
+    axes.set_xlabel("profit minus honest profit per run (icon, 95% CI over seeds)")
     figure.tight_layout()
-    path = directory / "advantage.png"
-    figure.savefig(path)
+    advantage = directory / "advantage.png"
+    figure.savefig(advantage)
     plt.close(figure)
-    return path
+    figure, axes = plt.subplots(figsize=(8, height))
+    ys = list(range(len(rows)))
+    honest, played = [r.honest for r in rows], [r.strategic for r in rows]
+    axes.barh([y - 0.2 for y in ys], [v.mean for v in honest], 0.4, xerr=errors(honest), label="honest", capsize=3)
+    axes.barh([y + 0.2 for y in ys], [v.mean for v in played], 0.4, xerr=errors(played), label="played", capsize=3)
+    axes.set_yticks(ys, labels)
+    axes.invert_yaxis()
+    axes.axvline(0, color="black", linewidth=0.8)
+    axes.set_xlabel("profit per run (icon, 95% CI over seeds)")
+    axes.legend()
+    figure.tight_layout()
+    profit = directory / "profit.png"
+    figure.savefig(profit)
+    plt.close(figure)
+    return [advantage, profit]

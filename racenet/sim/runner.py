@@ -140,13 +140,15 @@ class Run:
         return {a.name: sum(self.world.balance(x) for x in a.addresses()) for a in self.agents}
 
     def execute(self, cycles: int) -> dict[str, Outcome]:
-        """Traffic from the next block to the end of the `cycles`-th Race cycle (counting the current one), then
-        blocks until they have all settled; each agent's outcome."""
+        """Traffic over the next `cycles` whole Race cycles, then blocks until they have all settled; each agent's
+        outcome."""
         app = self.world.app
         ctx = app.read_context
         schedule = app.race.keeper.schedule(ctx())
         params = app.verification.keeper.params.get(ctx())
-        first = schedule.cycle(self.world.height + 1)
+        first = schedule.cycle(self.world.height) + 1
+        while self.world.height + 1 < schedule.cycle_start(first):
+            self.world.block()
         before = self.holdings()
         costs = {a.name: a.costs for a in self.agents}
         stop = schedule.cycle_start(first + cycles) - 4

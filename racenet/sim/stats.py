@@ -51,6 +51,7 @@ class Row:
 
 
 Progress = Callable[[str, int], None]
+"""Called with the scenario's name and the seed once a seed's runs are done."""
 
 
 Baselines = dict[tuple[Scenario, int, int], dict[str, Outcome]]
@@ -68,8 +69,6 @@ def compare(
     pairs: dict[str, list[tuple[Outcome, Outcome]]] = {a.name: [] for a in focal}
     baseline = scenario.baseline()
     for seed in seeds:
-        if progress:
-            progress(scenario.name, seed)
         if (baseline, seed, cycles) not in baselines:
             baselines[baseline, seed, cycles] = run(baseline, seed, cycles)
         honest = baselines[baseline, seed, cycles]
@@ -77,6 +76,8 @@ def compare(
         played = run(scenario, seed, cycles) if scenario.focal() else control  # the control is its baseline
         for a in focal:
             pairs[a.name].append((honest[f"machine{slots[a.name]}"], played[a.name]))
+        if progress:
+            progress(scenario.name, seed)
     rows = []
     for a in focal:
         found = pairs[a.name]
