@@ -19,7 +19,7 @@ from racenet.cli.main import cli
 from racenet.sim.report import table
 from racenet.sim.scenarios import Knobs, scenarios
 from racenet.sim.stats import Baselines, Row, compare
-from racenet.sim.world import Economy
+from racenet.sim.world import BALANCE, Economy, Node, genesis, sim_key
 
 CHEATING = ("cheat", "cheat-unreported", "lazy", "collude", "sybil", "wash")
 KNOBS = Knobs(cheat_percent=50)
@@ -84,3 +84,10 @@ def test_the_command_prints_json_and_plots_and_the_control_equals_its_baseline(t
 def test_bad_options_fail_clearly(arguments: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, ["sim", *arguments])
     assert result.exit_code in (1, 2) and message in result.output and "Traceback" not in result.output
+
+
+def test_the_largest_population_fits_the_founders_allocation() -> None:
+    """`--sybil-keys 8`: twelve node keys and five accounts get their genesis grants."""
+    nodes = [Node("m", sim_key(f"n{i}"), sim_key(f"c{i}"), 1) for i in range(12)]
+    state = genesis(nodes, [sim_key(f"a{i}") for i in range(5)], Economy()).app_state
+    assert sum(1 for b in state.bank.balances if int(b.amount) == BALANCE) == 17

@@ -38,8 +38,9 @@ from racenet.node.beacon_agent import BeaconAgent, register_key_msg
 CHAIN_ID = "racenet-sim"
 GENESIS_TIME = 1_750_000_000
 MODEL = "sim-model"
-BALANCE = 10**16
-"""Every account's genesis nicoin (ten million icon): nobody runs dry within a run."""
+BALANCE = 10**15
+"""Every account's genesis nicoin (a million icon): nobody runs dry within a run, and the grants of the largest
+population (`--sybil-keys 8`: 17 accounts) stay within the founders' allocation they come out of."""
 TX_FEE = 20_000
 """The fee every simulated transaction pays (nicoin): above the bank's required fee for any message sent here."""
 BEACON = BeaconParams(
