@@ -196,7 +196,7 @@ def test_start_escrows_and_finish_pays_actual_cost(chain: InferenceChain) -> Non
     assert chain.run(chain.node(executor), finish(start.request_id, 37)) == (0, "")
     cost = (20 + 37) * PRICE
     assert chain.balance(DEV) == INITIAL_BALANCE - cost
-    assert chain.pending(executor) == 10 * cost  # the fee and the subsidy it mints in phase 1 (9 × the fee)
+    assert chain.pending(executor) == 2 * cost  # the fee and the subsidy it mints (1 × the fee: the default cap)
     receipt = chain.app.inference.keeper.receipts.get(chain.app.read_context(), start.request_id)
     assert receipt is not None and (receipt.status, receipt.cost, receipt.completion_tokens) == (
         ReceiptStatus.FINISHED,
@@ -301,7 +301,7 @@ def test_an_earlier_executor_that_answered_is_paid_after_a_reassign(chain: Infer
     chain.block()
     assert chain.run(TA, MsgReassignRequest(start.request_id))[0] == 0
     assert chain.run(chain.node(first), finish(start.request_id, 5))[0] == 0
-    assert chain.pending(first) == 10 * (20 + 5) * PRICE  # its fee and phase 1's subsidy
+    assert chain.pending(first) == 2 * (20 + 5) * PRICE  # its fee and phase 1's (capped) subsidy
     receipt = chain.app.inference.keeper.receipts.get(chain.app.read_context(), start.request_id)
     assert receipt is not None and receipt.executor == first
 

@@ -56,8 +56,8 @@ PRICE = UNIT_PRICE * UNITS
 MAX_TOKENS, EXPIRY = 64, 6
 PROMPT = [{"role": "user", "content": "Name three colors."}]
 PROMPT_TOKENS = 3
-SUBSIDY_PER_FEE = 9
-"""Phase 1 of the Proportional Coin Issuance mints 9 nicoin of subsidy per nicoin of fee (docs/tokenomics.md)."""
+SUBSIDY_PER_FEE = 1
+"""Phase 1 mints 1 nicoin of subsidy per nicoin of fee: the paper's 9, capped (tokenomics, docs/economics.md)."""
 
 
 def host(i: int) -> str:

@@ -34,9 +34,11 @@ from racenet.chain.modules.tokenomics import (
     LIQUIDITY_POOL_ACCOUNT,
     MAX_SUPPLY,
     MINTER,
+    PAPER_CAP,
     PHASE_ISSUANCE,
     PROVIDER_REWARD_ACCOUNT,
     SECONDS_PER_DAY,
+    SUBSIDY_CAP,
     TRAINING_FUND,
     Issuance,
     Params,
@@ -128,9 +130,16 @@ def fee_chain(tmp_path: Path, genesis: Genesis) -> FeeChain:
     return chain
 
 
+def paper(genesis: Genesis) -> Genesis:
+    """`genesis` with the paper's uncapped subsidy (`max_subsidy_per_fee` 9), whose table these tests reproduce."""
+    params = Params(max_subsidy_per_fee=PAPER_CAP)
+    state = dataclasses.replace(genesis.app_state, tokenomics=TokenomicsGenesis(params=params))
+    return dataclasses.replace(genesis, app_state=state)
+
+
 @pytest.fixture
 def chain(tmp_path: Path) -> FeeChain:
-    return fee_chain(tmp_path, genesis_for([key(1), key(2)]))
+    return fee_chain(tmp_path, paper(genesis_for([key(1), key(2)])))
 
 
 def test_fees_drive_the_chain_through_all_12_phases_and_reproduce_the_papers_table(chain: FeeChain) -> None:
@@ -211,12 +220,12 @@ def test_fee_driven_subsidy_counts_toward_the_day_and_the_top_up_follows_the_day
     fee = 1_000 * ICON  # mints 9,000 icon in phase 1: short of 136,986
     chain.fee(fee)
     chain.at(GENESIS_TIME + 10)
-    assert chain.status().issued_today == 9 * fee
+    assert chain.status().issued_today == fee  # the default cap: 1 nicoin of subsidy per nicoin of fee
     chain.at(GENESIS_TIME + DAY)
     assert chain.issuance().minted == 136_986 * ICON  # topped up to the minimum, no more
     pending = chain.app.inference.keeper.pending_reward(chain.app.read_context(), EXECUTOR)
     assert pending == 136_986 * ICON  # the only verified work of the day: all of the day's issuance
-    chain.fee(20_000 * ICON)  # 180,000 icon of subsidy on day 1: above its minimum
+    chain.fee(200_000 * ICON)  # 200,000 icon of subsidy on day 1: above its minimum
     chain.at(GENESIS_TIME + DAY + 10)
     before = chain.issuance().minted
     chain.at(GENESIS_TIME + 2 * DAY)
@@ -271,8 +280,8 @@ def test_a_developer_paying_itself_mints_only_the_schedule(tmp_path: Path) -> No
         assert receipt is not None
         costs += int(receipt.cost)
     issuance = chain.app.tokenomics.keeper.issuance.get(chain.app.read_context())
-    assert issuance == issue_for_fee(Issuance(), costs)
-    assert issuance.minted == 9 * costs  # phase 1: exactly the paper's 9x, never a nicoin more
+    assert issuance == issue_for_fee(Issuance(), costs, SUBSIDY_CAP)
+    assert issuance.minted == costs  # phase 1 under the default cap: exactly 1x, never a nicoin more
 
 
 def test_a_huge_real_fee_crosses_phases_in_one_finish(tmp_path: Path) -> None:
@@ -290,7 +299,7 @@ def test_a_huge_real_fee_crosses_phases_in_one_finish(tmp_path: Path) -> None:
         ),
         pricing=PricingGenesis(unit_price=Amount(10**9)),
     )
-    c = Chain.start(tmp_path, dataclasses.replace(genesis, app_state=state))
+    c = Chain.start(tmp_path, paper(dataclasses.replace(genesis, app_state=state)))
     chain = InferenceChain(c.app, c.driver)
     chain.until_beacon()
     price = 10**9 * units
@@ -301,7 +310,7 @@ def test_a_huge_real_fee_crosses_phases_in_one_finish(tmp_path: Path) -> None:
     assert chain.run(chain.node(executor), finish) == (0, "")
     cost = 240 * price  # 120M icon
     issuance = chain.app.tokenomics.keeper.issuance.get(chain.app.read_context())
-    assert issuance == issue_for_fee(Issuance(), cost)
+    assert issuance == issue_for_fee(Issuance(), cost, PAPER_CAP)
     assert 3 * PHASE_ISSUANCE < issuance.minted < 4 * PHASE_ISSUANCE
     assert chain.pending(executor) == cost + issuance.minted
 
@@ -469,12 +478,12 @@ def test_query_tokenomics_on_the_command_line(tmp_path: Path) -> None:
         shown = runner.invoke(cli, ["query", "tokenomics", "--node", url, "--json"])
         assert shown.exit_code == 0, shown.output
         value = json.loads(shown.stdout)
-        assert (value["phase"], value["subsidy_bps"], value["minted"]) == (1, 9000, 0)
-        assert value["fees_to_next_phase"] == PAPER_FEES_NICOIN[0]
+        assert (value["phase"], value["subsidy_bps"], value["minted"]) == (1, 5000, 0)  # capped: 1x the fee
+        assert value["fees_to_next_phase"] == PHASE_ISSUANCE
         day = value["day"]
         assert value["minimum_today"] == minimum_daily_issuance(day) and value["training_fund_percent"] == 20
         text = runner.invoke(cli, ["query", "tokenomics", "--node", url]).stdout
-        assert "phase: 1 of 12, subsidy 90.00% of what providers receive" in text
+        assert "phase: 1 of 12, subsidy 50.00% of what providers receive" in text
         assert f"minimum issuance {minimum_daily_issuance(day) // ICON} icon" in text
         down = runner.invoke(cli, ["query", "tokenomics", "--node", "http://127.0.0.1:9"])
         assert down.exit_code == 1 and "cannot reach node" in down.stderr and "Traceback" not in down.output

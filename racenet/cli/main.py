@@ -20,6 +20,7 @@ from racenet.cli.price import price
 from racenet.cli.query import query, status
 from racenet.cli.race import race
 from racenet.cli.report import report
+from racenet.cli.sim import sim
 from racenet.cli.train import train_group
 from racenet.cli.tx import tx
 
@@ -53,6 +54,7 @@ for command in (
     report,
     train_group,
     fine_tune,
+    sim,
 ):
     cli.add_command(command)
 

@@ -2,7 +2,8 @@
 (whitepaper §9, Appendices E, F, K; docs/tokenomics.md).
 
 - Fee → subsidy: verification calls `issue_for_fee` when a request finishes; the subsidy the schedule gives for its
-  cost is minted to `MINTER` and verification holds it beside the fee as the executor's reward of the cycle.
+  cost (at most `Params.max_subsidy_per_fee` per nicoin) is minted to `MINTER` and verification holds it beside
+  the fee as the executor's reward of the cycle.
 - Daily minimum: at the first block of a new block-time day, the day that ended is topped up to its minimum
   issuance (`issue_minimum`), held as rewards in proportion to that day's verified work: the fees of the requests
   each executor finished that day, or the Race weights if nobody finished one. Days without blocks issue nothing.
@@ -50,13 +51,13 @@ from racenet.chain.modules.tokenomics.schedule import (
     Issuance,
     basis_points,
     day_of,
+    effective_rate,
     fees_to_next_phase,
     issue_for_fee,
     issue_minimum,
     minimum_daily_issuance,
     phase_of,
     split_training_fund,
-    subsidy_rate,
     training_share_is_fixed,
 )
 from racenet.chain.modules.tokenomics.types import (
@@ -158,7 +159,8 @@ class Keeper(ModuleKeeper):
         """A request finished with cost `fee`: mint its subsidy to `MINTER` (the caller holds it as the executor's
         reward), count it in today's issuance and the fee as the executor's work of the day; return the subsidy."""
         before = self.issuance.get(ctx)
-        minted = self._mint(ctx, before, issue_for_fee(before, int(fee)))  # plain ints: its products pass u64
+        cap = self.params.get(ctx).max_subsidy_per_fee
+        minted = self._mint(ctx, before, issue_for_fee(before, int(fee), cap))  # plain ints: its products pass u64
         if minted:
             today = self.today.get(ctx)
             self.today.set(ctx, dataclasses.replace(today, issued=today.issued + minted))
@@ -187,6 +189,8 @@ class Keeper(ModuleKeeper):
         current = self.params.get(ctx)
         if params.training_fund_percent != current.training_fund_percent and training_share_is_fixed(self.day(ctx)):
             raise ChainError(Code.UNAUTHORIZED, "the training fund's percentage may change only after year 5")
+        if params.max_subsidy_per_fee != current.max_subsidy_per_fee:  # owed is in the old rate's units: given up
+            self.issuance.set(ctx, dataclasses.replace(self.issuance.get(ctx), owed=0))
         self.params.set(ctx, params)
 
     def begin_day(self, ctx: Context) -> None:
@@ -286,13 +290,14 @@ class Keeper(ModuleKeeper):
         """Phase, subsidy rate, minted, fees to the next phase, today's minimum, the training fund and supply."""
         issuance = self.issuance.get(ctx)
         phase = phase_of(issuance)
+        cap = self.params.get(ctx).max_subsidy_per_fee
         today = self.today.get(ctx)
         supply = self.bank.query_supply(ctx, None)
         return Status(
             phase=phase,
-            subsidy_bps=basis_points(subsidy_rate(phase)) if phase <= PHASES else 0,
+            subsidy_bps=basis_points(effective_rate(phase, cap)) if phase <= PHASES else 0,
             minted=issuance.minted,
-            fees_to_next_phase=fees_to_next_phase(issuance),
+            fees_to_next_phase=fees_to_next_phase(issuance, cap),
             day=today.day,
             minimum_today=minimum_daily_issuance(today.day),
             issued_today=today.issued,

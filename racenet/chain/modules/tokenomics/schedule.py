@@ -2,9 +2,12 @@
 
 Amounts are nicoin. The 600M core incentive is issued in 12 phases of 50M icon. In phase k the subsidy is
 s_k = 0.9 · 0.8^(k-1) of what providers receive, so a fee F mints F · s_k / (1 - s_k) and the phase ends once its
-50M are out (the Proportional Coin Issuance Model, Appendix F). A day whose issuance falls short of the minimum
-independent issuance (5% of the supply in year 1, halving yearly, ÷ 365) is topped up to it. Both come out of the
-phases and stop at the 600M. 20% of inference revenue goes to the training fund (Appendix K).
+50M are out (the Proportional Coin Issuance Model, Appendix F). A cap bounds s_k / (1 - s_k) (tokenomics
+`Params.max_subsidy_per_fee`, 1 by default: phases 1 to 3 mint 1 per nicoin of fee, not 9, 2.57 and 1.36), since
+an uncapped phase 1 lets a provider with an eighth of the Race weight profit from paying for requests to itself
+(docs/economics.md). A day whose issuance falls short of the minimum independent issuance (5% of the supply in
+year 1, halving yearly, ÷ 365) is topped up to it. Both come out of the phases and stop at the 600M. 20% of
+inference revenue goes to the training fund (Appendix K).
 
 The issuance so far is kept exactly: the nicoin minted plus the fraction of a nicoin a fee has earned but not yet
 minted. A fee advances it by the exact rational subsidy and mints its floor, so splitting a fee into parts (or
@@ -28,6 +31,12 @@ FOUNDERS = 160_000_000 * ICON
 
 PHASES = 12
 PHASE_ISSUANCE = 50_000_000 * ICON
+PAPER_CAP = 9
+"""A cap of 9 nicoin of subsidy per nicoin of fee caps no phase: the paper's schedule."""
+SUBSIDY_CAP = 1
+"""The default cap on the subsidy per nicoin of fee (docs/economics.md): a provider that pays for requests to
+itself recovers at most its weight share p of fee plus subsidy, p · (1 + cap) · (1 - training share), below what
+it paid for any p < 1/2 whatever the training share. The paper's 9 makes that pay from p = 1/8."""
 
 SECONDS_PER_DAY = 86_400
 DAYS_PER_YEAR = 365
@@ -63,10 +72,30 @@ def subsidy_rate(phase: int) -> Ratio:
     return Ratio(9 * 4 ** (phase - 1), 10 * 5 ** (phase - 1))
 
 
-def subsidy_per_fee(phase: int) -> Ratio:
-    """s_k / (1 - s_k): the nicoin minted per nicoin of fee in phase k (9 in phase 1: pay X, providers get 10X)."""
+def subsidy_per_fee(phase: int, cap: int = PAPER_CAP) -> Ratio:
+    """s_k / (1 - s_k): the nicoin minted per nicoin of fee in phase k (9 in phase 1: pay X, providers get 10X),
+    at most `cap` (a capped phase mints exactly `cap` per nicoin of fee)."""
     s = subsidy_rate(phase)
-    return Ratio(s.numerator, s.denominator - s.numerator)
+    numerator, denominator = s.numerator, s.denominator - s.numerator
+    return Ratio(cap, 1) if numerator > cap * denominator else Ratio(numerator, denominator)
+
+
+def exact_cap(cap: int) -> bool:
+    """Whether issuance stays exact under `cap` (1 to 9): the first phase it leaves uncapped has a rate numerator
+    that `cap` divides, so the fee carried into that phase converts without rounding (1, 2, 3, 4, 6 and 9 do)."""
+    if not 1 <= cap <= PAPER_CAP:
+        return False
+    for phase in range(1, PHASES + 1):
+        rate = subsidy_per_fee(phase)
+        if rate.numerator <= cap * rate.denominator:
+            return rate.numerator % cap == 0
+    return True
+
+
+def effective_rate(phase: int, cap: int = PAPER_CAP) -> Ratio:
+    """The share of what providers receive in phase k that is newly minted, under `cap`: m / (1 + m)."""
+    rate = subsidy_per_fee(phase, cap)
+    return Ratio(rate.numerator, rate.numerator + rate.denominator)
 
 
 def basis_points(ratio: Ratio) -> int:
@@ -79,35 +108,38 @@ def phase_of(issuance: Issuance) -> int:
     return issuance.minted // PHASE_ISSUANCE + 1
 
 
-def issue_for_fee(issuance: Issuance, fee: int) -> Issuance:
-    """The issuance after a fee: fee · s/(1 - s) at the current phase's rate, the part of the fee beyond a phase's
-    end at the next phase's rate (split exactly), floored to whole nicoin, and nothing beyond the core incentive.
+def issue_for_fee(issuance: Issuance, fee: int, cap: int = PAPER_CAP) -> Issuance:
+    """The issuance after a fee: fee · s/(1 - s) (at most `cap` per nicoin) at the current phase's rate, the part of
+    the fee beyond a phase's end at the next phase's rate (split exactly), floored to whole nicoin, and nothing
+    beyond the core incentive.
 
-    With s/(1 - s) = a_k / b_k, `earned` is b_k × the subsidy not yet minted: owed + fee · a_k. What is left past
-    the phase's end, `excess`, is b_k × subsidy for a fee of excess / a_k; at the next phase that fee earns
-    (excess / a_k) · a_(k+1) = 4 · excess, since a_(k+1) = 4 · a_k.
+    With the rate a_k / b_k, `earned` is b_k × the subsidy not yet minted: owed + fee · a_k. What is left past the
+    phase's end, `excess`, is b_k × subsidy for a fee of excess / a_k; at the next phase that fee earns
+    (excess / a_k) · a_(k+1): 4 · excess between the paper's phases (a_(k+1) = 4 · a_k), excess between capped
+    ones, and a whole multiple of it into the first uncapped phase (`exact_cap`).
     """
     minted, phase = issuance.minted, phase_of(issuance)
     if phase > PHASES:
         return issuance
-    rate = subsidy_per_fee(phase)
+    rate = subsidy_per_fee(phase, cap)
     earned = issuance.owed + fee * rate.numerator
     room = (phase * PHASE_ISSUANCE - minted) * rate.denominator
     while earned >= room:
         minted, phase = phase * PHASE_ISSUANCE, phase + 1
         if phase > PHASES:
             return Issuance(CORE_INCENTIVE, 0)
-        rate = subsidy_per_fee(phase)
-        earned, room = 4 * (earned - room), PHASE_ISSUANCE * rate.denominator
+        following = subsidy_per_fee(phase, cap)
+        earned, room = (earned - room) * following.numerator // rate.numerator, PHASE_ISSUANCE * following.denominator
+        rate = following
     return Issuance(minted + earned // rate.denominator, earned % rate.denominator)
 
 
-def fees_to_next_phase(issuance: Issuance) -> int:
+def fees_to_next_phase(issuance: Issuance, cap: int = PAPER_CAP) -> int:
     """The smallest fee (nicoin) that completes the current phase; 0 once the core incentive is all issued."""
     phase = phase_of(issuance)
     if phase > PHASES:
         return 0
-    rate = subsidy_per_fee(phase)
+    rate = subsidy_per_fee(phase, cap)
     room = (phase * PHASE_ISSUANCE - issuance.minted) * rate.denominator - issuance.owed
     return -(-room // rate.numerator)
 

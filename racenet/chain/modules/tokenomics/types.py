@@ -19,8 +19,10 @@ from racenet.chain.modules.tokenomics.schedule import (
     DAYS_PER_YEAR,
     FOUNDERS,
     LIQUIDITY_POOL,
+    SUBSIDY_CAP,
     TRAINING_FUND_PERCENT,
     Issuance,
+    exact_cap,
 )
 from racenet.chain.query import NO_ARG, query
 from racenet.chain.scalars import Address, Amount
@@ -48,9 +50,12 @@ class Params:
       cycles, in proportion to their weight, at each cycle start; due linearly over `provider_reward_days` days.
     - `founders`, `founders_cliff_days`, `founders_vesting_days`: the founders' escrow vests linearly over
       `founders_vesting_days` days from genesis, none before the cliff; paid daily to `founders` (none while empty).
+    - `max_subsidy_per_fee`: the most nicoin a fee mints per nicoin (9 leaves the paper's phases uncapped; 1, the
+      default, keeps paying for requests to oneself a loss at any weight share below half: docs/economics.md).
     """
 
     training_fund_percent: int = TRAINING_FUND_PERCENT
+    max_subsidy_per_fee: int = SUBSIDY_CAP
     top_providers: int = 10
     sustained_cycles: int = 3
     provider_reward_days: int = 4 * DAYS_PER_YEAR
@@ -68,6 +73,8 @@ class Params:
             raise ValueError("provider_reward_days and founders_vesting_days are at least 1")
         if not 0 <= self.founders_cliff_days <= self.founders_vesting_days:
             raise ValueError("founders_cliff_days is 0 to founders_vesting_days")
+        if not exact_cap(self.max_subsidy_per_fee):
+            raise ValueError("max_subsidy_per_fee is one of 1, 2, 3, 4, 6 and 9 (the others would round issuance)")
         if self.founders and len(self.founders) != 20:
             raise ValueError("founders is a 20-byte address or empty")
 
