@@ -22,6 +22,7 @@ from racenet.chain.app_state import EXPORT
 from racenet.chain.modules import bank, beacon, inference, race, tokenomics, verification
 from racenet.chain.modules.bank import MsgSend
 from racenet.chain.modules.inference import MsgServeModels, MsgStartRequest, Receipt, ReceiptStatus, choose_executor
+from racenet.chain.modules.tokenomics.schedule import subsidy_per_fee
 from racenet.cli.main import cli
 from racenet.crypto.address import decode_address, encode_address
 from racenet.crypto.keyring import Keyring
@@ -186,11 +187,13 @@ def test_openai_client_non_streaming_and_streaming_pay_exactly_the_cost(
     earned: dict[bytes, int] = {}
     for record in records:
         earned[record.executor] = earned.get(record.executor, 0) + record.cost
+    per_fee = phase1_subsidy_per_fee(chain)
     for executor, amount in earned.items():
-        # the fee and the subsidy tokenomics minted for it: 9 × the fee in phase 1
-        assert chain.query(inference.PENDING, executor).amount == 10 * amount, "the first requests paid"
+        # the fee and the subsidy tokenomics minted for it (phase 1: the paper's 9 × the fee, capped by the params)
+        assert chain.query(inference.PENDING, executor).amount == (1 + per_fee) * amount, "the first requests paid"
     tasks = [chain.query(verification.TASK, bytes.fromhex(r)) for r in (first, second)]
-    assert [t.subsidy if t else None for t in tasks] == [9 * c for c in costs], "the subsidy is held beside the fee"
+    held = [t.subsidy if t else None for t in tasks]
+    assert held == [per_fee * c for c in costs], "the subsidy is held beside the fee"
     first_paid.update(zip(("fund", "height"), fund_now(chain), strict=True), records=records, ids=[first, second])
     first_paid["cycles"] = {t.cycle for t in tasks if t}
     assert records[0].response_hash == hashlib.sha256(text.encode()).digest()
@@ -200,6 +203,13 @@ def test_openai_client_non_streaming_and_streaming_pay_exactly_the_cost(
 def tokenizer() -> Backend:
     """The devnet model, to count a signed request's prompt tokens as the executors do."""
     return TransformersBackend.packaged(threads=1)
+
+
+def phase1_subsidy_per_fee(chain: ChainClient) -> int:
+    """The nicoin tokenomics mints per nicoin of fee in phase 1 under the chain's params (a whole number)."""
+    rate = subsidy_per_fee(1, chain.query(tokenomics.PARAMS).max_subsidy_per_fee)
+    assert rate.denominator == 1
+    return rate.numerator
 
 
 def signed_request(
@@ -481,5 +491,6 @@ def test_providers_receive_fees_plus_subsidy_at_a_cycle_end_and_the_training_fun
     for released, funded in settlements.values():
         assert funded == released * 20 // 100  # 20% of each settlement's released revenue, rounded down once
     fees = sum(r.cost for r in first_paid["records"])
-    assert settled >= 10 * fees, "the cycle settled every nicoin of the fees and of their subsidy"
+    per_fee = phase1_subsidy_per_fee(chain)
+    assert settled >= (1 + per_fee) * fees, "the cycle settled every nicoin of the fees and of their subsidy"
     assert to_executors > 0, "the executors were paid at the cycle end"
