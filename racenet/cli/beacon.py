@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from racenet.chain.jsonform import from_json, to_json
@@ -14,7 +13,17 @@ from racenet.chain.modules import beacon as chain_beacon
 from racenet.chain.modules.beacon import Group, Round
 from racenet.chain.modules.beacon.types import Groups
 from racenet.chain.modules.beacon.verify import verify_chain
-from racenet.cli.common import chain_client, echo_json, fail, json_option, node_option
+from racenet.cli.common import (
+    address_text,
+    chain_client,
+    echo_json,
+    fail,
+    json_option,
+    node_option,
+    short,
+    table_console,
+    wide_option,
+)
 from racenet.crypto.address import encode_address
 
 
@@ -35,7 +44,8 @@ def _round_lines(r: Round) -> list[str]:
 @click.argument("round_number", metavar="[ROUND]", required=False, type=click.IntRange(min=1))
 @node_option
 @json_option
-def show(round_number: int | None, node: str, as_json: bool) -> None:
+@wide_option
+def show(round_number: int | None, node: str, as_json: bool, wide: bool) -> None:
     """The beacon's status, or one round's record."""
     with chain_client(node) as client:
         if round_number is not None:
@@ -62,12 +72,13 @@ def show(round_number: int | None, node: str, as_json: bool) -> None:
             f"group {group.epoch} (active from height {group.active_from}): threshold {group.threshold} of "
             f"{sum(h.count for h in group.holders)} shares, {len(group.dealers)} dealers, key {group.public_key.hex()}"
         )
+        name = address_text(wide)
         table = Table()
         for column in ("holder", "shares", "indices"):
             table.add_column(column)
         for h in group.holders:
-            table.add_row(encode_address(h.address), str(h.count), f"{h.first}..{h.first + h.count - 1}")
-        Console().print(table)
+            table.add_row(name(h.address), str(h.count), f"{h.first}..{h.first + h.count - 1}")
+        table_console(wide).print(table)
     if status.dkg is not None and status.dkg_phase:
         click.echo(f"key generation of epoch {status.dkg.epoch}: {status.dkg_phase} window")
 
@@ -75,7 +86,8 @@ def show(round_number: int | None, node: str, as_json: bool) -> None:
 @beacon.command()
 @node_option
 @json_option
-def groups(node: str, as_json: bool) -> None:
+@wide_option
+def groups(node: str, as_json: bool, wide: bool) -> None:
     """Every group key the chain has had (save with --json to verify rounds against it later)."""
     with chain_client(node) as client:
         answer = client.query(chain_beacon.GROUPS)
@@ -86,8 +98,11 @@ def groups(node: str, as_json: bool) -> None:
     for column in ("epoch", "active from", "threshold", "dealers", "public key"):
         table.add_column(column)
     for g in answer.groups:
-        table.add_row(str(g.epoch), str(g.active_from), str(g.threshold), str(len(g.dealers)), g.public_key.hex())
-    Console().print(table)
+        key = g.public_key.hex()
+        table.add_row(
+            str(g.epoch), str(g.active_from), str(g.threshold), str(len(g.dealers)), key if wide else short(key)
+        )
+    table_console(wide).print(table)
 
 
 @beacon.command()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import httpx
+from rich.console import Console
 
+from racenet.crypto.address import encode_address
 from racenet.crypto.keyring import Keyring, KeyringError
 from racenet.crypto.keys import PrivateKey
 from racenet.node.client import DEFAULT_NODE, ChainClient, ClientError
@@ -28,6 +30,11 @@ home_option = click.option(
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+wide_option = click.option("--wide", is_flag=True, help="Full addresses and keys, tables as wide as they need.")
+
+TABLE_WIDTH = 80
+PIPED_WIDTH = 200
 
 node_option = click.option(
     "--node", default=DEFAULT_NODE, show_default=True, envvar="RACENET_NODE", help="RPC endpoint of a node."
@@ -104,3 +111,26 @@ def api_call(api: str, api_key: str, method: str, path: str, **kwargs: Any) -> A
             message = response.text[:300]
         fail(f"HTTP {response.status_code}: {message}")
     return response.json()
+
+
+def short(text: str) -> str:
+    """An address or key shortened to its start and end (`race1abcd…wxyz`), to fit 80-column tables."""
+    return text if len(text) <= 15 else f"{text[:10]}…{text[-4:]}"
+
+
+def short_address(address: bytes) -> str:
+    """A bech32 address shortened for an 80-column table."""
+    return short(encode_address(address))
+
+
+def address_text(wide: bool) -> Callable[[bytes], str]:
+    """How tables print an address: whole with --wide, else shortened."""
+    return encode_address if wide else short_address
+
+
+def table_console(wide: bool) -> Console:
+    """stdout for tables: 80 columns, or with --wide the terminal's width (200 columns when piped)."""
+    if not wide:
+        return Console(width=TABLE_WIDTH)
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPED_WIDTH)

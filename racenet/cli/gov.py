@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 import racenet.chain.app  # noqa: F401  (imports every module, so every governance message type is known)
@@ -23,7 +22,18 @@ from racenet.chain.modules.inference import MsgRegisterModel
 from racenet.chain.query import NO_ARG, QuerySpec, query
 from racenet.chain.tx import AnyMsg
 from racenet.cli.chain import resolve_address
-from racenet.cli.common import chain_client, echo_json, fail, home_option, json_option, load_key, node_option
+from racenet.cli.common import (
+    address_text,
+    chain_client,
+    echo_json,
+    fail,
+    home_option,
+    json_option,
+    load_key,
+    node_option,
+    table_console,
+    wide_option,
+)
 from racenet.crypto.address import encode_address
 from racenet.node.client import ChainClient
 from racenet.node.sender import TxSender
@@ -257,8 +267,9 @@ def _tally_line(tally: gov.Tally) -> str:
 @gov_command.command()
 @node_option
 @json_option
+@wide_option
 @click.argument("proposal_id", type=click.IntRange(min=1), required=False)
-def show(node: str, as_json: bool, proposal_id: int | None) -> None:
+def show(node: str, as_json: bool, wide: bool, proposal_id: int | None) -> None:
     """The params and every proposal, or one proposal (PROPOSAL_ID) with its deposits, votes and tally."""
     with chain_client(node) as client:
         if proposal_id is None:
@@ -266,7 +277,7 @@ def show(node: str, as_json: bool, proposal_id: int | None) -> None:
             if as_json:
                 echo_json({"params": to_json(params), "proposals": to_json(proposals)})
                 return
-            _print_list(params, proposals)
+            _print_list(params, proposals, wide)
             return
         info = client.query(gov.PROPOSAL, str(proposal_id))
         if info is None:
@@ -294,11 +305,11 @@ def show(node: str, as_json: bool, proposal_id: int | None) -> None:
         for column in ("voter", "option", "weight now"):
             table.add_column(column)
         for v in votes.votes:
-            table.add_row(encode_address(v.voter), v.option.value, str(v.weight))
-        Console().print(table)
+            table.add_row(address_text(wide)(v.voter), v.option.value, str(v.weight))
+        table_console(wide).print(table)
 
 
-def _print_list(params: gov.Params, proposals: gov.Proposals) -> None:
+def _print_list(params: gov.Params, proposals: gov.Proposals, wide: bool) -> None:
     click.echo(
         f"min deposit {format_amount(params.min_deposit)}, deposit period {params.deposit_blocks} blocks, voting "
         f"period {params.voting_blocks} blocks; quorum {params.quorum_ppm / 10_000:g}%, threshold "
@@ -309,8 +320,8 @@ def _print_list(params: gov.Params, proposals: gov.Proposals) -> None:
         return
     table = Table(title="proposals")
     for column in ("id", "title", "kind", "status", "deposit", "voting ends"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("id", "kind", "deposit"))
     for p in proposals.proposals:
         end = str(p.voting_end) if p.voting_end else "-"
         table.add_row(str(p.id), p.title, p.kind, p.status.value, format_amount(p.total_deposit), end)
-    Console().print(table)
+    table_console(wide).print(table)

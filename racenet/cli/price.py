@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from racenet.chain.errors import ChainError
@@ -13,8 +12,18 @@ from racenet.chain.jsonform import to_json
 from racenet.chain.modules import pricing
 from racenet.chain.modules.bank.denom import format_amount, parse_amount
 from racenet.chain.modules.pricing.types import check_unit_price
-from racenet.cli.common import chain_client, echo_json, fail, home_option, json_option, load_key, node_option
-from racenet.crypto.address import encode_address
+from racenet.cli.common import (
+    address_text,
+    chain_client,
+    echo_json,
+    fail,
+    home_option,
+    json_option,
+    load_key,
+    node_option,
+    table_console,
+    wide_option,
+)
 from racenet.node.sender import TxSender
 
 
@@ -56,7 +65,8 @@ def vote(home: Path, node: str, as_json: bool, key_name: str, amount: str) -> No
 @price.command()
 @node_option
 @json_option
-def show(node: str, as_json: bool) -> None:
+@wide_option
+def show(node: str, as_json: bool, wide: bool) -> None:
     """The current unit price, each provider's vote and every model's price per token."""
     with chain_client(node) as client:
         current, votes, models = client.query(pricing.PRICE), client.query(pricing.VOTES), client.query(pricing.MODELS)
@@ -70,8 +80,8 @@ def show(node: str, as_json: bool) -> None:
         for column in ("provider", "price (nicoin)", "weight"):
             table.add_column(column)
         for v in votes.votes:
-            table.add_row(encode_address(v.address), str(v.price), str(v.weight))
-        Console().print(table)
+            table.add_row(address_text(wide)(v.address), str(v.price), str(v.weight))
+        table_console(wide).print(table)
     else:
         click.echo("no votes yet")
     table = Table(title="models")
@@ -79,4 +89,4 @@ def show(node: str, as_json: bool) -> None:
         table.add_column(column)
     for m in models.models:
         table.add_row(m.id, str(m.units_per_token), str(m.price_per_token))
-    Console().print(table)
+    table_console(wide).print(table)

@@ -5,19 +5,29 @@ torch loads only in the commands that compute, so the rest of the CLI starts fas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from racenet.chain.jsonform import to_json
 from racenet.chain.modules import race as chain_race
 from racenet.chain.modules.race import Phase
-from racenet.cli.common import chain_client, echo_json, fail, home_option, json_option, node_option
+from racenet.cli.common import (
+    address_text,
+    chain_client,
+    echo_json,
+    fail,
+    home_option,
+    json_option,
+    node_option,
+    table_console,
+    wide_option,
+)
 from racenet.crypto.address import encode_address
 from racenet.crypto.keyring import Keyring, KeyringError
 from racenet.pow.presets import DIFFICULTY, PRESETS
@@ -30,9 +40,6 @@ preset_option = click.option("--preset", type=click.Choice(list(PRESETS)), defau
 threads_option = click.option(
     "--threads", type=click.IntRange(min=1), default=2, show_default=True, help="PyTorch compute threads."
 )
-
-
-PIPED_WIDTH = 200
 
 
 @click.group()
@@ -237,7 +244,8 @@ def calibrate(
 @race.command()
 @node_option
 @json_option
-def status(node: str, as_json: bool) -> None:
+@wide_option
+def status(node: str, as_json: bool, wide: bool) -> None:
     """The current cycle and phase, this cycle's claims (committee, votes, escalation, standing), and every
     node's weight, validator power and last outcome."""
     with chain_client(node) as client:
@@ -253,42 +261,28 @@ def status(node: str, as_json: bool) -> None:
         f"escalate {starts[Phase.ESCALATE]}, tally {cycle.tally_height}); preset {cycle.preset}, "
         f"difficulty 1/{DIFFICULTY}"
     )
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=PIPED_WIDTH)  # piped or captured: whole addresses and columns, not 80-column ellipses
+    console, name = table_console(wide), address_text(wide)
     if claims:
-        console.print(_claims_table(claims))
+        console.print(_claims_table(claims, name))
     table = Table(title="nodes")
-    table.add_column("node", no_wrap=True)
-    for column in ("weight", "power", "committed", "last cycle", "claimed", "outcome", "committee", "escalated"):
-        table.add_column(column)
+    for column in ("node", "weight", "power", "committed"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("last outcome")
     for n in nodes:
-        last = n.last_outcome
-        table.add_row(
-            encode_address(n.address),
-            str(n.weight),
-            str(n.power),
-            _text(n.committed),
-            _text(last and last.cycle),
-            _text(last and last.claimed),
-            last.status if last else "-",
-            _text(last and len(last.committee)),
-            _text(last and ("yes" if last.escalated else "no")),
-        )
+        table.add_row(name(n.address), str(n.weight), str(n.power), _text(n.committed), _outcome(n.last_outcome))
     console.print(table)
 
 
-def _claims_table(claims: tuple[chain_race.ClaimInfo, ...]) -> Table:
+def _claims_table(claims: tuple[chain_race.ClaimInfo, ...], name: Callable[[bytes], str] = encode_address) -> Table:
     """This cycle's claims: who checks each, how they voted (accept / reject weight), and where it stands."""
-    table = Table(title="claims this cycle")
-    table.add_column("participant", no_wrap=True)
-    for column in ("count", "revealed", "committee", "accept / reject weight", "escalated", "standing"):
-        table.add_column(column)
+    table = Table(title="claims this cycle", collapse_padding=True)
+    for column in ("participant", "count", "revealed", "committee", "accept / reject weight", "escalated", "standing"):
+        table.add_column(column, no_wrap=column not in ("committee", "accept / reject weight"))
     for c in claims:
         accept = sum(v.weight for v in c.votes if v.accept)
         reject = sum(v.weight for v in c.votes if not v.accept)
         table.add_row(
-            encode_address(c.participant),
+            name(c.participant),
             str(c.count),
             "yes" if c.revealed else "no",
             " ".join(encode_address(v)[-6:] for v in c.committee) or "-",
@@ -297,6 +291,14 @@ def _claims_table(claims: tuple[chain_race.ClaimInfo, ...]) -> Table:
             c.standing,
         )
     return table
+
+
+def _outcome(last: chain_race.Outcome | None) -> str:
+    """A node's last outcome in words: its cycle, status, claim, committee size and escalation."""
+    if last is None:
+        return "-"
+    escalated = ", escalated" if last.escalated else ""
+    return f"cycle {last.cycle}: {last.status}, claimed {last.claimed}, committee of {len(last.committee)}{escalated}"
 
 
 def _text(value: object) -> str:

@@ -18,8 +18,19 @@ from racenet.chain.modules import gov, training
 from racenet.chain.modules.bank.denom import format_amount, parse_amount
 from racenet.chain.modules.training import MsgCreateGrantJob, MsgCreateJob, MsgJoin
 from racenet.chain.tx import AnyMsg
-from racenet.cli.common import chain_client, echo_json, fail, home_option, json_option, load_key, node_option
-from racenet.crypto.address import encode_address
+from racenet.cli.common import (
+    TABLE_WIDTH,
+    address_text,
+    chain_client,
+    echo_json,
+    fail,
+    home_option,
+    json_option,
+    load_key,
+    node_option,
+    table_console,
+    wide_option,
+)
 from racenet.node.client import TxOutcome
 from racenet.node.sender import TxSender
 from racenet.node.trainer import ARCHITECTURE_PREFIX, PPM, Progress, initial_weights_hash
@@ -47,11 +58,6 @@ def _send(node: str, home: Path, key_name: str, msg: Msg) -> TxOutcome:
     key = load_key(home, key_name)
     with chain_client(node) as client:
         return TxSender(client, key).send([msg])
-
-
-def _short(address: bytes) -> str:
-    text = encode_address(address)
-    return f"{text[:10]}…{text[-4:]}"
 
 
 @train_group.command()
@@ -173,7 +179,7 @@ def join(home: Path, node: str, key_name: str, endpoint: str, job_id: int) -> No
 @train_group.command()
 @node_option
 @json_option
-@click.option("--wide", is_flag=True, help="Full addresses.")
+@wide_option
 @click.argument("job_id", type=click.IntRange(1), required=False)
 def status(node: str, as_json: bool, wide: bool, job_id: int | None) -> None:
     """Every job, or one job's rounds, participants and proof-of-learning records."""
@@ -189,7 +195,7 @@ def status(node: str, as_json: bool, wide: bool, job_id: int | None) -> None:
                     str(j.id), j.architecture, j.dataset_location, f"{j.round}/{j.rounds}", j.status.value,
                     format_amount(int(j.budget_left)),
                 )  # fmt: skip
-            Console(width=None if wide else 80).print(table)
+            table_console(wide).print(table)
             return
         job = client.query(training.JOB, str(job_id))
         if job is None:
@@ -199,8 +205,8 @@ def status(node: str, as_json: bool, wide: bool, job_id: int | None) -> None:
     if as_json:
         echo_json({"job": to_json(job), "participants": to_json(participants), "segments": to_json(segments)})
         return
-    name = encode_address if wide else _short
-    console = Console(width=None if wide else 80)
+    name = address_text(wide)
+    console = table_console(wide)
     console.print(
         f"job {job.id}: {job.architecture} on {job.dataset_location}, round {job.round}/{job.rounds}, "
         f"{job.status.value}, H={job.inner_steps}, k={job.segment_steps}, budget left "
@@ -248,7 +254,7 @@ def logs(as_json: bool, state_dir: Path, png: Path | None, job_id: int) -> None:
     table = Table("round", "train loss", "seconds")
     for r in rows:
         table.add_row(str(r.round), f"{r.train_loss:.4f}", f"{r.seconds:.0f}")
-    Console(width=80).print(table)
+    Console(width=TABLE_WIDTH).print(table)
     if result is not None:
         click.echo(json.dumps(result))
     if png is not None:

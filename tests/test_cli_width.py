@@ -1,0 +1,89 @@
+"""Every table of the CLI fits an 80-column terminal: short addresses by default, whole ones with `--wide`,
+and no row cut so short that its key field is lost (issue 15, item 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from racenet.chain.modules.race import ClaimInfo, VoteInfo
+from racenet.cli.common import TABLE_WIDTH, short, short_address
+from racenet.cli.race import _claims_table
+from racenet.crypto.address import encode_address
+from tests.test_gov import N3, N4, NODES, run
+from tests.test_gov import node as gov_node  # noqa: F401  (the fixture: an embedded node making blocks)
+
+BOX = "┃│┏┗┡└━─"
+
+
+def table_lines(text: str) -> list[str]:
+    """The lines of the tables in a command's output (those with box-drawing characters)."""
+    return [line for line in text.splitlines() if any(c in line for c in BOX)]
+
+
+def assert_fits(text: str, *keys: str) -> None:
+    """Tables in `text` are at most 80 columns wide and each key appears whole in some table line."""
+    lines = table_lines(text)
+    assert lines, text
+    assert max(len(line) for line in lines) <= TABLE_WIDTH, text
+    for k in keys:
+        assert any(k in line for line in lines), f"{k} missing from\n{text}"
+
+
+def test_every_table_fits_80_columns_with_short_addresses(gov_node: tuple[Path, str]) -> None:  # noqa: F811
+    home, url = gov_node
+    args = ["--home", str(home), "--node", url]
+    changes = home / "changes.json"
+    changes.write_text('{"min_fee": 2000}')
+    title = "Raise the minimum fee so spam costs more than it earns, for every sender alike"
+    assert run("gov", "submit", "params", "bank", str(changes), "--from", "n3", "--title", title, *args).exit_code == 0
+    for voter in ("n3", "n4"):
+        assert run("gov", "vote", "1", "yes", "--from", voter, *args).exit_code == 0
+        assert run("price", "vote", "2uicon", "--from", voter, *args).exit_code == 0
+    voters = [short_address(k.public_key.address) for k in (N3, N4)]
+    nodes = [short_address(k.public_key.address) for k in NODES]
+    group = json.loads(run("beacon", "groups", "--node", url, "--json").stdout)["groups"][0]
+    holders = [short(h["address"]) for h in group["holders"]]
+    assert all(h.startswith("race1") and "…" in h for h in holders)
+    commands: list[tuple[list[str], list[str]]] = [
+        (["gov", "show", "1"], voters),
+        (["gov", "show"], ["bank/UpdateParams", "0.000001 icon", "Raise"]),
+        (["price", "show"], voters),
+        (["race", "status"], [*nodes, "absent"]),
+        (["beacon", "show"], holders),
+        (["beacon", "groups"], [str(group["epoch"]), short(group["commitments"][0])]),
+        (["pool", "show"], ["12000000 icon", "2.56 usdt"]),
+        (["train", "status"], ["job"]),
+    ]
+    for command, keys in commands:
+        result = run(*command, "--node", url)
+        assert result.exit_code == 0, result.output
+        assert_fits(result.stdout, *keys)
+    wide = run("price", "show", "--wide", "--node", url).stdout
+    assert all(encode_address(k.public_key.address) in wide for k in (N3, N4))
+    as_json = json.loads(run("price", "show", "--json", "--node", url).stdout)
+    assert {v["address"] for v in as_json["votes"]["votes"]} == {encode_address(k.public_key.address) for k in (N3, N4)}
+
+
+def test_the_claims_table_fits_80_columns() -> None:
+    committee = tuple(k.public_key.address for k in NODES)
+    votes = tuple(VoteInfo(voter=v, weight=10 * (i + 1), failed=0, accept=i != 1) for i, v in enumerate(committee))
+    claims = tuple(
+        ClaimInfo(
+            participant=k.public_key.address,
+            count=28,
+            revealed=True,
+            committee=committee,
+            votes=votes,
+            escalated=True,
+            standing="rejected",
+        )
+        for k in NODES
+    )
+    console = Console(width=TABLE_WIDTH, record=True)
+    console.print(_claims_table(claims, short_address))
+    assert_fits(
+        console.export_text(), *(short_address(k.public_key.address) for k in NODES), "80 / 20", "committee", "rejected"
+    )
