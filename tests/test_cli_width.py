@@ -42,6 +42,9 @@ def test_every_table_fits_80_columns_with_short_addresses(gov_node: tuple[Path, 
     for voter in ("n3", "n4"):
         assert run("gov", "vote", "1", "yes", "--from", voter, *args).exit_code == 0
         assert run("price", "vote", "2uicon", "--from", voter, *args).exit_code == 0
+    corpus = home / "corpus.txt"
+    corpus.write_text("In the beginning was the word, and the word was short enough to fit.\n" * 50)
+    assert run("train", "submit", "--data", str(corpus), "--from", "n3", *args, "1icon").exit_code == 0
     voters = [short_address(k.public_key.address) for k in (N3, N4)]
     nodes = [short_address(k.public_key.address) for k in NODES]
     group = json.loads(run("beacon", "groups", "--node", url, "--json").stdout)["groups"][0]
@@ -55,14 +58,15 @@ def test_every_table_fits_80_columns_with_short_addresses(gov_node: tuple[Path, 
         (["beacon", "show"], holders),
         (["beacon", "groups"], [str(group["epoch"]), short(group["commitments"][0])]),
         (["pool", "show"], ["12000000 icon", "2.56 usdt"]),
-        (["train", "status"], ["job"]),
+        (["train", "status"], ["gpt-tiny", "0/4"]),
     ]
     for command, keys in commands:
         result = run(*command, "--node", url)
         assert result.exit_code == 0, result.output
         assert_fits(result.stdout, *keys)
-    wide = run("price", "show", "--wide", "--node", url).stdout
-    assert all(encode_address(k.public_key.address) in wide for k in (N3, N4))
+    for command in (["price", "show"], ["race", "status"], ["gov", "show", "1"]):
+        wide = run(*command, "--wide", "--node", url).stdout
+        assert all(encode_address(k.public_key.address) in wide for k in (N3, N4)), wide
     as_json = json.loads(run("price", "show", "--json", "--node", url).stdout)
     assert {v["address"] for v in as_json["votes"]["votes"]} == {encode_address(k.public_key.address) for k in (N3, N4)}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from racenet.chain.codec import encode
 from racenet.chain.errors import ChainError
@@ -189,7 +189,7 @@ def status(node: str, as_json: bool, wide: bool, job_id: int | None) -> None:
             if as_json:
                 echo_json([to_json(j) for j in jobs])
                 return
-            table = Table("job", "model", "data", "round", "status", "budget left")
+            table = Table("job", "model", Column("data", overflow="fold"), "round", "status", "budget left")
             for j in jobs:
                 table.add_row(
                     str(j.id), j.architecture, j.dataset_location, f"{j.round}/{j.rounds}", j.status.value,
