@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
 from rich.console import Console
 
 from racenet.chain.modules.race import ClaimInfo, VoteInfo
 from racenet.cli.common import TABLE_WIDTH, short, short_address
+from racenet.cli.main import cli
 from racenet.cli.race import _claims_table
 from racenet.crypto.address import encode_address
+from racenet.pow import calibrate
 from tests.test_gov import N3, N4, NODES, run
 from tests.test_gov import node as gov_node  # noqa: F401  (the fixture: an embedded node making blocks)
 
@@ -32,6 +36,11 @@ def assert_fits(text: str, *keys: str) -> None:
         assert any(k in line for line in lines), f"{k} missing from\n{text}"
 
 
+def assert_wide(text: str) -> None:
+    """With --wide, the voters' addresses appear whole."""
+    assert all(encode_address(k.public_key.address) in text for k in (N3, N4)), text
+
+
 def test_every_table_fits_80_columns_with_short_addresses(gov_node: tuple[Path, str]) -> None:  # noqa: F811
     home, url = gov_node
     args = ["--home", str(home), "--node", url]
@@ -41,17 +50,19 @@ def test_every_table_fits_80_columns_with_short_addresses(gov_node: tuple[Path, 
     assert run("gov", "submit", "params", "bank", str(changes), "--from", "n3", "--title", title, *args).exit_code == 0
     for voter in ("n3", "n4"):
         assert run("gov", "vote", "1", "yes", "--from", voter, *args).exit_code == 0
+    voters = [short_address(k.public_key.address) for k in (N3, N4)]
+    assert_fits(run("gov", "show", "1", "--node", url).stdout, *voters)  # while voting (a decided one drops its votes)
+    assert_wide(run("gov", "show", "1", "--wide", "--node", url).stdout)
+    for voter in ("n3", "n4"):
         assert run("price", "vote", "2uicon", "--from", voter, *args).exit_code == 0
     corpus = home / "corpus.txt"
     corpus.write_text("In the beginning was the word, and the word was short enough to fit.\n" * 50)
     assert run("train", "submit", "--data", str(corpus), "--from", "n3", *args, "1icon").exit_code == 0
-    voters = [short_address(k.public_key.address) for k in (N3, N4)]
     nodes = [short_address(k.public_key.address) for k in NODES]
     group = json.loads(run("beacon", "groups", "--node", url, "--json").stdout)["groups"][0]
     holders = [short(h["address"]) for h in group["holders"]]
     assert all(h.startswith("race1") and "…" in h for h in holders)
     commands: list[tuple[list[str], list[str]]] = [
-        (["gov", "show", "1"], voters),
         (["gov", "show"], ["bank/UpdateParams", "0.000001 icon", "Raise"]),
         (["price", "show"], voters),
         (["race", "status"], [*nodes, "absent"]),
@@ -64,9 +75,8 @@ def test_every_table_fits_80_columns_with_short_addresses(gov_node: tuple[Path, 
         result = run(*command, "--node", url)
         assert result.exit_code == 0, result.output
         assert_fits(result.stdout, *keys)
-    for command in (["price", "show"], ["race", "status"], ["gov", "show", "1"]):
-        wide = run(*command, "--wide", "--node", url).stdout
-        assert all(encode_address(k.public_key.address) in wide for k in (N3, N4)), wide
+    for command in (["price", "show"], ["race", "status"]):
+        assert_wide(run(*command, "--wide", "--node", url).stdout)
     as_json = json.loads(run("price", "show", "--json", "--node", url).stdout)
     assert {v["address"] for v in as_json["votes"]["votes"]} == {encode_address(k.public_key.address) for k in (N3, N4)}
 
@@ -91,3 +101,20 @@ def test_the_claims_table_fits_80_columns() -> None:
     assert_fits(
         console.export_text(), *(short_address(k.public_key.address) for k in NODES), "80 / 20", "committee", "rejected"
     )
+
+
+def test_the_calibration_columns_fit_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`race calibrate --noise` lines up one line per setting; the longest setting name still fits."""
+    settings = ["fp32 batch 64", "fp32 batch 1", "fp32 1 thread", "fp32 small-matrix kernel", "bf16"]
+    noise = [calibrate.Mismatch(f"{name} -> fp32", 2_048, 1_234, 3.1e-3) for name in settings]
+    noise.append(calibrate.Mismatch("fp32 -> bf16", 2_048, 17, 2.5e-2))
+    result = calibrate.Calibration("tiny", 900, 0.1234567, [0.1234, 0.1235], [1.0, 0.98], 8_192)
+
+    monkeypatch.setattr(calibrate, "calibrate", lambda *args, **kwargs: result)
+    monkeypatch.setattr(calibrate, "measure_noise", lambda *args, **kwargs: noise)
+    shown = CliRunner().invoke(cli, ["race", "calibrate", "--noise"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert max(len(line) for line in lines) <= TABLE_WIDTH, shown.stdout
+    for m in noise:
+        assert any(m.setting in line and f"{m.failed}/{m.appropriate}" in line for line in lines), shown.stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from racenet.chain.modules.bank.denom import format_amount
-from racenet.cli.common import echo_json, fail, json_option
+from racenet.cli.common import echo_json, fail, json_option, table_console
 from racenet.devnet import FAUCET_KEY, Devnet, DevnetError, NodeStatus
 from racenet.devnet.network import FAUCET_NICOIN, tail_lines
 from racenet.devnet.state import KINDS, Kind, NodeRecord
@@ -27,7 +26,6 @@ DEFAULT_BASE_PORT = 26656
 DEFAULT_BLOCK_TIME = "1s"
 READY_HEIGHT = 2
 FOLLOW_POLL_S = 0.5
-PIPE_WIDTH = 160
 _DURATION = re.compile(r"^[0-9]+(\.[0-9]+)?(ms|s)$")
 
 dir_option = click.option(
@@ -51,11 +49,6 @@ def _user_errors() -> Iterator[None]:
         yield
     except DevnetError as e:
         fail(str(e))
-
-
-def _console() -> Console:
-    """stdout for tables: the terminal's width, or wide enough for endpoints when piped."""
-    return Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 
 def _block_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -187,7 +180,7 @@ def _print_endpoints(net: Devnet) -> None:
         api = node.api_url if daemon else "-"
         training = node.training_endpoint if daemon else "-"
         table.add_row(node.name, node.rpc_url, api, training, node.abci_address, node.p2p_address, *pids)
-    _console().print(table)
+    table_console(wide=True).print(table)  # endpoints: as wide as the terminal, not cut to 80
 
 
 def _pid(node: NodeRecord, kind: Kind) -> str:
@@ -230,7 +223,7 @@ def status(directory: Path, as_json: bool) -> None:
             s.node.api_url if "node" in s.node.kinds else "-",
             *[_pid_alive(s, k) for k in KINDS],
         )
-    _console().print(table)
+    table_console(wide=True).print(table)  # endpoints: as wide as the terminal, not cut to 80
 
 
 def _status_json(s: NodeStatus) -> dict[str, Any]:

@@ -236,8 +236,7 @@ def calibrate(
         )
     for m in mismatches:
         click.echo(
-            f"  {m.setting:34s} {m.failed:5d} / {m.appropriate:6d} failed = {m.rate:.4f}"
-            f"  max |diff| {m.max_abs_diff:.1e}"
+            f"  {m.setting:32s} {m.failed:4d}/{m.appropriate:<5d} failed: {m.rate:.4f}  max |diff| {m.max_abs_diff:.1e}"
         )
 
 
