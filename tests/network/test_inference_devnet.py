@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from racenet.chain.app_state import EXPORT
+from racenet.chain.errors import Code
 from racenet.chain.modules import bank, beacon, inference, race, tokenomics, verification
 from racenet.chain.modules.bank import MsgSend
 from racenet.chain.modules.inference import MsgServeModels, MsgStartRequest, Receipt, ReceiptStatus, choose_executor
@@ -30,7 +32,7 @@ from racenet.crypto.keys import PrivateKey
 from racenet.devnet import DEVNET_PASSPHRASE, Devnet
 from racenet.ml.backend import Backend
 from racenet.ml.transformers_backend import TransformersBackend
-from racenet.node.client import ChainClient
+from racenet.node.client import ChainClient, TxRejected
 from racenet.node.executor import forward_headers
 from racenet.node.request_signing import prompt_token_count, signed_headers
 from racenet.node.sender import TxSender
@@ -343,7 +345,7 @@ def test_dead_executor_is_routed_around(
     victim_key = Keyring(net.state.dir / "keyring").load(f"node{index + 1}", DEVNET_PASSPHRASE)
     endpoint = servers[victim_key.public_key.address].endpoint
     sender = TxSender(chain, victim_key)
-    sender.send([MsgServeModels((MODEL,), "http://127.0.0.1:9/racenet")])  # the discard port: refused
+    announce(sender, "http://127.0.0.1:9/racenet")  # the discard port: refused
     try:
         drawn_for_victim = 0
         for _ in range(16):
@@ -369,7 +371,21 @@ def test_dead_executor_is_routed_around(
             assert record.executor in draws, "a draw recomputed from chain data executed it"
         assert drawn_for_victim, "no request was drawn for the dead endpoint in 16 tries"
     finally:
-        sender.send([MsgServeModels((MODEL,), endpoint)])
+        announce(sender, endpoint)
+
+
+def announce(sender: TxSender, endpoint: str) -> None:
+    """Re-announce the node's endpoint with its own key, which its daemon also signs with: a transaction of the
+    daemon's may take the sequence first (`wrong_sequence`), then the next try reads the new one."""
+    for _ in range(10):
+        try:
+            sender.send([MsgServeModels((MODEL,), endpoint)])
+            return
+        except TxRejected as e:
+            if e.code != Code.WRONG_SEQUENCE:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("the endpoint was never re-announced: the daemon kept taking the sequence")
 
 
 def test_a_forward_whose_body_differs_from_the_signed_one_is_refused_and_refunded(
