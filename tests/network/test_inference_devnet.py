@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -376,15 +377,18 @@ def test_dead_executor_is_routed_around(
 
 def announce(sender: TxSender, endpoint: str) -> None:
     """Re-announce the node's endpoint with its own key, which its daemon also signs with: a transaction of the
-    daemon's may take the sequence first (`wrong_sequence`), then the next try reads the new one."""
+    daemon's in the mempool may hold the sequence the chain's state shows (`wrong_sequence`, which names the
+    sequence CheckTx expects): the next try uses that one."""
     for _ in range(10):
         try:
             sender.send([MsgServeModels((MODEL,), endpoint)])
             return
         except TxRejected as e:
-            if e.code != Code.WRONG_SEQUENCE:
+            expected = re.search(r"expected (\d+)", e.log)
+            if e.code != Code.WRONG_SEQUENCE or expected is None:
                 raise
-            time.sleep(1.0)
+            sender.next_sequence = int(expected.group(1))
+            time.sleep(0.5)
     raise AssertionError("the endpoint was never re-announced: the daemon kept taking the sequence")
 
 
