@@ -33,7 +33,7 @@ from racenet.crypto.keys import PrivateKey
 from racenet.devnet import DEVNET_PASSPHRASE, Devnet
 from racenet.ml.backend import Backend
 from racenet.ml.transformers_backend import TransformersBackend
-from racenet.node.client import ChainClient, TxRejected
+from racenet.node.client import ChainClient, ClientError, TxRejected
 from racenet.node.executor import forward_headers
 from racenet.node.request_signing import prompt_token_count, signed_headers
 from racenet.node.sender import TxSender
@@ -378,7 +378,7 @@ def test_dead_executor_is_routed_around(
 def announce(sender: TxSender, endpoint: str) -> None:
     """Re-announce the node's endpoint with its own key, which its daemon also signs with: a transaction of the
     daemon's in the mempool may hold the sequence the chain's state shows (`wrong_sequence`, which names the
-    sequence CheckTx expects): the next try uses that one."""
+    sequence CheckTx expects: the next try uses that one), or take it while ours waits (ours never commits)."""
     for _ in range(10):
         try:
             sender.send([MsgServeModels((MODEL,), endpoint)])
@@ -389,6 +389,8 @@ def announce(sender: TxSender, endpoint: str) -> None:
                 raise
             sender.next_sequence = int(expected.group(1))
             time.sleep(0.5)
+        except ClientError:  # admitted, then dropped from the mempool: the daemon's transaction took its sequence
+            sender.next_sequence = None
     raise AssertionError("the endpoint was never re-announced: the daemon kept taking the sequence")
 
 
