@@ -17,6 +17,7 @@ from racenet.cli.keys import keys
 from racenet.cli.node import node
 from racenet.cli.pool import pool_group
 from racenet.cli.price import price
+from racenet.cli.provider import join, up
 from racenet.cli.query import query, status
 from racenet.cli.race import race
 from racenet.cli.report import report
@@ -44,6 +45,8 @@ for command in (
     query,
     status,
     devnet,
+    join,
+    up,
     node,
     api_key,
     race,

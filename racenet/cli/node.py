@@ -6,6 +6,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 import click
 
@@ -30,6 +31,19 @@ class HostPort(click.ParamType[tuple[str, int]]):
         return host or "127.0.0.1", int(port)
 
 
+class HttpUrl(click.ParamType[str]):
+    """An http(s) URL with a host, such as an API's public address."""
+
+    name = "url"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """`value` without a trailing slash; a one-line usage error if it is not an http(s) URL."""
+        url = urlsplit(str(value))
+        if url.scheme not in ("http", "https") or not url.netloc:
+            self.fail(f"expected an http(s) URL such as http://203.0.113.7:26659, got {value!r}", param, ctx)
+        return str(value).rstrip("/")
+
+
 class BackendSpec(click.ParamType[str]):
     """`transformers` or `openai:<base URL>`."""
 
@@ -43,6 +57,18 @@ class BackendSpec(click.ParamType[str]):
             return check_backend_spec(str(value))
         except ValueError as e:
             self.fail(str(e), param, ctx)
+
+
+compute_budget_option = click.option(
+    "--compute-budget",
+    type=click.FloatRange(0.01, 1.0),
+    default=1.0,
+    show_default=True,
+    help="Fraction of time the miner computes in the Race (the rest it rests).",
+)
+threads_option = click.option(
+    "--threads", type=click.IntRange(1, 256), help="CPU threads for torch [default: all cores]."
+)
 
 
 @click.group()
@@ -60,15 +86,15 @@ def node() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the Race loop keeps its progress [default: HOME/race/KEY].",
 )
-@click.option(
-    "--compute-budget",
-    type=click.FloatRange(0.01, 1.0),
-    default=1.0,
-    show_default=True,
-    help="Fraction of time the miner computes (the rest it rests).",
-)
-@click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for torch [default: all cores].")
+@compute_budget_option
+@threads_option
 @click.option("--api", type=HostPort(), help="host:port to serve the OpenAI-compatible API on (and execute requests).")
+@click.option(
+    "--public-api",
+    "api_url",
+    type=HttpUrl(),
+    help="The URL other machines reach this API at, announced on chain [default: http://HOST:PORT of --api].",
+)
 @click.option(
     "--backend",
     type=BackendSpec(),
@@ -110,6 +136,7 @@ def run(
     compute_budget: float,
     threads: int | None,
     api: tuple[str, int] | None,
+    api_url: str | None,
     backend: str,
     backend_api_key: str | None,
     cometbft_home: Path | None,
@@ -125,7 +152,7 @@ def run(
         secret = None if cometbft_home is None else load_or_create_secret(cometbft_home)
         state = state_dir or home / "race" / key_name
         options = (backend, backend_api_key, secret, dummy_tasks, train_endpoint)
-        daemon = Daemon(node, key, state, compute_budget, api, threads, *options)
+        daemon = Daemon(node, key, state, compute_budget, api, threads, *options, api_url=api_url)
     except (ClientError, MLError, BeaconKeyError) as e:
         fail(str(e))
 
@@ -156,18 +183,15 @@ def run(
 def register(home: Path, node: str, key_name: str, cometbft_home: Path) -> None:
     """Join the Race and the beacon: bind your account to your validator's consensus key and register the
     beacon key its `racenet app` signs with (`<cometbft-home>/config/beacon_key.json`, created if absent)."""
-    from racenet.chain.modules.race import register_node_msg
-    from racenet.crypto.consensus_key import ConsensusKeyError, validator_private_key
-    from racenet.node.beacon_agent import BeaconKeyError, load_or_create_secret, register_key_msg
+    from racenet.crypto.consensus_key import ConsensusKeyError
+    from racenet.node.beacon_agent import BeaconKeyError
+    from racenet.node.registration import registration_msgs
 
     key = load_key(home, key_name)
-    try:
-        consensus_key = validator_private_key(cometbft_home)
-        secret = load_or_create_secret(cometbft_home)
-    except (ConsensusKeyError, BeaconKeyError, OSError) as e:
-        fail(str(e))
     with chain_client(node) as client:
-        chain_id, address = client.chain_id(), key.public_key.address
-        msgs = [register_node_msg(consensus_key, chain_id, address), register_key_msg(secret, chain_id, address)]
+        try:
+            msgs = registration_msgs(cometbft_home, client.chain_id(), key.public_key.address)
+        except (ConsensusKeyError, BeaconKeyError, OSError) as e:
+            fail(str(e))
         outcome = TxSender(client, key).send(msgs)
     click.echo(f"registered in block {outcome.height}; the node races from the next cycle")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from racenet.chain.modules.race import RaceGenesis, RaceNode
 from racenet.crypto.address import decode_address
 from racenet.crypto.keyring import Keyring, KeyringError
 from racenet.devnet import cometbft, process
+from racenet.devnet.commands import app_argv, daemon_argv
 from racenet.devnet.errors import DevnetError
 from racenet.devnet.state import HOST, KINDS, DevnetState, Kind, NodeRecord, Ports
 from racenet.devnet.state import load as load_state
@@ -87,17 +87,6 @@ class NodeStatus:
     app_hash: str | None
     alive: dict[Kind, bool]
     error: str | None
-
-
-def racenet_executable() -> Path:
-    """The `racenet` console script of the running interpreter's environment."""
-    beside = Path(sys.executable).parent / "racenet"
-    if beside.is_file():
-        return beside
-    found = shutil.which("racenet")
-    if found is None:
-        raise DevnetError("the `racenet` command is not installed; run `make install`")
-    return Path(found).absolute()
 
 
 def port_in_use(port: int) -> bool:
@@ -310,36 +299,18 @@ class Devnet:
 
     def _start_daemon(self, node: NodeRecord) -> None:
         """Start `racenet node run`, the node's Race daemon, signing with its devnet account."""
-        argv = [
-            str(racenet_executable()),
-            "node",
-            "run",
-            "--home",
-            str(self.state.dir),
-            "--key",
-            node.name,
-            "--node",
-            node.rpc_url,
-            "--state",
-            str(self.state.home(node) / "race"),
-            "--compute-budget",
-            str(node.compute_budget),
-            "--threads",
-            str(max(1, (os.cpu_count() or 1) // len(self.state.nodes))),
-            "--api",
-            f"{HOST}:{node.ports.api}",
-            "--train-endpoint",
-            node.training_endpoint,
-            "--cometbft-home",
-            str(self.state.home(node)),
-            *(["--dummy-tasks"] if self.state.dummy_tasks else []),
-        ]
+        threads = max(1, (os.cpu_count() or 1) // len(self.state.nodes))
+        options = ["--threads", str(threads), "--train-endpoint", node.training_endpoint]
+        options += ["--cometbft-home", str(self.state.home(node))]
+        options += ["--dummy-tasks"] if self.state.dummy_tasks else []
+        state = self.state.home(node) / "race"
+        api = f"{HOST}:{node.ports.api}"
+        argv = daemon_argv(self.state.dir, node.name, node.rpc_url, state, node.compute_budget, api, options)
         self._spawn(node, "node", argv)
 
     def _start_app(self, node: NodeRecord) -> None:
         """Start the racenet App that serves this node's ABCI port."""
-        argv = [str(racenet_executable()), "app", "--home", str(self.state.home(node)), "--abci", node.abci_address]
-        self._spawn(node, "app", argv)
+        self._spawn(node, "app", app_argv(self.state.home(node), node.ports.abci))
 
     def _spawn(self, node: NodeRecord, kind: Kind, argv: list[str]) -> None:
         """Start one process and record it at once, so `down` can stop it whatever happens next."""

@@ -77,6 +77,7 @@ class Daemon:
         beacon_secret: int | None = None,
         dummy_tasks: bool = False,
         train_endpoint: tuple[str, int] | None = None,
+        api_url: str | None = None,
     ) -> None:
         self.client = ChainClient(node_url)
         self.sender = TxSender(self.client, key)
@@ -90,7 +91,7 @@ class Daemon:
         self.dummy_stop = threading.Event()
         if api is not None:
             model = make_backend(backend, self.compute, backend_api_key)
-            self._start_api(api, model)
+            self._start_api(api, model, api_url or f"http://{api[0]}:{api[1]}")
             if beacon_secret is not None:
                 self._start_checker(model, beacon_secret)
                 if dummy_tasks:
@@ -107,8 +108,8 @@ class Daemon:
             self.client, self.sender, self.compute, state_dir, compute_budget=compute_budget, should_yield=busy
         )
 
-    def _start_api(self, api: tuple[str, int], backend: Backend) -> None:
-        """Start the API server on `backend` and tell the chain this node serves its models there."""
+    def _start_api(self, api: tuple[str, int], backend: Backend, url: str) -> None:
+        """Start the API server on `backend` and tell the chain this node serves its models at `url`."""
         from racenet.finetune.service import FineTuneService
         from racenet.ml.transformers_backend import TransformersBackend
         from racenet.node.api import create_app
@@ -123,7 +124,7 @@ class Daemon:
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         threading.Thread(target=server.run, name="api", daemon=True).start()
         self.executor, self.server = executor, server
-        self._announce(backend.models(), f"http://{host}:{port}")
+        self._announce(backend.models(), url)
 
     def _start_checker(self, model: Backend, beacon_secret: int) -> None:
         """Check the answers this validator owes checks of, with the model it serves (an in-process one)."""

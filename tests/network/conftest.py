@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,22 +32,29 @@ def stop_devnet(directory: Path) -> None:
         Devnet.open(directory).stop()
 
 
-@pytest.fixture(scope="module")
-def devnet_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The directory of a running 4-validator devnet started with `racenet devnet up`.
-
-    Its processes are stopped after the module, also when setup or a test fails.
-    """
-    directory = tmp_path_factory.mktemp("devnet") / "net"
+@contextmanager
+def running_devnet(
+    tmp_path_factory: pytest.TempPathFactory, name: str, budgets: str, validators: int = VALIDATORS
+) -> Iterator[Path]:
+    """The directory of a devnet started with `racenet devnet up` (`budgets`: each node's compute budget, 0 for no
+    Race daemon); its processes are stopped on leaving the block, also when setup or a test fails."""
+    directory = tmp_path_factory.mktemp(name) / "net"
     try:
-        args = ["up", "--dir", str(directory), "--validators", str(VALIDATORS), "--block-time", BLOCK_TIME]
-        # Consensus tests: no Race daemons, whose tallies would change validator power every cycle.
-        args += ["--compute-budgets", ",".join(["0"] * VALIDATORS)]
-        result = CliRunner().invoke(devnet, [*args, "--base-port", str(free_base_port(VALIDATORS))])
+        args = ["up", "--dir", str(directory), "--validators", str(validators), "--block-time", BLOCK_TIME]
+        args += ["--compute-budgets", budgets, "--base-port", str(free_base_port(validators))]
+        result = CliRunner().invoke(devnet, args)
         assert result.exit_code == 0, result.output
         yield directory
     finally:
         stop_devnet(directory)
+
+
+@pytest.fixture(scope="module")
+def devnet_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A running 4-validator devnet without Race daemons (consensus tests: tallies would change validator power
+    every cycle)."""
+    with running_devnet(tmp_path_factory, "devnet", ",".join(["0"] * VALIDATORS)) as directory:
+        yield directory
 
 
 @pytest.fixture

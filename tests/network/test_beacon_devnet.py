@@ -8,32 +8,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from racenet.chain.modules import beacon, race
 from racenet.chain.modules.beacon import Group, Round
 from racenet.chain.modules.beacon.verify import verify_chain
 from racenet.chain.modules.race import Schedule
 from racenet.chain.modules.race.module import challenge_seed, race_seed
-from racenet.cli.devnet import devnet
 from racenet.devnet import Devnet
 from racenet.node.client import ChainClient
-from tests.network.conftest import BLOCK_TIME, stop_devnet
-from tests.network.netutil import free_base_port, wait_for
+from tests.network.conftest import running_devnet
+from tests.network.netutil import wait_for
 
 pytestmark = pytest.mark.network
 
 
 @pytest.fixture(scope="module")
 def beacon_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    directory = tmp_path_factory.mktemp("beacon") / "net"
-    try:
-        args = ["up", "--dir", str(directory), "--block-time", BLOCK_TIME, "--compute-budgets", "0,0,0,0"]
-        result = CliRunner().invoke(devnet, [*args, "--base-port", str(free_base_port(4))])
-        assert result.exit_code == 0, result.output
+    with running_devnet(tmp_path_factory, "beacon", "0,0,0,0") as directory:
         yield directory
-    finally:
-        stop_devnet(directory)
 
 
 def all_rounds(client: ChainClient) -> list[Round]:

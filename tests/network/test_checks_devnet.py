@@ -25,11 +25,9 @@ import openai
 import pytest
 import torch
 import uvicorn
-from click.testing import CliRunner
 
 from racenet.chain.modules import inference, race, verification
 from racenet.chain.modules.inference import MsgServeModels
-from racenet.cli.main import cli
 from racenet.crypto.address import decode_address, encode_address
 from racenet.crypto.keyring import Keyring
 from racenet.crypto.keys import PrivateKey
@@ -47,8 +45,8 @@ from racenet.node.executor import Executor
 from racenet.node.race_worker import RaceWorker
 from racenet.node.sender import TxSender
 from racenet.node.transfer_agent import TransferAgent
-from tests.network.conftest import BLOCK_TIME, stop_devnet
-from tests.network.netutil import free_base_port, wait_for
+from tests.network.conftest import running_devnet
+from tests.network.netutil import wait_for
 from tests.network.test_inference_devnet import MODEL, api_key, developer  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(1200)]
@@ -70,15 +68,8 @@ B = TypeVar("B", bound=Backend)
 
 @pytest.fixture(scope="module")
 def net_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    directory = tmp_path_factory.mktemp("checks") / "net"
-    try:
-        args = ["devnet", "up", "--dir", str(directory), "--block-time", BLOCK_TIME]
-        args += ["--compute-budgets", "0.2,0.2,0,0", "--base-port", str(free_base_port(4))]
-        result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 0, result.output
+    with running_devnet(tmp_path_factory, "checks", "0.2,0.2,0,0") as directory:
         yield directory
-    finally:
-        stop_devnet(directory)
 
 
 @pytest.fixture(scope="module")

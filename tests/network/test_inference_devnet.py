@@ -37,8 +37,8 @@ from racenet.node.client import ChainClient, ClientError, TxRejected
 from racenet.node.executor import forward_headers
 from racenet.node.request_signing import prompt_token_count, signed_headers
 from racenet.node.sender import TxSender
-from tests.network.conftest import BLOCK_TIME, stop_devnet
-from tests.network.netutil import free_base_port, wait_for
+from tests.network.conftest import running_devnet
+from tests.network.netutil import wait_for
 
 pytestmark = pytest.mark.network
 
@@ -49,32 +49,14 @@ DEV_FUNDS = 50 * 10**9
 
 @pytest.fixture(scope="module")
 def net_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    directory = tmp_path_factory.mktemp("inference") / "net"
-    try:
-        args = [
-            "devnet",
-            "up",
-            "--dir",
-            str(directory),
-            "--block-time",
-            BLOCK_TIME,
-            "--compute-budgets",
-            "0.2,0.2,0.2,0.2",
-            "--base-port",
-            str(free_base_port(4)),
-        ]
-        result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 0, result.output
-        net = Devnet.open(directory)
-        client = ChainClient(net.state.nodes[0].rpc_url)
-        wait_for(
-            "every node to serve the model",
-            lambda: len(client.query(inference.SERVERS, MODEL).servers) == 4,
-            timeout=240,
-        )
+    with running_devnet(tmp_path_factory, "inference", "0.2,0.2,0.2,0.2") as directory:
+        with ChainClient(Devnet.open(directory).state.nodes[0].rpc_url) as client:
+            wait_for(
+                "every node to serve the model",
+                lambda: len(client.query(inference.SERVERS, MODEL).servers) == 4,
+                timeout=240,
+            )
         yield directory
-    finally:
-        stop_devnet(directory)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 
 from racenet.chain.modules import race
 from racenet.chain.modules.race import NodeInfo, OutcomeStatus
-from racenet.cli.devnet import devnet
 from racenet.cli.race import race as race_cli
 from racenet.crypto.address import encode_address
 from racenet.crypto.keyring import Keyring
@@ -29,8 +28,8 @@ from racenet.node.client import ChainClient
 from racenet.node.compute import ComputeThread
 from racenet.node.race_worker import CycleState, RaceWorker
 from racenet.node.sender import TxSender
-from tests.network.conftest import BLOCK_TIME, stop_devnet
-from tests.network.netutil import free_base_port, wait_for
+from tests.network.conftest import running_devnet
+from tests.network.netutil import wait_for
 from tests.network.test_race_devnet import tally_height
 
 pytestmark = pytest.mark.network
@@ -56,14 +55,8 @@ class Cheater(RaceWorker):
 
 @pytest.fixture(scope="module")
 def cheater_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    directory = tmp_path_factory.mktemp("cheater") / "net"
-    try:
-        args = ["up", "--dir", str(directory), "--block-time", BLOCK_TIME, "--compute-budgets", BUDGETS]
-        result = CliRunner().invoke(devnet, [*args, "--base-port", str(free_base_port(4))])
-        assert result.exit_code == 0, result.output
+    with running_devnet(tmp_path_factory, "cheater", BUDGETS) as directory:
         yield directory
-    finally:
-        stop_devnet(directory)
 
 
 def first_claim(client: ChainClient, cheater: str) -> tuple[int, tuple[NodeInfo, ...]] | None:

@@ -9,16 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from racenet.chain.modules import race
 from racenet.chain.modules.race import NodeInfo, Outcome, OutcomeStatus, Phase, Schedule
-from racenet.cli.devnet import devnet
 from racenet.crypto.address import encode_address
 from racenet.devnet import Devnet
 from racenet.node.client import ChainClient
-from tests.network.conftest import BLOCK_TIME, stop_devnet
-from tests.network.netutil import free_base_port, wait_for
+from tests.network.conftest import running_devnet
+from tests.network.netutil import wait_for
 
 pytestmark = pytest.mark.network
 
@@ -29,14 +27,8 @@ CHI2_P001_DF3 = 16.27
 
 @pytest.fixture(scope="module")
 def race_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    directory = tmp_path_factory.mktemp("race") / "net"
-    try:
-        args = ["up", "--dir", str(directory), "--block-time", BLOCK_TIME, "--compute-budgets", BUDGETS]
-        result = CliRunner().invoke(devnet, [*args, "--base-port", str(free_base_port(4))])
-        assert result.exit_code == 0, result.output
+    with running_devnet(tmp_path_factory, "race", BUDGETS) as directory:
         yield directory
-    finally:
-        stop_devnet(directory)
 
 
 def tallied_cycle(client: ChainClient, at_least: int) -> tuple[int, tuple[NodeInfo, ...]] | None:

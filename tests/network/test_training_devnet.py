@@ -34,8 +34,7 @@ from racenet.node.client import ChainClient
 from racenet.node.sender import TxSender
 from racenet.node.trainer import TrainingAgent
 from racenet.train.data import source_available
-from tests.network.conftest import BLOCK_TIME, stop_devnet
-from tests.network.netutil import free_base_port
+from tests.network.conftest import running_devnet
 from tests.test_crash import free_port
 from tests.test_node_trainer import LazyAgent, run_participant
 
@@ -59,15 +58,8 @@ PARAMS = {
 
 @pytest.fixture(scope="module")
 def net_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    directory = tmp_path_factory.mktemp("training") / "net"
-    try:
-        args = ["devnet", "up", "--dir", str(directory), "--block-time", BLOCK_TIME, "--validators", str(NODES)]
-        args += ["--compute-budgets", ",".join(["0"] * NODES), "--base-port", str(free_base_port(NODES))]
-        result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 0, result.output
+    with running_devnet(tmp_path_factory, "training", ",".join(["0"] * NODES), NODES) as directory:
         yield directory
-    finally:
-        stop_devnet(directory)
 
 
 def wait(what: str, done: Callable[[], bool], timeout: float = 900.0) -> None:
