@@ -11,9 +11,20 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from racenet.chain.modules.race import ClaimInfo, VoteInfo
+from racenet.chain.modules.training import (
+    MemberStatus,
+    Participant,
+    Participants,
+    Segment,
+    SegmentInfo,
+    Segments,
+    SegmentStatus,
+)
+from racenet.chain.scalars import Amount
 from racenet.cli.common import TABLE_WIDTH, short, short_address
 from racenet.cli.main import cli
 from racenet.cli.race import _claims_table
+from racenet.cli.train import audits_table, participants_table
 from racenet.crypto.address import encode_address
 from racenet.pow import calibrate
 from tests.test_gov import N3, N4, NODES, run
@@ -101,6 +112,43 @@ def test_the_claims_table_fits_80_columns() -> None:
     assert_fits(
         console.export_text(), *(short_address(k.public_key.address) for k in NODES), "80 / 20", "committee", "rejected"
     )
+
+
+def test_the_training_participants_and_audits_tables_fit_80_columns() -> None:
+    addresses = [k.public_key.address for k in NODES]
+    held = Amount(123_456_789_012)
+    participants = Participants(
+        job_id=1,
+        round=3,
+        participants=tuple(
+            Participant(
+                address=a,
+                endpoint="203.0.113.7:29500",
+                status=MemberStatus.ACTIVE,
+                from_round=1,
+                joined_height=40,
+                reported_through=2,
+                in_round=True,
+                rank=i,
+                reported=True,
+                held=held,
+            )
+            for i, a in enumerate(addresses)
+        ),
+    )
+    segment = Segment(
+        step=12,
+        status=SegmentStatus.DISPUTED,
+        deadline=90,
+        seed=bytes(32),
+        trace=bytes(32),
+        validators=tuple(addresses),
+    )
+    segments = Segments(1, tuple(SegmentInfo(2, a, segment) for a in addresses))
+    console = Console(width=TABLE_WIDTH, record=True)
+    console.print(participants_table(participants, short_address))
+    console.print(audits_table(segments, short_address))
+    assert_fits(console.export_text(), *(short_address(a) for a in addresses), "active", "disputed", "123.456789012")
 
 
 def test_the_calibration_columns_fit_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ from racenet.chain.modules.bank.denom import format_amount
 from racenet.cli.common import echo_json, fail, json_option, table_console
 from racenet.devnet import FAUCET_KEY, Devnet, DevnetError, NodeStatus
 from racenet.devnet.network import FAUCET_NICOIN, tail_lines
-from racenet.devnet.state import KINDS, Kind, NodeRecord
+from racenet.devnet.state import HOST, KINDS, Kind, NodeRecord
 from racenet.devnet.state import exists as devnet_exists
 
 DEFAULT_VALIDATORS = 4
@@ -170,17 +170,17 @@ def _wait_with_spinner(net: Devnet, height: int, timeout: float, nodes: list[Nod
 
 
 def _print_endpoints(net: Devnet) -> None:
-    """A table of every node's endpoints and process IDs."""
-    table = Table(title=f"{net.state.chain_id} ({len(net.state.nodes)} validators)")
-    for column in ("node", "RPC", "API", "training", "ABCI", "P2P", "app PID", "cometbft PID", "race PID"):
+    """A table of every node's ports (all on 127.0.0.1) and process IDs, 80 columns wide."""
+    table = Table(title=f"{net.state.chain_id}: {len(net.state.nodes)} validators on {HOST}")
+    for column in ("node", "P2P", "RPC", "ABCI", "API", "training", "PIDs app/cometbft/race"):
         table.add_column(column)
     for node in net.state.nodes:
-        pids = [_pid(node, k) for k in KINDS]
         daemon = "node" in node.kinds
-        api = node.api_url if daemon else "-"
-        training = node.training_endpoint if daemon else "-"
-        table.add_row(node.name, node.rpc_url, api, training, node.abci_address, node.p2p_address, *pids)
-    table_console(wide=True).print(table)  # endpoints: as wide as the terminal, not cut to 80
+        ports = node.ports
+        api, training = (str(ports.api), str(ports.training)) if daemon else ("-", "-")
+        pids = "/".join(_pid(node, k) for k in KINDS)
+        table.add_row(node.name, str(ports.p2p), str(ports.rpc), str(ports.abci), api, training, pids)
+    table_console(wide=False).print(table)
 
 
 def _pid(node: NodeRecord, kind: Kind) -> str:
@@ -211,19 +211,20 @@ def status(directory: Path, as_json: bool) -> None:
             {"chain_id": net.state.chain_id, "dir": str(net.state.dir), "nodes": [_status_json(s) for s in statuses]}
         )
         return
-    table = Table(title=f"{net.state.chain_id} in {net.state.dir}")
-    for column in ("node", "height", "app hash", "RPC", "API", "app PID", "cometbft PID", "race PID"):
+    click.echo(f"{net.state.chain_id} in {net.state.dir}, every port on {HOST}")
+    table = Table()
+    for column in ("node", "height", "app hash", "RPC", "API", "PIDs app/cometbft/race"):
         table.add_column(column)
     for s in statuses:
         table.add_row(
             s.node.name,
             "-" if s.height is None else str(s.height),
-            (s.app_hash or "-")[:16],
-            s.node.rpc_url,
-            s.node.api_url if "node" in s.node.kinds else "-",
-            *[_pid_alive(s, k) for k in KINDS],
+            (s.app_hash or "-")[:12],
+            str(s.node.ports.rpc),
+            str(s.node.ports.api) if "node" in s.node.kinds else "-",
+            "/".join(_pid_alive(s, k) for k in KINDS),
         )
-    table_console(wide=True).print(table)  # endpoints: as wide as the terminal, not cut to 80
+    table_console(wide=False).print(table)
 
 
 def _status_json(s: NodeStatus) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -212,18 +213,28 @@ def status(node: str, as_json: bool, wide: bool, job_id: int | None) -> None:
         f"{job.status.value}, H={job.inner_steps}, k={job.segment_steps}, budget left "
         f"{format_amount(int(job.budget_left))} of {format_amount(int(job.budget))}"
     )
+    console.print(participants_table(participants, name))
+    if segments.segments:
+        console.print(audits_table(segments, name))
+
+
+def participants_table(participants: training.Participants, name: Callable[[bytes], str]) -> Table:
+    """A job's participants: standing, first round, last round reported and reward held."""
     table = Table("participant", "status", "from", "reported", "held")
     for p in participants.participants:
         table.add_row(
             name(p.address), p.status.value, str(p.from_round), str(p.reported_through), format_amount(p.held)
         )
-    console.print(table)
-    if segments.segments:
-        audits = Table("round", "participant", "step", "status", "validators")
-        for s in segments.segments:
-            validators = ", ".join(name(v) for v in s.segment.validators)
-            audits.add_row(str(s.round), name(s.participant), str(s.segment.step), s.segment.status.value, validators)
-        console.print(audits)
+    return table
+
+
+def audits_table(segments: training.Segments, name: Callable[[bytes], str]) -> Table:
+    """A job's proof-of-learning audits: whose segment of which round, its step, status and judges."""
+    audits = Table("round", "participant", "step", "status", "validators")
+    for s in segments.segments:
+        validators = ", ".join(name(v) for v in s.segment.validators)
+        audits.add_row(str(s.round), name(s.participant), str(s.segment.step), s.segment.status.value, validators)
+    return audits
 
 
 @train_group.command()

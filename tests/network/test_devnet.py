@@ -21,6 +21,7 @@ from racenet.chain.modules import bank, validators
 from racenet.chain.modules.auth import Params as AuthParams
 from racenet.chain.modules.bank import MsgSend
 from racenet.chain.tx import TX_VERSION, AnyMsg, SignedTx, TxBody, build_tx, sign_bytes, tx_hash
+from racenet.cli.common import TABLE_WIDTH
 from racenet.cli.devnet import devnet
 from racenet.crypto.keys import PrivateKey
 from racenet.devnet import CHAIN_ID, Devnet
@@ -122,7 +123,8 @@ def heights(clients: list[ChainClient]) -> list[int]:
 
 
 def test_status_up_again_and_logs(devnet_dir: Path) -> None:
-    """`status --json` shows 4 live validators on loopback; `up` on a running devnet only says so."""
+    """`status --json` shows 4 live validators on loopback, `status` the same in 80 columns; `up` on a running
+    devnet only says so."""
     doc = json.loads(invoke("status", "--dir", str(devnet_dir), "--json"))
     assert doc["chain_id"] == CHAIN_ID
     assert [n["name"] for n in doc["nodes"]] == ["node1", "node2", "node3", "node4"]
@@ -130,6 +132,10 @@ def test_status_up_again_and_logs(devnet_dir: Path) -> None:
         assert node["alive"] == {"app": True, "cometbft": True}
         assert node["height"] >= 2 and node["api"] is None
         assert node["rpc"].startswith("http://127.0.0.1:")
+    text = invoke("status", "--dir", str(devnet_dir))
+    table = [line for line in text.splitlines() if line and line[0] in "┏┃┡│└"]
+    assert len(table) == 8 and max(len(line) for line in table) <= TABLE_WIDTH, text
+    assert all(str(n["rpc"]).rsplit(":", 1)[1] in text for n in doc["nodes"]), "each node's RPC port"
     assert "already running" in invoke("up", "--dir", str(devnet_dir))
     assert "ABCI server listening" in invoke("logs", "--dir", str(devnet_dir), "1", "--app")
 
