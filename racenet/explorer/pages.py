@@ -58,7 +58,6 @@ def overview(ex: Explorer) -> Content:
     summary = fields(
         [
             ("chain", status["node_info"]["network"]),
-            ("height", height),
             ("latest block time", status["sync_info"]["latest_block_time"]),
             ("app hash", status["sync_info"]["latest_app_hash"]),
             ("race", join([link("/race", f"cycle {cycle.cycle}"), f", phase {cycle.phase}"])),
@@ -136,7 +135,8 @@ def race_page(ex: Explorer) -> Content:
     nodes = ex.nodes()
     claims = ex.client.query(race.CLAIMS).claims
     misvotes = ex.client.query(race.MISVOTES).misvotes
-    phases = fields([(str(p), h) for p, h in cycle.phase_starts.items()] + [("tally", cycle.tally_height)])
+    starts = sorted(cycle.phase_starts.items(), key=lambda start: start[1])
+    phases = fields([(str(p), h) for p, h in starts] + [("tally", cycle.tally_height)])
     claim_rows = (
         (
             address(c.participant),

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from racenet.chain.modules.tokenomics.schedule import (
     ICON,
@@ -32,14 +33,13 @@ def svg(figure: Figure) -> str:
     return text[text.index("<svg") :]
 
 
-def line_plot(title: str, xlabel: str, ylabel: str, series: Mapping[str, Series], log_x: bool = False) -> str:
-    """Named (x, y) series as one line plot."""
+def line_plot(title: str, xlabel: str, ylabel: str, series: Mapping[str, Series]) -> str:
+    """Named (x, y) series over whole-number x (cycles, rounds) as one line plot."""
     figure = Figure(figsize=(7, 3.2))
     axes = figure.add_subplot()
     for name, points in series.items():
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=name)
-    if log_x:
-        axes.set_xscale("log")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title(title)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)

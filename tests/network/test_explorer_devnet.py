@@ -34,12 +34,15 @@ from tests.network.netutil import free_base_port, wait_for
 from tests.network.test_inference_devnet import MODEL, api_key
 from tests.network.test_race_devnet import tallied_cycle
 
-pytestmark = pytest.mark.network
+pytestmark = [pytest.mark.network, pytest.mark.timeout(1200)]
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).parent / "artifacts" / "explorer"
 HOSTILE_TITLE = "<script>alert('title')</script>"
 HOSTILE_MEMO = "<img src=x onerror=alert('memo')>"
+REQUESTS = 5
+"""Each validator checks a new executor's task with probability 1/4 (its weight share): five requests make it
+near certain (1 - 0.42^5) that one of them is checked."""
 
 
 @dataclass
@@ -72,8 +75,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
 
 
 def build_scene(net: Devnet, chain: ChainClient) -> Scene:
-    """Once a Race cycle is tallied (checkers are weight holders), a developer pays for one chat completion and
-    submits a proposal whose title and memo are HTML; a checker checks the request (its task lasts until its
+    """Once a Race cycle is tallied (checkers are weight holders), a developer pays for a few chat completions and
+    submits a proposal whose title and memo are HTML; a checker checks one of the requests (its task lasts until its
     cycle's pay is settled, so the request page is shown first)."""
     cycle, _ = wait_for("a fully raced cycle to be tallied", lambda: tallied_cycle(chain, 1), timeout=400)
     faucet = Keyring(net.state.dir / "keyring").load(FAUCET_KEY, DEVNET_PASSPHRASE)
@@ -81,23 +84,31 @@ def build_scene(net: Devnet, chain: ChainClient) -> Scene:
     TxSender(chain, faucet).send([MsgSend(dev.public_key.address, 50 * 10**9)])
     key = api_key(net, chain, dev, "explorer-dev")
     client = openai.OpenAI(base_url=net.state.nodes[0].api_url + "/v1", api_key=key, timeout=180, max_retries=0)
-    reply = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Name a color."}], max_tokens=8, temperature=0
-    )
-    request_id = reply.id.removeprefix("chatcmpl-")
+    asked = [ask(client, n) for n in range(REQUESTS)]
     proposal = MsgSubmitProposal(title=HOSTILE_TITLE, summary="<b>not bold</b>", messages=(), deposit=10 * 10**9)
     height = TxSender(chain, dev).send([proposal], memo=HOSTILE_MEMO).height
-    wait_for("the request's check", lambda: checked(chain, bytes.fromhex(request_id)), timeout=300)
+    request_id = wait_for("a request's check", lambda: first_checked(chain, asked), timeout=400)
     info = chain.query(inference.REQUEST, bytes.fromhex(request_id))
     assert info is not None and info.receipt is not None
     executor = encode_address(info.receipt.executor)
     return Scene(net.state.nodes[0].api_url, chain, request_id, executor, height, cycle)
 
 
-def checked(chain: ChainClient, request_id: bytes) -> verification.Task | None:
-    """The request's verification task once a checker has checked it."""
-    task = chain.query(verification.TASK, request_id)
-    return task if task is not None and task.status != TaskStatus.OPEN else None
+def ask(client: openai.OpenAI, n: int) -> str:
+    """One chat completion; its request id (hex)."""
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": f"Name color number {n}."}], max_tokens=8, temperature=0
+    )
+    return reply.id.removeprefix("chatcmpl-")
+
+
+def first_checked(chain: ChainClient, asked: list[str]) -> str | None:
+    """The first of the requests whose verification task a checker has checked."""
+    for request_id in asked:
+        task = chain.query(verification.TASK, bytes.fromhex(request_id))
+        if task is not None and task.status != TaskStatus.OPEN:
+            return request_id
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +150,7 @@ def test_pages_show_the_devnet(scene: Scene, browser: webdriver.Chrome) -> None:
     assert len(browser.find_elements(By.CSS_SELECTOR, "#latest-blocks tbody tr")) == 10
 
     blocks = visit(browser, scene.url + "/explorer/blocks", "03-blocks")
-    assert "height" in blocks and len(browser.find_elements(By.CSS_SELECTOR, "main tbody tr")) == 50
+    assert "height" in blocks and len(browser.find_elements(By.CSS_SELECTOR, "main tbody tr")) >= 20
 
     block = visit(browser, f"{scene.url}/explorer/blocks/{scene.proposal_height}", "04-block")
     assert "gov/SubmitProposal" in block and HOSTILE_MEMO in block  # shown as text, not run
@@ -147,7 +158,7 @@ def test_pages_show_the_devnet(scene: Scene, browser: webdriver.Chrome) -> None:
 
     cycle = visit(browser, scene.url + "/explorer/race", "05-race")
     current = int(browser.find_element(By.TAG_NAME, "h1").text.rsplit(" ", 1)[1])
-    assert current > scene.cycle and "accepted" in cycle and "weights over cycles" in cycle
+    assert current > scene.cycle and scene.executor in cycle and "weights over cycles" in cycle
     assert browser.find_elements(By.CSS_SELECTOR, "main svg")
 
     rewards = visit(browser, scene.url + "/explorer/rewards", "06-rewards")
