@@ -18,11 +18,12 @@ from racenet.chain.modules.gov import MsgSubmitProposal
 from racenet.chain.modules.race import NodeInfo, Outcome, OutcomeStatus
 from racenet.chain.scalars import Amount
 from racenet.crypto.address import encode_address
-from racenet.explorer import data, explorer_router, plots
+from racenet.explorer import data, explorer_router
 from racenet.node.client import ChainClient
 from racenet.node.sender import TxSender
 from tests.nodefake import FakeBackend
 from tests.test_node_requests import DEV, MODEL, NODES, Network, authorize_key, body, build
+from tests.test_training_chain import create_msg
 
 SCRIPT_TITLE = "<script>alert('title')</script>"
 SCRIPT_MEMO = "<script>alert('memo')</script>"
@@ -48,6 +49,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         receipt = net.settled(bytes.fromhex(request_id))
         proposal = MsgSubmitProposal(title=SCRIPT_TITLE, summary="<b>bold?</b>", messages=(), deposit=10**10)
         outcome = TxSender(net.chain.client(), DEV).send([proposal], memo=SCRIPT_MEMO)
+        TxSender(net.chain.client(), DEV).send([create_msg()])  # training job 1
         yield World(net, request_id, encode_address(receipt.executor), outcome.height)
 
 
@@ -123,7 +125,6 @@ def test_tokenomics_pricing_beacon_and_training(world: World) -> None:
     assert "phase 1 of 12" in econ and "<svg" in econ and "paper (≤ 9 per fee)" in econ and "90.00%" in econ
     assert MODEL in get(world, "/explorer/pricing")
     assert "latest round" in get(world, "/explorer/beacon")
-    assert "none" in get(world, "/explorer/training")
     assert "no such job" in get(world, "/explorer/training/7")
 
 
@@ -152,30 +153,29 @@ def test_an_unreachable_chain_is_an_error_box_not_a_traceback() -> None:
     assert client.get("/explorer/api/live").status_code == 503
 
 
-def test_weights_over_cycles_and_loss_curves_plot_as_svg(tmp_path: Path) -> None:
-    history = data.WeightHistory()
-    for cycle, weight in ((1, 5), (2, 9), (2, 9)):
-        outcome = Outcome(cycle=cycle, claimed=Amount(weight), weight=Amount(weight), status=OutcomeStatus.ACCEPTED)
-        history.sample(
-            (
-                NodeInfo(
-                    address=b"\1" * 20,
-                    consensus_pub_key=b"",
-                    weight=weight,
-                    power=weight,
-                    committed=None,
-                    last_outcome=outcome,
-                ),
-            )
-        )
-    assert history.series() == {encode_address(b"\1" * 20): [(1, 5), (2, 9)]}
-    (tmp_path / "job3").mkdir()
+def test_a_training_job_shows_this_nodes_loss_curve(world: World, tmp_path: Path) -> None:
+    (tmp_path / "job1").mkdir()
     rows = [{"round": r, "train_loss": 3.0 / r, "seconds": 1.0} for r in (1, 2, 3)]
-    (tmp_path / "job3" / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    progress = data.losses(tmp_path, 3)
-    assert [p.train_loss for p in progress] == [3.0, 1.5, 1.0] and data.losses(None, 3) == []
-    svg = plots.line_plot("job 3 loss", "round", "loss", {"loss": [(p.round, p.train_loss) for p in progress]})
-    assert svg.startswith("<svg") and "job 3 loss" in svg
+    (tmp_path / "job1" / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    app = FastAPI()
+    app.include_router(explorer_router(world.net.chain.client(), tmp_path))
+    client = TestClient(app)
+    assert 'href="/explorer/training/1"' in client.get("/explorer/training").text
+    page = client.get("/explorer/training/1").text
+    assert "<svg" in page and "job 1: mean inner loss per round" in page and "participants" in page
+    assert "this node trained no round" in get(world, "/explorer/training/1")  # the network's node trained none
+
+
+def test_the_weight_history_keeps_each_nodes_weight_per_tallied_cycle() -> None:
+    history = data.WeightHistory(max_cycles=2)
+    for cycle, weight in ((1, 5), (2, 9), (2, 9), (3, 7)):
+        outcome = Outcome(cycle=cycle, claimed=Amount(weight), weight=Amount(weight), status=OutcomeStatus.ACCEPTED)
+        node = NodeInfo(
+            address=b"\1" * 20, consensus_pub_key=b"", weight=weight, power=weight, committed=None, last_outcome=outcome
+        )
+        history.sample((node,))
+    assert history.series() == {encode_address(b"\1" * 20): [(2, 9), (3, 7)]}
+    assert data.losses(None, 1) == []
 
 
 def test_released_rewards_are_read_from_cometbft_block_results() -> None:
