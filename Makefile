@@ -12,10 +12,12 @@ install: $(STAMP) .bin/cometbft $(PB) .debian-packages
 
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-# Training text (racenet/train/data.py): the King James Bible and the fortune cookie files, from Debian.
-.debian-packages:
-	@command -v apt-get >/dev/null || { echo "error: apt-get not found: install the Debian packages bible-kjv and fortunes (training text) by other means" >&2; exit 1; }
-	$(APT) install -y --no-install-recommends bible-kjv fortunes || { $(APT) update && $(APT) install -y --no-install-recommends bible-kjv fortunes; }
+# Training text (racenet/train/data.py): the King James Bible and the fortune cookie files, from Debian;
+# Chromium and its driver for the explorer's browser tests (tests/network/test_explorer_devnet.py).
+DEBIAN_PACKAGES := bible-kjv fortunes chromium chromium-driver
+.debian-packages: Makefile
+	@command -v apt-get >/dev/null || { echo "error: apt-get not found: install the Debian packages $(DEBIAN_PACKAGES) by other means" >&2; exit 1; }
+	$(APT) install -y --no-install-recommends $(DEBIAN_PACKAGES) || { $(APT) update && $(APT) install -y --no-install-recommends $(DEBIAN_PACKAGES); }
 	touch $@
 
 $(STAMP): pyproject.toml

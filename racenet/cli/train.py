@@ -34,7 +34,7 @@ from racenet.cli.common import (
 )
 from racenet.node.client import TxOutcome
 from racenet.node.sender import TxSender
-from racenet.node.trainer import ARCHITECTURE_PREFIX, PPM, Progress, initial_weights_hash
+from racenet.node.trainer import ARCHITECTURE_PREFIX, PPM, Progress, initial_weights_hash, read_progress
 from racenet.train.data import Corpus, DataUnavailableError
 from racenet.train.model import PRESETS
 
@@ -251,10 +251,9 @@ def audits_table(segments: training.Segments, name: Callable[[bytes], str]) -> T
 def logs(as_json: bool, state_dir: Path, png: Path | None, job_id: int) -> None:
     """This node's view of JOB_ID: the mean inner loss of each round it trained, and how it ended."""
     directory = state_dir / "training" / f"job{job_id}"
-    path = directory / "progress.jsonl"
-    if not path.exists():
-        fail(f"this node has trained no round of job {job_id} (no {path})")
-    rows = [Progress(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_progress(directory)
+    if not rows:
+        fail(f"this node has trained no round of job {job_id} (no {directory / 'progress.jsonl'})")
     result_path = directory / "result.json"
     result = json.loads(result_path.read_text()) if result_path.exists() else None
     if png is not None:

@@ -12,6 +12,7 @@ Fine-tuning (given a `racenet.finetune.service.FineTuneService`): `POST /v1/file
 `POST|GET /v1/fine_tuning/jobs`, `GET /v1/fine_tuning/jobs/<id>[/events]`, `POST /v1/fine_tuning/jobs/<id>/cancel`
 as OpenAI's, chat completions with `ft:` models, and node-to-node `POST /racenet/v1/fine_tuning/run`,
 `GET /racenet/v1/fine_tuning/progress/<job>` and `GET /racenet/v1/adapters/<sha256>` (docs/fine-tuning.md).
+The explorer (docs/explorer.md): HTML pages under `/explorer` (`/` redirects there) and `GET /explorer/api/live`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -43,6 +45,7 @@ from racenet.chain.modules.inference import ModelInfo
 from racenet.chain.modules.verification import MsgReport
 from racenet.chain.tx import SignedTx
 from racenet.crypto.address import encode_address
+from racenet.explorer import explorer_router
 from racenet.ml.backend import FinishEvent, GenerationEvent, collect
 from racenet.node import key_info
 from racenet.node.client import ChainClient, ClientError
@@ -138,10 +141,15 @@ def _model_json(model: ModelInfo, context_length: int, max_completion_tokens: in
 
 
 def create_app(
-    agent: TransferAgent, executor: Executor, limits: Limits = DEFAULT_LIMITS, finetune: FineTuneService | None = None
+    agent: TransferAgent,
+    executor: Executor,
+    limits: Limits = DEFAULT_LIMITS,
+    finetune: FineTuneService | None = None,
+    training_dir: Path | None = None,
 ) -> FastAPI:
     """The FastAPI application of one node; `limits` bound chat completions before any expensive work (M9);
-    `finetune` adds the fine-tuning endpoints and `ft:` models."""
+    `finetune` adds the fine-tuning endpoints and `ft:` models; `training_dir` (the daemon's) gives the explorer
+    this node's loss curves."""
     app = FastAPI(title="racenet node API", version=__version__, description=__doc__)
     per_ip = RateLimiter(limits.ip_burst, limits.ip_rate, limits.max_tracked_keys)
     per_key = RateLimiter(limits.key_burst, limits.key_rate, limits.max_tracked_keys)
@@ -283,6 +291,7 @@ def create_app(
 
     if finetune is not None:
         _fine_tuning_routes(app, finetune, per_ip)
+    app.include_router(explorer_router(agent.client, training_dir))
     app.add_middleware(RequestIdMiddleware)
     return app
 

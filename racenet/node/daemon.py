@@ -120,7 +120,8 @@ class Daemon:
         if isinstance(backend, TransformersBackend):  # fine-tuning needs the in-process model (docs/fine-tuning.md)
             self.finetune = FineTuneService(backend, self.client, self.sender, self.state_dir / "finetune")
             backend.use_adapters(self.finetune.merge)
-        app = create_app(TransferAgent(self.client, self.sender, backend), executor, finetune=self.finetune)
+        agent = TransferAgent(self.client, self.sender, backend)
+        app = create_app(agent, executor, finetune=self.finetune, training_dir=self.state_dir / "training")
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         threading.Thread(target=server.run, name="api", daemon=True).start()
         self.executor, self.server = executor, server

@@ -205,6 +205,14 @@ class Progress:
     seconds: float
 
 
+def read_progress(job_dir: Path) -> list[Progress]:
+    """The rounds a node trained of a job, from its `progress.jsonl` in `job_dir` (none if it trained none)."""
+    path = job_dir / "progress.jsonl"
+    if not path.exists():
+        return []
+    return [Progress(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
 class TrainingAgent:
     """Trains the jobs this node joined, opens its audited segments and judges the segments drawn to it."""
 
