@@ -24,6 +24,7 @@ from starlette.types import Message
 
 from racenet.ml.backend import FinishEvent, GenerationEvent, TokenEvent, Usage
 from racenet.node.api import create_app
+from racenet.node.client import ChainClient
 from racenet.node.executor import Executor
 from racenet.node.limits import ConcurrencyLimiter, Limits, RateLimiter, credential_key, read_limited_body
 from racenet.node.openai_format import ApiError, Charge
@@ -213,6 +214,7 @@ class StubAgent:
         self.entered = threading.Event()
         self.opened = 0
         self.lock = threading.Lock()
+        self.client = ChainClient("http://127.0.0.1:9", timeout=1)  # the explorer's; no chain answers there
 
     def models(self) -> tuple[()]:
         """No models (unused here)."""
@@ -281,6 +283,14 @@ def test_fresh_keypairs_from_one_address_hit_the_per_ip_limit() -> None:
     assert [a.status_code for a in answers[:3]] == [402, 402, 402]
     assert_rate_limited(answers[3])
     assert agent.opened == 3
+
+
+def test_a_flood_of_explorer_pages_from_one_address_is_429() -> None:
+    """The explorer reads the chain for every page: one client IP cannot spend the node's RPC on it unbounded."""
+    client = TestClient(app_of(StubAgent(), Limits(ip_burst=3, ip_rate=0.001)))
+    answers = [client.get("/explorer/api/live") for _ in range(4)]
+    assert [a.status_code for a in answers[:3]] == [503] * 3, "served (the stub's chain does not answer)"
+    assert_rate_limited(answers[3])
 
 
 def test_the_openai_client_raises_rate_limit_error() -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -291,9 +291,18 @@ def create_app(
 
     if finetune is not None:
         _fine_tuning_routes(app, finetune, per_ip)
-    app.include_router(explorer_router(agent.client, training_dir))
+    app.include_router(explorer_router(agent.client, training_dir), dependencies=[Depends(_limit_ip(per_ip))])
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _limit_ip(per_ip: RateLimiter) -> Any:
+    """A route dependency spending one request of the client IP's bucket (429 with Retry-After when empty)."""
+
+    def limit(request: Request) -> None:
+        per_ip.take(client_ip(request))
+
+    return limit
 
 
 def _fine_tuning_routes(app: FastAPI, service: FineTuneService, per_ip: RateLimiter) -> None:
