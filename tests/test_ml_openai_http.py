@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP adapter against a fake server on 127.0.0.1 that serves canned answers."""
+"""The OpenAI-compatible HTTP adapter against a fake server on 127.0.0.1 that serves canned answers (vLLM-, llama.cpp-
+and llama-cpp-python-shaped), and the local tokenizer that names token ids llama-cpp-python leaves out."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from racenet.ml.backend import ChatMessage, GenerationRequest, TokenEvent, collect
 from racenet.ml.errors import BackendError, NotSupportedError
+from racenet.ml.local_tokenizer import LocalTokenizer, packaged_tokenizer
 from racenet.ml.openai_http import OpenAIHTTPBackend, _sse_data
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -155,6 +157,7 @@ def test_streaming_chat_maps_to_token_events(fake: FakeServer) -> None:
     _, path, body = fake.requests[-1]
     assert path == "/v1/chat/completions"
     assert body["logprobs"] is True and body["top_logprobs"] == 2 and body["stream"] is True
+    assert (body["repeat_penalty"], body["repetition_penalty"], body["frequency_penalty"]) == (1.0, 1.0, 0.0)
     assert body["stream_options"] == {"include_usage": True}
     assert (body["seed"], body["stop"], body["max_tokens"], body["model"]) == (5, ["\n"], 8, MODEL)
 
@@ -270,3 +273,46 @@ def test_slow_server_times_out(fake: FakeServer) -> None:
 def test_sse_parser_joins_multiline_data_and_skips_comments() -> None:
     lines = [": keep-alive", "", "event: message", "data: {", 'data: "a": 1}', "", "data:[DONE]"]
     assert list(_sse_data(lines)) == ['{\n"a": 1}', "[DONE]"]
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer() -> LocalTokenizer:
+    tokenizer = packaged_tokenizer(MODEL)
+    assert tokenizer is not None and packaged_tokenizer("another-model") is None
+    return tokenizer
+
+
+def llama_cpp_python_entry(token: str, logprob: float) -> dict[str, Any]:
+    """A logprobs entry as llama-cpp-python's server writes it: the token's text, no id, `bytes` null."""
+    return {"token": token, "logprob": logprob, "bytes": None, "top_logprobs": [{"token": token, "logprob": logprob}]}
+
+
+def test_llama_cpp_python_stream_gets_ids_and_usage_from_the_local_tokenizer(
+    fake: FakeServer, smollm2_tokenizer: LocalTokenizer
+) -> None:
+    events = [
+        chunk("The", [llama_cpp_python_entry("The", -0.1)]),
+        chunk(" capital", [llama_cpp_python_entry(" capital", -0.2)]),
+        chunk(None, [], finish="stop"),
+        "[DONE]",
+    ]
+    fake.routes["POST", "/v1/chat/completions"] = Canned(events=events)
+    backend = OpenAIHTTPBackend(fake.url, tokenizers={MODEL: smollm2_tokenizer}.get)
+    completion = collect(backend.generate(request()))
+    prompt = smollm2_tokenizer.tokenize_chat(MESSAGES)
+    assert completion.text == "The capital"
+    assert completion.token_ids == [smollm2_tokenizer.tokenizer.convert_tokens_to_ids(t) for t in ("The", "Ġcapital")]
+    assert completion.tokens[1].top_logprobs[0].token_id == completion.token_ids[1]
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (len(prompt), 2)
+    assert backend.tokenize_chat(MESSAGES, model=MODEL) == prompt
+    assert not any(path.endswith("/tokenize") for _, path, _ in fake.requests), "counted locally"
+
+
+def test_token_texts_name_one_id_or_none(smollm2_tokenizer: LocalTokenizer) -> None:
+    vocab = smollm2_tokenizer.tokenizer
+    assert smollm2_tokenizer.token_id(" Paris") == vocab.convert_tokens_to_ids("ĠParis")
+    assert smollm2_tokenizer.token_id("\n") == vocab.convert_tokens_to_ids("Ċ")
+    assert smollm2_tokenizer.token_id(" ") == vocab.convert_tokens_to_ids("Ġ"), "whole characters beat pieces"
+    assert smollm2_tokenizer.token_id("") is None, "control tokens decode to nothing"
+    assert smollm2_tokenizer.token_id("<|im_end|>") is None, "llama-cpp-python never reports control tokens' text"
+    assert smollm2_tokenizer.token_id("not one token at all") is None

@@ -58,6 +58,22 @@ def _block_time(ctx: click.Context, param: click.Parameter, value: str | None) -
     return value
 
 
+def _backends(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[int, str]:
+    """Parse `2=openai:http://127.0.0.1:8080/v1` options into backend specs by node index."""
+    if not value:
+        return {}
+    from racenet.node.daemon import check_backend_spec
+
+    parsed: dict[int, str] = {}
+    for item in value:
+        index, _, spec = item.partition("=")
+        try:
+            parsed[int(index)] = check_backend_spec(spec)
+        except ValueError as e:
+            raise click.BadParameter(f"use NODE=SPEC such as 2=openai:http://127.0.0.1:8080/v1 ({e})") from e
+    return parsed
+
+
 def _budgets(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
     """Parse `0.25,0.5,1` into fractions."""
     if value is None:
@@ -94,6 +110,14 @@ def devnet() -> None:
     is_flag=True,
     help="Validators send dummy requests when user traffic is low (kept for the devnet's life; docs/dummy-tasks.md).",
 )
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    callback=_backends,
+    help="NODE=SPEC: what node NODE's daemon serves with (`racenet node run --backend`), e.g. "
+    "2=openai:http://127.0.0.1:8080/v1 (kept for the devnet's life; repeatable) [default: transformers].",
+)
 @timeout_option
 def up(
     directory: Path,
@@ -102,6 +126,7 @@ def up(
     block_time: str | None,
     compute_budgets: list[float] | None,
     dummy_tasks: bool,
+    backends: dict[int, str],
     timeout: float,
 ) -> None:
     """Create (first time) and start the devnet, wait for blocks, print the endpoints."""
@@ -121,6 +146,7 @@ def up(
                 block_time or DEFAULT_BLOCK_TIME,
                 compute_budgets,
                 dummy_tasks,
+                backends,
             )
         try:
             _wait_until_live(net, net.start(), timeout)

@@ -42,7 +42,7 @@ from racenet.crypto.keyring import Keyring, KeyringError
 from racenet.devnet import cometbft, process
 from racenet.devnet.commands import app_argv, daemon_argv
 from racenet.devnet.errors import DevnetError
-from racenet.devnet.state import HOST, KINDS, DevnetState, Kind, NodeRecord, Ports
+from racenet.devnet.state import DEFAULT_BACKEND, HOST, KINDS, DevnetState, Kind, NodeRecord, Ports
 from racenet.devnet.state import load as load_state
 from racenet.node.beacon_agent import load_or_create_secret, register_key_msg
 from racenet.node.client import ChainClient, ClientError
@@ -212,9 +212,16 @@ class Devnet:
         block_time: str,
         compute_budgets: list[float] | None = None,
         dummy_tasks: bool = False,
+        backends: dict[int, str] | None = None,
     ) -> Devnet:
-        """Initialise N node homes, the faucet and node keys and the shared genesis (nothing is started)."""
+        """Initialise N node homes, the faucet and node keys and the shared genesis (nothing is started).
+
+        `backends` maps a node's index to what its daemon serves with (`racenet node run --backend`; default
+        transformers), e.g. `{2: "openai:http://127.0.0.1:8080/v1"}`.
+        """
         budgets = compute_budgets or [1.0] * validators
+        if not set(backends or {}) <= set(range(1, validators + 1)):
+            raise DevnetError(f"backends name nodes outside 1..{validators}: {sorted(backends or {})}")
         if len(budgets) != validators or not all(0 <= b <= 1 for b in budgets):
             raise DevnetError(f"give {validators} compute budgets in [0, 1] (0: no Race daemon), one per validator")
         if validators < 1:
@@ -227,7 +234,9 @@ class Devnet:
         check_ports_free({f"node{i}": p for i, p in enumerate(ports, start=1)})
         directory.mkdir(parents=True, exist_ok=True)
         try:
-            return cls._initialise(directory.resolve(), binary, base_port, ports, block_time, budgets, dummy_tasks)
+            return cls._initialise(
+                directory.resolve(), binary, base_port, ports, block_time, budgets, dummy_tasks, backends or {}
+            )
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
@@ -242,6 +251,7 @@ class Devnet:
         block_time: str,
         budgets: list[float],
         dummy_tasks: bool,
+        backends: dict[int, str],
     ) -> Devnet:
         """Write homes, keys, configs and genesis into an empty directory; record them last."""
         keyring = Keyring(directory / "keyring")
@@ -256,7 +266,10 @@ class Devnet:
             cometbft.init_home(binary, home)
             pub_key = cometbft.validator_pubkey(home)
             node_id = cometbft.node_id(binary, home)
-            nodes.append(NodeRecord(index, node_id, pub_key, node_ports, accounts[index - 1], budgets[index - 1]))
+            backend = backends.get(index, DEFAULT_BACKEND)
+            nodes.append(
+                NodeRecord(index, node_id, pub_key, node_ports, accounts[index - 1], budgets[index - 1], backend)
+            )
         state = DevnetState(directory, CHAIN_ID, block_time, base_port, faucet.address, nodes, dummy_tasks)
         genesis = build_genesis(state)
         for node in nodes:
@@ -301,7 +314,7 @@ class Devnet:
         """Start `racenet node run`, the node's Race daemon, signing with its devnet account."""
         threads = max(1, (os.cpu_count() or 1) // len(self.state.nodes))
         options = ["--threads", str(threads), "--train-endpoint", node.training_endpoint]
-        options += ["--cometbft-home", str(self.state.home(node))]
+        options += ["--cometbft-home", str(self.state.home(node)), "--backend", node.backend]
         options += ["--dummy-tasks"] if self.state.dummy_tasks else []
         state = self.state.home(node) / "race"
         api = f"{HOST}:{node.ports.api}"

@@ -53,6 +53,10 @@ class ProcessRecord:
     cmdline: tuple[str, ...]
 
 
+DEFAULT_BACKEND = "transformers"
+"""What a node's daemon serves requests with unless the devnet was created with another (`--backend`)."""
+
+
 @dataclass
 class NodeRecord:
     """One validator: its home, identity, ports, Race account and (while running) its three processes."""
@@ -63,6 +67,8 @@ class NodeRecord:
     ports: Ports
     account: str
     compute_budget: float = 1.0
+    backend: str = DEFAULT_BACKEND
+    """What its daemon serves requests with (`racenet node run --backend`)."""
     processes: dict[Kind, ProcessRecord] = field(default_factory=dict)
 
     @property
@@ -162,6 +168,7 @@ def _node_json(node: NodeRecord) -> dict[str, Any]:
         "ports": {"p2p": node.ports.p2p, "rpc": node.ports.rpc, "abci": node.ports.abci, "api": node.ports.api},
         "account": node.account,
         "compute_budget": node.compute_budget,
+        "backend": node.backend,
         "processes": {k: {"pid": p.pid, "cmdline": list(p.cmdline)} for k, p in node.processes.items()},
     }
 
@@ -180,6 +187,7 @@ def _node_from_json(doc: dict[str, Any]) -> NodeRecord:
         ports=Ports(**{k: int(v) for k, v in doc["ports"].items()}),
         account=str(doc["account"]),
         compute_budget=float(doc["compute_budget"]),
+        backend=str(doc.get("backend", DEFAULT_BACKEND)),
         processes=processes,
     )
 

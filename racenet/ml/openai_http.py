@@ -1,23 +1,29 @@
 """A backend that forwards to any OpenAI-compatible server returning logprobs (vLLM, SGLang, llama.cpp server).
 
 Operators with GPUs run the engine they already know and point the node at it. Generation uses
-`/v1/chat/completions` with `logprobs: true, top_logprobs: k`, streamed as server-sent events (or in one response
-with `stream=False`), and maps each reported token to a `TokenEvent`. Re-scoring uses the legacy
-`/v1/completions` endpoint with the prompt given as token ids and `echo: true, logprobs: k`, which vLLM supports.
-It asks for `max_tokens: 1` and ignores that one new token, because vLLM refuses `max_tokens: 0`; a server that
-does not echo the prompt's logprobs (llama.cpp's, at the time of writing) raises `NotSupportedError`.
-`tokenize_chat` uses vLLM's `/tokenize`.
+`/v1/chat/completions` with `logprobs: true, top_logprobs: k` and no repetition penalties (`NO_PENALTIES`),
+streamed as server-sent events (or in one response with `stream=False`), and maps each reported token to a
+`TokenEvent`. Re-scoring uses the legacy `/v1/completions` endpoint with the prompt given as token ids and
+`echo: true, logprobs: k`, which vLLM supports. It asks for `max_tokens: 1` and ignores that one new token, because
+vLLM refuses `max_tokens: 0`; a server that does not echo the prompt's logprobs (llama.cpp's, at the time of
+writing) raises `NotSupportedError`, and llama-cpp-python's server, which refuses token-id prompts with an HTTP 500,
+a `BackendError`. Nothing a node runs re-scores over HTTP: checks use the in-process model.
+`tokenize_chat` uses the model's own tokenizer when `tokenizers` has one for it (`racenet.ml.local_tokenizer`: the
+network counts prompt tokens with it, and llama-cpp-python's server has no chat tokenizer), else vLLM's `/tokenize`.
 
-Token ids: the OpenAI format reports token strings, not ids. llama.cpp's server adds an `id` to each entry, and
+Token ids: the OpenAI format reports token strings, not ids. llama.cpp's C++ server adds an `id` to each entry, and
 vLLM renders tokens as `token_id:<n>` when asked with `extra_body={"return_tokens_as_token_ids": True}`; both are
-understood, and `token_id` is None otherwise. Usage is required (asked with `stream_options.include_usage`), since
-the node bills by it. Every request has timeouts; transport failures and non-OpenAI answers raise `BackendError`.
+understood. llama-cpp-python's server reports neither: then a token's id is the one its text names to the model's
+own tokenizer (`LocalTokenizer.token_id`), and None without one. Usage is required (asked with
+`stream_options.include_usage`), since the node bills by it; a stream without it (llama-cpp-python's) is counted
+with the model's tokenizer: the prompt's tokens, and one completion token per reported logprob entry. Every request
+has timeouts; transport failures and non-OpenAI answers raise `BackendError`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -35,17 +41,29 @@ from racenet.ml.backend import (
     Usage,
 )
 from racenet.ml.errors import BackendError, NotSupportedError
+from racenet.ml.local_tokenizer import LocalTokenizer
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 NOT_SUPPORTED_STATUS = frozenset({400, 404, 405, 422, 501})
 TOKEN_ID_PREFIX = "token_id:"
+NO_PENALTIES: dict[str, float] = {
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "repeat_penalty": 1.0,
+    "repetition_penalty": 1.0,
+}
+"""Sent with every generation: a racenet request samples the model's own distribution, and engines that penalize
+repeats by default (llama-cpp-python's `repeat_penalty` 1.1, even at temperature 0; vLLM's and SGLang's
+`repetition_penalty` from a model's generation config) would otherwise answer what a check cannot replay."""
 
 
 class OpenAIHTTPBackend:
     """Talks to one OpenAI-compatible server at `base_url` (e.g. `http://127.0.0.1:8000/v1`).
 
     `extra_body` is merged into every request (engine-specific options); `score_top_logprobs` is how many
-    alternatives re-scoring asks for, which bounds the ranks it can tell apart. Thread-safe (httpx clients are).
+    alternatives re-scoring asks for, which bounds the ranks it can tell apart; `tokenizers` gives a model's own
+    tokenizer by name (None if it has none here), which counts its prompt tokens and names the token ids a server
+    leaves out (`racenet.ml.local_tokenizer.packaged_tokenizer`). Thread-safe (httpx clients are).
     """
 
     def __init__(
@@ -57,11 +75,13 @@ class OpenAIHTTPBackend:
         stream: bool = True,
         extra_body: Mapping[str, Any] | None = None,
         score_top_logprobs: int = 20,
+        tokenizers: Callable[[str], LocalTokenizer | None] | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self.stream = stream
         self.score_top_logprobs = score_top_logprobs
+        self._tokenizers = tokenizers
         self._extra_body = dict(extra_body or {})
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
@@ -96,19 +116,25 @@ class OpenAIHTTPBackend:
             "logprobs": True,
             "top_logprobs": request.top_logprobs,
             "stream": self.stream,
+            **NO_PENALTIES,
             **self._extra_body,
         }
         if request.seed is not None:
             body["seed"] = request.seed
         if request.stop:
             body["stop"] = list(request.stop)
+        tokenizer = self._tokenizer(request.model)
         if self.stream:
             body["stream_options"] = {"include_usage": True}
-            return self._stream(body)
-        return self._complete(body)
+            return self._stream(body, tokenizer, request.messages)
+        return self._complete(body, tokenizer)
 
     def tokenize_chat(self, messages: Sequence[ChatMessage], *, model: str | None = None) -> list[int]:
-        """Prompt token ids from the server's `/tokenize` (vLLM), chat template applied and assistant turn opened."""
+        """Prompt token ids, chat template applied and assistant turn opened: from the model's own tokenizer if
+        there is one, else from the server's `/tokenize` (vLLM)."""
+        tokenizer = self._tokenizer(model)
+        if tokenizer is not None:
+            return tokenizer.tokenize_chat(messages)
         body: dict[str, Any] = {
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
             "add_generation_prompt": True,
@@ -157,12 +183,18 @@ class OpenAIHTTPBackend:
             scores.append(TokenScore(token_id=token_id, logprob=float(logprob), rank=rank))
         return scores
 
-    def _stream(self, body: dict[str, Any]) -> Generator[GenerationEvent, None, None]:
+    def _tokenizer(self, model: str | None) -> LocalTokenizer | None:
+        """The model's own tokenizer, if `tokenizers` has one for it."""
+        return None if model is None or self._tokenizers is None else self._tokenizers(model)
+
+    def _stream(
+        self, body: dict[str, Any], tokenizer: LocalTokenizer | None, messages: Sequence[ChatMessage]
+    ) -> Generator[GenerationEvent, None, None]:
         url = f"{self.base_url}/chat/completions"
         finish: FinishReason | None = None
         usage: Usage | None = None
         pending = ""
-        saw_token = False
+        tokens = 0
         try:
             with self._client.stream("POST", "/chat/completions", json=body) as response:
                 if response.status_code >= 400:
@@ -181,21 +213,25 @@ class OpenAIHTTPBackend:
                         pending += (choice.get("delta") or {}).get("content") or ""
                         entries = _logprob_entries(choice)
                         if entries:
-                            saw_token = True
+                            tokens += len(entries)
                             for entry, text in zip(entries, _split_text(pending, entries), strict=True):
-                                yield _token_event(url, entry, text)
+                                yield _token_event(url, entry, text, tokenizer)
                             pending = ""
                         if choice.get("finish_reason"):
                             finish = _finish_reason(url, choice["finish_reason"])
         except httpx.HTTPError as exc:
             raise BackendError(f"{url}: {type(exc).__name__}: {exc}") from exc
-        if pending and not saw_token:
+        if pending and not tokens:
             raise BackendError(f"{url}: the server returned text without logprobs; it must support logprobs")
+        if usage is None and tokenizer is not None:
+            usage = Usage(prompt_tokens=len(tokenizer.tokenize_chat(messages)), completion_tokens=tokens)
         if finish is None or usage is None:
             raise BackendError(f"{url}: the stream ended without a finish_reason and usage")
         yield FinishEvent(finish, usage, pending)
 
-    def _complete(self, body: dict[str, Any]) -> Generator[GenerationEvent, None, None]:
+    def _complete(
+        self, body: dict[str, Any], tokenizer: LocalTokenizer | None
+    ) -> Generator[GenerationEvent, None, None]:
         url = f"{self.base_url}/chat/completions"
         data = self._request("POST", "/chat/completions", body)
         try:
@@ -209,7 +245,7 @@ class OpenAIHTTPBackend:
         if content and not entries:
             raise BackendError(f"{url}: the server returned text without logprobs; it must support logprobs")
         for entry, text in zip(entries, _split_text(content, entries), strict=True):
-            yield _token_event(url, entry, text)
+            yield _token_event(url, entry, text, tokenizer)
         yield FinishEvent(finish, usage, "" if entries else content)
 
     def _request(
@@ -270,15 +306,15 @@ def _split_text(content: str, entries: Sequence[Mapping[str, Any]]) -> list[str]
     return pieces
 
 
-def _token_event(url: str, entry: Mapping[str, Any], text: str) -> TokenEvent:
+def _token_event(url: str, entry: Mapping[str, Any], text: str, tokenizer: LocalTokenizer | None) -> TokenEvent:
     try:
         top = tuple(
-            TopLogprob(token_id=_token_id(alt), token=str(alt["token"]), logprob=float(alt["logprob"]))
+            TopLogprob(token_id=_token_id(alt, tokenizer), token=str(alt["token"]), logprob=float(alt["logprob"]))
             for alt in entry.get("top_logprobs") or []
         )
         return TokenEvent(
             text=text,
-            token_id=_token_id(entry),
+            token_id=_token_id(entry, tokenizer),
             token=str(entry["token"]),
             logprob=float(entry["logprob"]),
             top_logprobs=top,
@@ -287,15 +323,16 @@ def _token_event(url: str, entry: Mapping[str, Any], text: str) -> TokenEvent:
         raise BackendError(f"{url}: malformed logprobs entry {entry!r}") from exc
 
 
-def _token_id(entry: Mapping[str, Any]) -> int | None:
-    """The token id from llama.cpp's `id` field or vLLM's `token_id:<n>` token strings, if present."""
+def _token_id(entry: Mapping[str, Any], tokenizer: LocalTokenizer | None) -> int | None:
+    """The token id from llama.cpp's `id` field or vLLM's `token_id:<n>` token strings, else the one the token's
+    text names to the model's own tokenizer, if any."""
     value = entry.get("id")
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     token = entry.get("token")
     if isinstance(token, str) and token.startswith(TOKEN_ID_PREFIX) and token[len(TOKEN_ID_PREFIX) :].isdigit():
         return int(token[len(TOKEN_ID_PREFIX) :])
-    return None
+    return tokenizer.token_id(token) if tokenizer is not None and isinstance(token, str) else None
 
 
 def _finish_reason(url: str, value: object) -> FinishReason:

@@ -146,14 +146,8 @@ class TransformersBackend:
         if (tuned := self.for_model(model)) is not self:
             return tuned.tokenize_chat(messages)
         self._check_model(model)
-        conversation = [{"role": m["role"], "content": m["content"]} for m in messages]
         with self._tokenizer_lock:
-            ids = self.tokenizer.apply_chat_template(
-                conversation, add_generation_prompt=True, tokenize=True, return_dict=False, sanitize_control_tokens=True
-            )
-        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-            raise TypeError(f"the chat template returned {type(ids).__name__}, expected a list of token ids")
-        return [i for i in ids if isinstance(i, int)]
+            return chat_token_ids(self.tokenizer, messages)
 
     def generate(self, request: GenerationRequest) -> Generator[GenerationEvent, None, None]:
         """Stream a chat completion; the request is checked now, the model runs as the iterator is read."""
@@ -277,6 +271,18 @@ class TransformersBackend:
     def _check_model(self, model: str | None) -> None:
         if model is not None and model != self.name:
             raise UnknownModelError(f"model {model!r} is not served here; this backend serves {self.name!r}")
+
+
+def chat_token_ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[ChatMessage]) -> list[int]:
+    """A chat's prompt token ids with the tokenizer's chat template, the assistant turn opened and control tokens
+    typed inside messages encoded as plain text (so a user cannot forge turns). Not thread-safe."""
+    conversation = [{"role": m["role"], "content": m["content"]} for m in messages]
+    ids = tokenizer.apply_chat_template(
+        conversation, add_generation_prompt=True, tokenize=True, return_dict=False, sanitize_control_tokens=True
+    )
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise TypeError(f"the chat template returned {type(ids).__name__}, expected a list of token ids")
+    return [i for i in ids if isinstance(i, int)]
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:

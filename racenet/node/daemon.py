@@ -50,14 +50,17 @@ def make_backend(spec: str, compute: ComputeThread, api_key: str | None = None) 
     """The inference backend a spec names: SmolLM2 in-process (loaded on the compute thread) or an HTTP server.
 
     `api_key` is the bearer token an `openai:` server asks for (vLLM's `--api-key`); `transformers` ignores it.
+    A packaged model (SmolLM2) served over HTTP is tokenized with its own tokenizer, which counts prompt tokens as
+    the network does and names the token ids a server may leave out (llama-cpp-python's, `racenet.ml.local_tokenizer`).
     """
     if check_backend_spec(spec) == TRANSFORMERS:
         from racenet.ml.transformers_backend import TransformersBackend
 
         return compute.run(TransformersBackend.packaged)
+    from racenet.ml.local_tokenizer import packaged_tokenizer
     from racenet.ml.openai_http import OpenAIHTTPBackend
 
-    return OpenAIHTTPBackend(spec.removeprefix(OPENAI_PREFIX), api_key=api_key)
+    return OpenAIHTTPBackend(spec.removeprefix(OPENAI_PREFIX), api_key=api_key, tokenizers=packaged_tokenizer)
 
 
 class Daemon:

@@ -34,14 +34,15 @@ def stop_devnet(directory: Path) -> None:
 
 @contextmanager
 def running_devnet(
-    tmp_path_factory: pytest.TempPathFactory, name: str, budgets: str, validators: int = VALIDATORS
+    tmp_path_factory: pytest.TempPathFactory, name: str, budgets: str, *options: str, validators: int = VALIDATORS
 ) -> Iterator[Path]:
     """The directory of a devnet started with `racenet devnet up` (`budgets`: each node's compute budget, 0 for no
-    Race daemon); its processes are stopped on leaving the block, also when setup or a test fails."""
+    Race daemon; `options`: more of its options); its processes are stopped on leaving the block, also when setup or
+    a test fails."""
     directory = tmp_path_factory.mktemp(name) / "net"
     try:
         args = ["up", "--dir", str(directory), "--validators", str(validators), "--block-time", BLOCK_TIME]
-        args += ["--compute-budgets", budgets, "--base-port", str(free_base_port(validators))]
+        args += ["--compute-budgets", budgets, "--base-port", str(free_base_port(validators)), *options]
         result = CliRunner().invoke(devnet, args)
         assert result.exit_code == 0, result.output
         yield directory

@@ -58,7 +58,7 @@ PARAMS = {
 
 @pytest.fixture(scope="module")
 def net_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with running_devnet(tmp_path_factory, "training", ",".join(["0"] * NODES), NODES) as directory:
+    with running_devnet(tmp_path_factory, "training", ",".join(["0"] * NODES), validators=NODES) as directory:
         yield directory
 
 
