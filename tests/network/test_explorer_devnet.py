@@ -106,7 +106,7 @@ def first_checked(chain: ChainClient, asked: list[str]) -> str | None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
     """Debian's headless Chromium through Debian's chromedriver (Selenium Manager never downloads anything)."""
-    assert os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER), "run `make install` (Debian chromium)"
+    assert os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER), "run `make test-install` (Debian chromium)"
     os.environ["SE_OFFLINE"] = "true"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
