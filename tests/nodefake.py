@@ -129,9 +129,10 @@ class FakeChain:
 class FakeBackend:
     """A deterministic model: the prompt is one token per word, the answer cycles through `WORDS`."""
 
-    def __init__(self, model: str, extra_prompt_tokens: int = 0) -> None:
+    def __init__(self, model: str, extra_prompt_tokens: int = 0, replays_sampling: bool = True) -> None:
         self.model = model
         self.extra_prompt_tokens = extra_prompt_tokens
+        self.replays_sampling = replays_sampling
 
     def models(self) -> list[str]:
         """The one model it serves."""

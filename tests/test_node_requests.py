@@ -339,6 +339,32 @@ def test_an_executor_whose_model_counts_otherwise_refuses_before_generating(tmp_
         assert net.balance(DEV) == before
 
 
+def test_an_engine_that_cannot_replay_sampling_serves_greedy_requests_and_passes_sampled_ones_on(
+    tmp_path: Path,
+) -> None:
+    """Node 2 serves through an engine with its own RNG (a stock llama.cpp or vLLM): its sampled answers would fail
+    every check, so it declines a sampled request before generating and the agent moves it to node 3; a greedy one
+    it serves."""
+    for net in build(tmp_path, FakeBackend(MODEL)):
+        stock, racenet = net.executor_objects[1], net.executor_objects[2]
+        stock.backend = FakeBackend(MODEL, replays_sampling=False)
+        declined = 0
+        for n in range(12):
+            request_id = os.urandom(32)
+            answer = net.signed(body(temperature=0.7 if n % 2 else 1.0), request_id=request_id)
+            assert answer.status_code == 200, answer.text
+            assert net.settled(request_id).executor == NODES[2].public_key.address
+            assert not stock.executed(request_id) and racenet.executed(request_id)
+            declined += net.executor_of(request_id, 0, ()) == NODES[1].public_key.address
+            if declined:
+                break
+        assert declined, "the chain routed a sampled request to node 2 first, and node 3 answered it"
+        greedy = [os.urandom(32) for _ in range(6)]
+        for request_id in greedy:
+            assert net.signed(body(temperature=0), request_id=request_id).status_code == 200
+        assert any(stock.executed(r) for r in greedy), "node 2 serves the greedy requests routed to it"
+
+
 def test_a_request_signed_below_the_current_price_is_refused_before_any_escrow(net: Network) -> None:
     answer = net.signed(body(), max_price=PRICE - 1)
     assert (answer.status_code, answer.json()["error"]["code"]) == (400, "price_above_signed")

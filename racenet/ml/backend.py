@@ -171,6 +171,12 @@ class Backend(Protocol):
     iterator is exhausted or closed: close it if you stop reading early.
     """
 
+    @property
+    def replays_sampling(self) -> bool:
+        """Whether its sampled tokens (temperature > 0) are the request's seeded draws, which validators replay
+        (racenet's sampler); an engine drawing with its own RNG answers only greedy requests."""
+        ...
+
     def models(self) -> list[str]:
         """The model names this backend serves."""
         ...

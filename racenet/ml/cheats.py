@@ -123,6 +123,9 @@ class CheatingBackend:
     tokenized and scored by the real model, so the executor accepts and settles its requests as usual.
     """
 
+    replays_sampling = True
+    """It claims to, like an honest executor (its answers are what the checks judge)."""
+
     def __init__(self, model: TransformersBackend, kinds: Sequence[Cheat] = CHEATS) -> None:
         self.model = model
         self.answerers = [(kind, cheater(kind, model)) for kind in kinds]

@@ -66,6 +66,9 @@ class OpenAIHTTPBackend:
     leaves out (`racenet.ml.local_tokenizer.packaged_tokenizer`). Thread-safe (httpx clients are).
     """
 
+    replays_sampling = False
+    """The server draws with its own RNG: its sampled answers cannot be replayed, so it takes greedy requests only."""
+
     def __init__(
         self,
         base_url: str,

@@ -65,6 +65,9 @@ class TransformersBackend:
     for the whole process.
     """
 
+    replays_sampling = True
+    """It draws with racenet's seeded sampler, so validators replay its samples."""
+
     def __init__(
         self,
         model: PreTrainedModel,

@@ -184,6 +184,9 @@ class Executor:
         _, generation, _ = parse_request(raw)
         if (base_model(generation.model), generation.max_tokens) != (request.model, request.max_tokens):
             raise ApiError(409, "the forwarded model or max_tokens differ from the request's", code="body_mismatch")
+        if generation.temperature > 0 and not self.backend.replays_sampling:
+            message = "this executor's engine cannot draw the seeded samples validators replay; ask the next executor"
+            raise ApiError(409, message, code="sampling_not_replayable")
         prompt_tokens = len(self.backend.tokenize_chat(generation.messages, model=generation.model))
         if prompt_tokens != request.prompt_tokens:
             raise ApiError(

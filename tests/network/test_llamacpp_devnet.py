@@ -3,7 +3,8 @@ server (from PyPI) loading the same SmolLM2 GGUF the network registers, via `rac
 4=openai:<its URL>`. The official `openai` client gets answers through node 1 (streamed and not, at temperature 0:
 a stock engine's sampler is not the replayable racenet one), node 4 executes some of them, and the other
 validators' checkers, re-scoring with transformers in fp32, pass every one they check within the spot check's
-tolerance (docs/verification.md, "Other engines"); none of node 4's tasks is found invalid.
+tolerance (docs/verification.md, "Other engines"); none of node 4's tasks is found invalid. Sampled requests are
+answered by other executors: node 4 declines those routed to it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ pytestmark = [pytest.mark.network, pytest.mark.timeout(1200)]
 
 LLAMA_NODE = 4
 QUESTIONS = ["Name a color.", "Why is the sky blue?", "Describe a cat.", "Tell me about apples.", "Count to three."]
+SAMPLED = 4
+"""Sampled requests sent after the greedy ones: node 4 (a stock engine) declines those routed to it."""
 MAX_TOKENS = 16
 MAX_REQUESTS = 40
 CHECKS_WANTED = 3
@@ -77,6 +80,18 @@ def ask(client: openai.OpenAI, n: int) -> bytes:
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
     assert chunks[-1].usage is not None
     return bytes.fromhex(chunks[-1].id.removeprefix("chatcmpl-"))
+
+
+def sample(client: openai.OpenAI, n: int) -> bytes | None:
+    """Request n at temperature 0.8 (the request id), or None if no executor answered it (503)."""
+    question = QUESTIONS[n % len(QUESTIONS)]
+    try:
+        answer = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=MAX_TOKENS, temperature=0.8
+        )
+    except openai.InternalServerError:
+        return None
+    return bytes.fromhex(answer.id.removeprefix("chatcmpl-"))
 
 
 def executor_of(chain: ChainClient, request_id: bytes) -> bytes:
@@ -144,3 +159,6 @@ def test_a_node_serving_through_llama_cpp_answers_the_openai_client_and_passes_s
     assert len(checks) >= CHECKS_WANTED, "too few of node 4's answers were checked to judge"
     assert all(checks), "an honest llama.cpp answer failed a spot check"
     assert not ours & ledger.caught, "an honest llama.cpp answer was found invalid"
+    sampled = [sample(client, n) for n in range(SAMPLED)]
+    answered = [r for r in sampled if r is not None]
+    assert answered and all(executor_of(chain, r) != llama for r in answered), "node 4 passes sampled requests on"
